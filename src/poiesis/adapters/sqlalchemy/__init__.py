@@ -1,0 +1,1 @@
+"""The TaskStore on PostgreSQL (asyncpg) and SQLite (aiosqlite), from one schema and one migration history."""

@@ -1,0 +1,96 @@
+"""Engines for the two databases, and the migrations that build their schema.
+
+SQLite serialises writers. Its write transactions start with BEGIN IMMEDIATE, so a guarded
+read-then-update never fails half-way with "database is locked", and they wait for each other
+(busy_timeout) instead of failing; readers use a second engine and never wait for the write lock
+(WAL). PostgreSQL needs none of this: a row lock (SELECT ... FOR UPDATE) guards a transition.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def is_sqlite(url: str) -> bool:
+    return sa.make_url(url).get_backend_name() == "sqlite"
+
+
+def async_url(url: str) -> str:
+    """Accept plain URLs (postgresql://, sqlite:///) and pick the async driver."""
+    u = sa.make_url(url)
+    backend = u.get_backend_name()
+    if backend == "postgresql":
+        u = u.set(drivername="postgresql+asyncpg")
+    elif backend == "sqlite":
+        u = u.set(drivername="sqlite+aiosqlite")
+    else:
+        raise ValueError(f"unsupported database {backend!r}: use postgresql:// or sqlite://")
+    return u.render_as_string(hide_password=False)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, immediate: bool) -> None:
+    dbapi_connection.isolation_level = None  # SQLAlchemy emits BEGIN itself
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA case_sensitive_like=ON")  # name_prefix is case-sensitive
+    cursor.close()
+
+
+def create_engine(url: str, *, writer: bool = True, pool_size: int = 10) -> AsyncEngine:
+    """An engine for `url`. For SQLite, `writer` chooses BEGIN IMMEDIATE (writes) or deferred (reads)."""
+    if is_sqlite(url):
+        engine = create_async_engine(async_url(url), connect_args={"timeout": 30})
+
+        @sa.event.listens_for(engine.sync_engine, "connect")
+        def _connect(dbapi_connection: Any, _record: Any) -> None:
+            _sqlite_pragmas(dbapi_connection, writer)
+
+        @sa.event.listens_for(engine.sync_engine, "begin")
+        def _begin(conn: Connection) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
+
+        return engine
+    return create_async_engine(
+        async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+    )
+
+
+def alembic_config(connection: Connection | None = None) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
+    """Bring the schema to `revision`. Safe to run concurrently on PostgreSQL (an advisory lock)."""
+
+    def upgrade(connection: Connection) -> None:
+        if connection.dialect.name == "postgresql":
+            connection.exec_driver_sql("SELECT pg_advisory_xact_lock(7355608)")
+        command.upgrade(alembic_config(connection), revision)
+
+    async with engine.begin() as conn:
+        await conn.run_sync(upgrade)
+
+
+async def current_revision(engine: AsyncEngine) -> str | None:
+    from alembic.migration import MigrationContext
+
+    def read(connection: Connection) -> str | None:
+        return MigrationContext.configure(connection).get_current_revision()
+
+    async with engine.connect() as conn:
+        return await conn.run_sync(read)

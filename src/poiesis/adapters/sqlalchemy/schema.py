@@ -1,0 +1,217 @@
+"""The relational schema: one table per TES object, foreign keys to the task, enum types for states.
+
+Every list filter has an index that keeps the newest-first order of the keyset (`id` descends with
+creation time), so a page costs the same with 100 tasks stored or 100,000.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+
+from poiesis.domain.states import State
+from poiesis.domain.tes import FileType
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UtcTimestamp(sa.TypeDecorator[datetime]):
+    """timestamptz on PostgreSQL; on SQLite an ISO string that always reads back as UTC-aware."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
+
+
+def _enum(enum: type[State] | type[FileType], name: str) -> sa.Enum:
+    return sa.Enum(
+        enum, name=name, values_callable=lambda e: [m.value for m in e], create_constraint=True,
+        validate_strings=True,
+    )
+
+
+TaskState = _enum(State, "task_state")
+FileKind = _enum(FileType, "file_type")
+
+ID = sa.String(26)
+
+
+def _task_fk() -> sa.ForeignKey:
+    return sa.ForeignKey("task.id", ondelete="CASCADE")
+
+
+task = sa.Table(
+    "task",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("owner", sa.Text, nullable=False),
+    sa.Column("state", TaskState, nullable=False),
+    sa.Column("created_at", UtcTimestamp, nullable=False),
+    sa.Column("name", sa.Text),
+    sa.Column("description", sa.Text),
+    sa.Column("cpu_cores", sa.Integer),
+    sa.Column("ram_gb", sa.Float),
+    sa.Column("disk_gb", sa.Float),
+    sa.Column("preemptible", sa.Boolean),
+    sa.Column("zones", JSON),
+    sa.Column("backend_parameters", JSON),
+    sa.Column("backend_parameters_strict", sa.Boolean),
+    sa.Column("volumes", JSON),
+    sa.Column("tags", JSON, nullable=False),
+    sa.Index(None, "state", "id"),
+    sa.Index(None, "owner", "id"),
+    sa.Index(None, "owner", "state", "id"),
+    sa.Index(
+        "ix_task_name_prefix",
+        "name",
+        "id",
+        postgresql_ops={"name": "text_pattern_ops"},
+    ),
+    sa.Index("ix_task_tags", "tags", postgresql_using="gin").ddl_if(dialect="postgresql"),
+)
+"""`tags` repeats the tag table as one document: a GIN index on it answers tag filters (PostgreSQL)."""
+
+executor = sa.Table(
+    "executor",
+    metadata,
+    sa.Column("task_id", ID, _task_fk(), primary_key=True),
+    sa.Column("idx", sa.Integer, primary_key=True),
+    sa.Column("image", sa.Text, nullable=False),
+    sa.Column("command", JSON, nullable=False),
+    sa.Column("workdir", sa.Text),
+    sa.Column("stdin", sa.Text),
+    sa.Column("stdout", sa.Text),
+    sa.Column("stderr", sa.Text),
+    sa.Column("env", JSON),
+    sa.Column("ignore_error", sa.Boolean),
+)
+
+input_ = sa.Table(
+    "input",
+    metadata,
+    sa.Column("task_id", ID, _task_fk(), primary_key=True),
+    sa.Column("idx", sa.Integer, primary_key=True),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("type", FileKind, nullable=False),
+    sa.Column("name", sa.Text),
+    sa.Column("description", sa.Text),
+    sa.Column("url", sa.Text),
+    sa.Column("content", sa.Text),
+    sa.Column("streamable", sa.Boolean),
+)
+
+output = sa.Table(
+    "output",
+    metadata,
+    sa.Column("task_id", ID, _task_fk(), primary_key=True),
+    sa.Column("idx", sa.Integer, primary_key=True),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("type", FileKind, nullable=False),
+    sa.Column("name", sa.Text),
+    sa.Column("description", sa.Text),
+    sa.Column("path_prefix", sa.Text),
+)
+
+tag = sa.Table(
+    "tag",
+    metadata,
+    sa.Column("task_id", ID, _task_fk(), primary_key=True),
+    sa.Column("key", sa.Text, primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+    sa.Index(None, "key", "value", "task_id"),
+)
+
+task_log = sa.Table(
+    "task_log",
+    metadata,
+    sa.Column("task_id", ID, _task_fk(), primary_key=True),
+    sa.Column("attempt", sa.Integer, primary_key=True),
+    sa.Column("start_time", UtcTimestamp),
+    sa.Column("end_time", UtcTimestamp),
+    sa.Column("metadata", JSON),
+)
+
+
+def _log_fk() -> sa.ForeignKeyConstraint:
+    return sa.ForeignKeyConstraint(
+        ["task_id", "attempt"], ["task_log.task_id", "task_log.attempt"], ondelete="CASCADE"
+    )
+
+
+executor_log = sa.Table(
+    "executor_log",
+    metadata,
+    sa.Column("task_id", ID, primary_key=True),
+    sa.Column("attempt", sa.Integer, primary_key=True),
+    sa.Column("idx", sa.Integer, primary_key=True),
+    sa.Column("start_time", UtcTimestamp),
+    sa.Column("end_time", UtcTimestamp),
+    sa.Column("exit_code", sa.Integer),
+    sa.Column("stdout", sa.Text),
+    sa.Column("stderr", sa.Text),
+    _log_fk(),
+)
+
+system_log = sa.Table(
+    "system_log",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("task_id", ID, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("line", sa.Text, nullable=False),
+    _log_fk(),
+    sa.Index(None, "task_id", "attempt", "id"),
+)
+
+output_file_log = sa.Table(
+    "output_file_log",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("task_id", ID, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("url", sa.Text, nullable=False),
+    sa.Column("path", sa.Text, nullable=False),
+    sa.Column("size_bytes", sa.BigInteger, nullable=False),
+    _log_fk(),
+    sa.Index(None, "task_id", "attempt", "id"),
+)
+
+state_transition = sa.Table(
+    "state_transition",
+    metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column("task_id", ID, _task_fk(), nullable=False),
+    sa.Column("source", TaskState, nullable=False),
+    sa.Column("target", TaskState, nullable=False),
+    sa.Column("at", UtcTimestamp, nullable=False),
+    sa.Index(None, "task_id", "id"),
+)
+"""The history of each task's state: every guarded transition that took effect, in order."""

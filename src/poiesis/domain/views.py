@@ -1,0 +1,32 @@
+"""The three TES views of a task, exactly as the spec defines them.
+
+MINIMAL: only `id` and `state`. BASIC: everything except executor stdout/stderr, input `content`
+and `system_logs`. FULL: everything. Executor logs without an exit code (an executor still running)
+never reach a task at all, so every view is valid against the schema.
+"""
+
+from __future__ import annotations
+
+from msgspec.structs import replace
+
+from poiesis.domain.tes import Task, TaskLog, TaskMinimal, View
+
+
+def _basic_log(log: TaskLog) -> TaskLog:
+    return replace(
+        log,
+        system_logs=None,
+        logs=[replace(e, stdout=None, stderr=None) for e in log.logs],
+    )
+
+
+def render(task: Task, view: View) -> Task | TaskMinimal:
+    if view is View.MINIMAL:
+        return TaskMinimal(id=task.id, state=task.state)
+    if view is View.FULL:
+        return task
+    return replace(
+        task,
+        inputs=[replace(i, content=None) for i in task.inputs] if task.inputs else None,
+        logs=[_basic_log(log) for log in task.logs] if task.logs else None,
+    )

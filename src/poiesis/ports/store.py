@@ -1,0 +1,70 @@
+"""TaskStore: where tasks, their state and their logs live.
+
+Contract, for every adapter:
+- `create` stores a validated task in QUEUED; ids are unique (a second create of the same id fails).
+- `get`, `state` and every writer raise `TaskNotFound` for an unknown id, or for a task whose owner
+  is not `owner` when one is given (to a caller, another user's task does not exist).
+- `transition` is a guarded write: it moves the task only where `domain.states` allows, atomically
+  against concurrent writers, records the move in the task's history and returns whether *this*
+  call moved it. Asking for the state a task is already in, or for an illegal move, returns False and
+  changes nothing. Entering INITIALIZING or RUNNING stamps the task log's start time once; entering a
+  terminal state stamps its end time.
+- `record_executor` upserts executor `index`'s log; fields left None keep their stored value, so a
+  restarted writer may repeat a write harmlessly. A log without an exit code is not shown in views.
+- Listing is newest first, in pages bounded by `query.page_size`, continuing after `query.after`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import Protocol
+
+import msgspec
+
+from poiesis.domain.listing import TaskPage, TaskQuery
+from poiesis.domain.states import State
+from poiesis.domain.tes import OutputFileLog, Task, View
+
+
+class Transition(msgspec.Struct, frozen=True, kw_only=True):
+    source: State
+    target: State
+    at: str
+
+
+class TaskStore(Protocol):
+    async def create(self, task: Task, *, owner: str, system_logs: list[str]) -> None: ...
+
+    async def get(self, task_id: str, *, view: View = View.FULL, owner: str | None = None) -> Task: ...
+
+    async def list(self, query: TaskQuery) -> TaskPage: ...
+
+    async def state(self, task_id: str, *, owner: str | None = None) -> State: ...
+
+    async def transition(self, task_id: str, target: State, *, now: str) -> bool: ...
+
+    async def record_executor(
+        self,
+        task_id: str,
+        index: int,
+        *,
+        start_time: str | None = None,
+        end_time: str | None = None,
+        exit_code: int | None = None,
+        stdout: str | None = None,
+        stderr: str | None = None,
+    ) -> None: ...
+
+    async def append_system_log(self, task_id: str, line: str) -> None: ...
+
+    async def add_output_files(self, task_id: str, files: list[OutputFileLog]) -> None: ...
+
+    async def set_metadata(self, task_id: str, metadata: dict[str, str]) -> None: ...
+
+    async def history(self, task_id: str) -> list[Transition]: ...
+
+    async def ids_in_states(self, states: Collection[State]) -> list[str]: ...
+
+    async def ping(self) -> None:
+        """Raise if the store cannot serve requests now (readiness)."""
+        ...
