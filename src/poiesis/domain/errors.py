@@ -1,10 +1,10 @@
 """The errors the domain raises. The API maps each class to one HTTP status in a single table.
 
-    PoiesisError
-    ├── InvalidRequest      the client sent something unacceptable (400); names the field
-    │   └── InvalidTask     a submitted task broke a TES rule
-    ├── TaskNotFound        no task with that id is visible to the caller (404)
-    └── Conflict            a request that cannot apply to the task as it is now (409)
+PoiesisError
+├── InvalidRequest      the client sent something unacceptable (400); names the field
+│   └── InvalidTask     a submitted task broke a TES rule
+├── TaskNotFound        no task with that id is visible to the caller (404)
+└── Conflict            a request that cannot apply to the task as it is now (409)
 """
 
 from __future__ import annotations

@@ -25,7 +25,13 @@ class State(StrEnum):
 
 
 TERMINAL: frozenset[State] = frozenset(
-    {State.COMPLETE, State.EXECUTOR_ERROR, State.SYSTEM_ERROR, State.CANCELED, State.PREEMPTED}
+    {
+        State.COMPLETE,
+        State.EXECUTOR_ERROR,
+        State.SYSTEM_ERROR,
+        State.CANCELED,
+        State.PREEMPTED,
+    }
 )
 
 # The states a task moves through while it makes progress, in order. A writer may skip ahead
@@ -35,7 +41,13 @@ _PROGRESS: tuple[State, ...] = (State.QUEUED, State.INITIALIZING, State.RUNNING)
 # Endings any active (progressing) task may reach. CANCELED is not among them: a cancel first
 # goes through CANCELING, and only the removal of the task's resources completes it.
 _ENDINGS: frozenset[State] = frozenset(
-    {State.COMPLETE, State.EXECUTOR_ERROR, State.SYSTEM_ERROR, State.PREEMPTED, State.CANCELING}
+    {
+        State.COMPLETE,
+        State.EXECUTOR_ERROR,
+        State.SYSTEM_ERROR,
+        State.PREEMPTED,
+        State.CANCELING,
+    }
 )
 
 
@@ -58,7 +70,9 @@ def can_transition(source: State, target: State) -> bool:
 
 def allowed_sources(target: State) -> frozenset[State]:
     """The states from which `target` may be reached: the guard of an `UPDATE ... WHERE state IN`."""
-    return frozenset(source for source, targets in TRANSITIONS.items() if target in targets)
+    return frozenset(
+        source for source, targets in TRANSITIONS.items() if target in targets
+    )
 
 
 def is_terminal(state: State) -> bool:

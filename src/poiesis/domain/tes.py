@@ -138,7 +138,9 @@ class Organization(_Model):
     url: str
 
 
-class ServiceInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
+class ServiceInfo(
+    msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"
+):
     """tesServiceInfo: the GA4GH service-info fields (camelCase on the wire) plus the TES extras."""
 
     id: str

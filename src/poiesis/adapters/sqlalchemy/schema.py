@@ -32,7 +32,9 @@ class UtcTimestamp(sa.TypeDecorator[datetime]):
     impl = sa.DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+    def process_bind_param(
+        self, value: datetime | None, dialect: sa.Dialect
+    ) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
@@ -52,7 +54,10 @@ JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")
 
 def _enum(enum: type[State] | type[FileType], name: str) -> sa.Enum:
     return sa.Enum(
-        enum, name=name, values_callable=lambda e: [m.value for m in e], create_constraint=True,
+        enum,
+        name=name,
+        values_callable=lambda e: [m.value for m in e],
+        create_constraint=True,
         validate_strings=True,
     )
 
@@ -94,7 +99,9 @@ task = sa.Table(
         "id",
         postgresql_ops={"name": "text_pattern_ops"},
     ),
-    sa.Index("ix_task_tags", "tags", postgresql_using="gin").ddl_if(dialect="postgresql"),
+    sa.Index("ix_task_tags", "tags", postgresql_using="gin").ddl_if(
+        dialect="postgresql"
+    ),
 )
 """`tags` repeats the tag table as one document: a GIN index on it answers tag filters (PostgreSQL)."""
 
@@ -162,7 +169,9 @@ task_log = sa.Table(
 
 def _log_fk() -> sa.ForeignKeyConstraint:
     return sa.ForeignKeyConstraint(
-        ["task_id", "attempt"], ["task_log.task_id", "task_log.attempt"], ondelete="CASCADE"
+        ["task_id", "attempt"],
+        ["task_log.task_id", "task_log.attempt"],
+        ondelete="CASCADE",
     )
 
 
@@ -183,7 +192,12 @@ executor_log = sa.Table(
 system_log = sa.Table(
     "system_log",
     metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
     sa.Column("task_id", ID, nullable=False),
     sa.Column("attempt", sa.Integer, nullable=False),
     sa.Column("line", sa.Text, nullable=False),
@@ -194,7 +208,12 @@ system_log = sa.Table(
 output_file_log = sa.Table(
     "output_file_log",
     metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
     sa.Column("task_id", ID, nullable=False),
     sa.Column("attempt", sa.Integer, nullable=False),
     sa.Column("url", sa.Text, nullable=False),
@@ -207,7 +226,12 @@ output_file_log = sa.Table(
 state_transition = sa.Table(
     "state_transition",
     metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column(
+        "id",
+        sa.BigInteger().with_variant(sa.Integer, "sqlite"),
+        primary_key=True,
+        autoincrement=True,
+    ),
     sa.Column("task_id", ID, _task_fk(), nullable=False),
     sa.Column("source", TaskState, nullable=False),
     sa.Column("target", TaskState, nullable=False),

@@ -48,7 +48,9 @@ def _ts(value: str) -> datetime:
 def rfc3339(value: datetime | None) -> str | None:
     if value is None:
         return None
-    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    return (
+        value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    )
 
 
 def _drop_none(**values: Any) -> dict[str, Any]:
@@ -56,7 +58,9 @@ def _drop_none(**values: Any) -> dict[str, Any]:
 
 
 class SqlAlchemyTaskStore:
-    def __init__(self, engine: AsyncEngine, *, reader: AsyncEngine | None = None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, reader: AsyncEngine | None = None
+    ) -> None:
         self._engine = engine
         self._reader = reader or engine
         self._postgres = engine.dialect.name == "postgresql"
@@ -143,13 +147,19 @@ class SqlAlchemyTaskStore:
                 if task.tags:
                     await conn.execute(
                         sa.insert(t.tag),
-                        [{"task_id": task.id, "key": k, "value": v} for k, v in task.tags.items()],
+                        [
+                            {"task_id": task.id, "key": k, "value": v}
+                            for k, v in task.tags.items()
+                        ],
                     )
                 if system_logs:
                     await self._ensure_log(conn, task.id)
                     await conn.execute(
                         sa.insert(t.system_log),
-                        [{"task_id": task.id, "attempt": ATTEMPT, "line": line} for line in system_logs],
+                        [
+                            {"task_id": task.id, "attempt": ATTEMPT, "line": line}
+                            for line in system_logs
+                        ],
                     )
         except IntegrityError as exc:
             raise Conflict(f"task {task.id} already exists") from exc
@@ -162,7 +172,9 @@ class SqlAlchemyTaskStore:
             current = await self._locked_state(conn, task_id)
             if not can_transition(current, target):
                 return False
-            await conn.execute(sa.update(t.task).where(t.task.c.id == task_id).values(state=target))
+            await conn.execute(
+                sa.update(t.task).where(t.task.c.id == task_id).values(state=target)
+            )
             await conn.execute(
                 sa.insert(t.state_transition),
                 [{"task_id": task_id, "source": current, "target": target, "at": at}],
@@ -171,14 +183,19 @@ class SqlAlchemyTaskStore:
                 await self._ensure_log(conn, task_id)
                 await conn.execute(
                     sa.update(t.task_log)
-                    .where(t.task_log.c.task_id == task_id, t.task_log.c.start_time.is_(None))
+                    .where(
+                        t.task_log.c.task_id == task_id,
+                        t.task_log.c.start_time.is_(None),
+                    )
                     .values(start_time=at)
                 )
             elif target in TERMINAL:
                 await self._ensure_log(conn, task_id)
                 await conn.execute(
                     sa.update(t.task_log)
-                    .where(t.task_log.c.task_id == task_id, t.task_log.c.end_time.is_(None))
+                    .where(
+                        t.task_log.c.task_id == task_id, t.task_log.c.end_time.is_(None)
+                    )
                     .values(end_time=at)
                 )
             return True
@@ -206,18 +223,23 @@ class SqlAlchemyTaskStore:
         async with self._engine.begin() as conn:
             await self._locked_state(conn, task_id)  # serialises this task's writers
             await self._ensure_log(conn, task_id)
-            found = (await conn.execute(sa.select(t.executor_log.c.idx).where(*where))).first()
+            found = (
+                await conn.execute(sa.select(t.executor_log.c.idx).where(*where))
+            ).first()
             if found is None:
                 await conn.execute(sa.insert(t.executor_log), [key | values])
             elif values:
-                await conn.execute(sa.update(t.executor_log).where(*where).values(**values))
+                await conn.execute(
+                    sa.update(t.executor_log).where(*where).values(**values)
+                )
 
     async def append_system_log(self, task_id: str, line: str) -> None:
         async with self._engine.begin() as conn:
             await self._locked_state(conn, task_id)
             await self._ensure_log(conn, task_id)
             await conn.execute(
-                sa.insert(t.system_log), [{"task_id": task_id, "attempt": ATTEMPT, "line": line}]
+                sa.insert(t.system_log),
+                [{"task_id": task_id, "attempt": ATTEMPT, "line": line}],
             )
 
     async def add_output_files(self, task_id: str, files: list[OutputFileLog]) -> None:
@@ -269,7 +291,9 @@ class SqlAlchemyTaskStore:
             raise TaskNotFound(task_id)
         return State(value)
 
-    async def get(self, task_id: str, *, view: View = View.FULL, owner: str | None = None) -> Task:
+    async def get(
+        self, task_id: str, *, view: View = View.FULL, owner: str | None = None
+    ) -> Task:
         query = sa.select(*_task_columns(view)).where(t.task.c.id == task_id)
         if owner is not None:
             query = query.where(t.task.c.owner == owner)
@@ -298,7 +322,9 @@ class SqlAlchemyTaskStore:
             more = len(rows) > query.page_size
             rows = rows[: query.page_size]
             tasks = await self._assemble(conn, rows, query.view)
-        return TaskPage(tasks=tasks, next_after=tasks[-1].id if more and tasks else None)
+        return TaskPage(
+            tasks=tasks, next_after=tasks[-1].id if more and tasks else None
+        )
 
     async def history(self, task_id: str) -> list[Transition]:
         st = t.state_transition
@@ -310,12 +336,19 @@ class SqlAlchemyTaskStore:
                     .order_by(st.c.id)
                 )
             ).all()
-        return [Transition(source=State(r.source), target=State(r.target), at=rfc3339(r.at) or "") for r in rows]
+        return [
+            Transition(
+                source=State(r.source), target=State(r.target), at=rfc3339(r.at) or ""
+            )
+            for r in rows
+        ]
 
     async def ids_in_states(self, states: Collection[State]) -> list[str]:
         async with self._reader.connect() as conn:
             rows = await conn.execute(
-                sa.select(t.task.c.id).where(t.task.c.state.in_(list(states))).order_by(t.task.c.id)
+                sa.select(t.task.c.id)
+                .where(t.task.c.state.in_(list(states)))
+                .order_by(t.task.c.id)
             )
             return [r.id for r in rows]
 
@@ -363,9 +396,13 @@ class SqlAlchemyTaskStore:
         )
         if exists.first() is None:
             # Callers hold the task's row lock, so no other writer can insert it meanwhile.
-            await conn.execute(sa.insert(t.task_log), [{"task_id": task_id, "attempt": ATTEMPT}])
+            await conn.execute(
+                sa.insert(t.task_log), [{"task_id": task_id, "attempt": ATTEMPT}]
+            )
 
-    async def _assemble(self, conn: AsyncConnection, rows: Sequence[sa.Row[Any]], view: View) -> list[Task]:
+    async def _assemble(
+        self, conn: AsyncConnection, rows: Sequence[sa.Row[Any]], view: View
+    ) -> list[Task]:
         if view is View.MINIMAL:
             return [
                 Task(id=r.id, state=State(r.state), executors=[], creation_time="")
@@ -374,7 +411,9 @@ class SqlAlchemyTaskStore:
         ids = [r.id for r in rows]
         full = view is View.FULL
 
-        async def by_task(table: sa.Table, columns: list[sa.ColumnElement[Any]], order: str) -> dict[str, list[Any]]:
+        async def by_task(
+            table: sa.Table, columns: list[sa.ColumnElement[Any]], order: str
+        ) -> dict[str, list[Any]]:
             grouped: dict[str, list[Any]] = defaultdict(list)
             if ids:
                 result = await conn.execute(
@@ -389,23 +428,46 @@ class SqlAlchemyTaskStore:
         ex = t.executor.c
         executors = await by_task(
             t.executor,
-            [ex.image, ex.command, ex.workdir, ex.stdin, ex.stdout, ex.stderr, ex.env, ex.ignore_error],
+            [
+                ex.image,
+                ex.command,
+                ex.workdir,
+                ex.stdin,
+                ex.stdout,
+                ex.stderr,
+                ex.env,
+                ex.ignore_error,
+            ],
             "idx",
         )
         ic = t.input_.c
         input_cols = [ic.path, ic.type, ic.name, ic.description, ic.url, ic.streamable]
-        inputs = await by_task(t.input_, [*input_cols, ic.content] if full else input_cols, "idx")
+        inputs = await by_task(
+            t.input_, [*input_cols, ic.content] if full else input_cols, "idx"
+        )
         oc = t.output.c
-        outputs = await by_task(t.output, [oc.path, oc.url, oc.type, oc.name, oc.description, oc.path_prefix], "idx")
+        outputs = await by_task(
+            t.output,
+            [oc.path, oc.url, oc.type, oc.name, oc.description, oc.path_prefix],
+            "idx",
+        )
         lc = t.task_log.c
-        logs = await by_task(t.task_log, [lc.attempt, lc.start_time, lc.end_time, lc.metadata], "attempt")
+        logs = await by_task(
+            t.task_log, [lc.attempt, lc.start_time, lc.end_time, lc.metadata], "attempt"
+        )
         el = t.executor_log.c
         el_cols = [el.attempt, el.idx, el.start_time, el.end_time, el.exit_code]
-        exec_logs = await by_task(t.executor_log, [*el_cols, el.stdout, el.stderr] if full else el_cols, "idx")
+        exec_logs = await by_task(
+            t.executor_log, [*el_cols, el.stdout, el.stderr] if full else el_cols, "idx"
+        )
         fl = t.output_file_log.c
-        files = await by_task(t.output_file_log, [fl.attempt, fl.url, fl.path, fl.size_bytes], "id")
+        files = await by_task(
+            t.output_file_log, [fl.attempt, fl.url, fl.path, fl.size_bytes], "id"
+        )
         sl = t.system_log.c
-        system = await by_task(t.system_log, [sl.attempt, sl.line], "id") if full else {}
+        system = (
+            await by_task(t.system_log, [sl.attempt, sl.line], "id") if full else {}
+        )
 
         tasks = []
         for r in rows:
@@ -423,14 +485,19 @@ class SqlAlchemyTaskStore:
                         if e.attempt == log.attempt and e.exit_code is not None
                     ],
                     outputs=[
-                        OutputFileLog(url=f.url, path=f.path, size_bytes=str(f.size_bytes))
+                        OutputFileLog(
+                            url=f.url, path=f.path, size_bytes=str(f.size_bytes)
+                        )
                         for f in files.get(r.id, [])
                         if f.attempt == log.attempt
                     ],
                     metadata=log.metadata or None,
                     start_time=rfc3339(log.start_time),
                     end_time=rfc3339(log.end_time),
-                    system_logs=[s.line for s in system.get(r.id, []) if s.attempt == log.attempt] or None,
+                    system_logs=[
+                        s.line for s in system.get(r.id, []) if s.attempt == log.attempt
+                    ]
+                    or None,
                 )
                 for log in logs.get(r.id, [])
             ]
@@ -502,6 +569,18 @@ def _task_columns(view: View) -> list[sa.ColumnElement[Any]]:
     if view is View.MINIMAL:
         return [c.id, c.state]
     return [
-        c.id, c.state, c.created_at, c.name, c.description, c.cpu_cores, c.ram_gb, c.disk_gb,
-        c.preemptible, c.zones, c.backend_parameters, c.backend_parameters_strict, c.volumes, c.tags,
+        c.id,
+        c.state,
+        c.created_at,
+        c.name,
+        c.description,
+        c.cpu_cores,
+        c.ram_gb,
+        c.disk_gb,
+        c.preemptible,
+        c.zones,
+        c.backend_parameters,
+        c.backend_parameters_strict,
+        c.volumes,
+        c.tags,
     ]

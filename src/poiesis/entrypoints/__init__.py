@@ -1,0 +1,1 @@
+"""The processes of Poiesis (API, CLI) and their composition roots."""

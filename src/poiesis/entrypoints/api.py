@@ -1,0 +1,222 @@
+"""The TES v1.1.0 REST API on Litestar.
+
+Handlers parse, call one TaskService method and return a msgspec struct. Errors become HTTP in one
+table (`_STATUS`), always with the same JSON body: `{"msg", "status_code", "field"?}`, where
+`field` names the request field at fault.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Litestar, Request, Response, Router, get, post
+from litestar.config.cors import CORSConfig
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.openapi import OpenAPIConfig
+from litestar.params import Parameter
+
+from poiesis import __version__
+from poiesis.domain.errors import Conflict, InvalidRequest, PoiesisError, TaskNotFound
+from poiesis.domain.listing import build_query, parse_view
+from poiesis.domain.tes import (
+    CancelTaskResponse,
+    CreateTaskResponse,
+    ListTasksResponse,
+    ServiceInfo,
+    Task,
+    TaskMinimal,
+)
+from poiesis.entrypoints.container import ApiContainer
+from poiesis.ports.store import TaskStore
+from poiesis.services.tasks import TaskService
+
+log = logging.getLogger(__name__)
+
+BASE = "/ga4gh/tes/v1"
+ANONYMOUS = "anonymous"
+"""The owner of every task while authentication is off."""
+
+_STATUS: dict[type[PoiesisError], int] = {
+    InvalidRequest: 400,
+    TaskNotFound: 404,
+    Conflict: 409,
+}
+
+
+class ErrorBody(msgspec.Struct, omit_defaults=True):
+    msg: str
+    status_code: int
+    field: str | None = None
+
+
+def _error(status: int, msg: str, field: str | None = None) -> Response[ErrorBody]:
+    return Response(
+        ErrorBody(msg=msg, status_code=status, field=field), status_code=status
+    )
+
+
+def _domain_error(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    status = next(
+        (code for kind, code in _STATUS.items() if isinstance(exc, kind)), 500
+    )
+    field = exc.field if isinstance(exc, InvalidRequest) else None
+    return _error(status, str(exc), field)
+
+
+def _http_error(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    assert isinstance(exc, HTTPException)
+    field = None
+    msg = exc.detail
+    if (
+        isinstance(exc, ValidationException)
+        and isinstance(exc.extra, list)
+        and exc.extra
+    ):
+        first = exc.extra[0]
+        if isinstance(first, dict):
+            field = first.get("key")
+            msg = f"{field}: {first.get('message', exc.detail)}" if field else msg
+    return _error(exc.status_code, msg, field)
+
+
+def _unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+    log.exception("unhandled error", exc_info=exc)
+    return _error(500, "internal error")
+
+
+@get("/service-info")
+async def service_info(info: ServiceInfo) -> ServiceInfo:
+    return info
+
+
+@post("/tasks", status_code=200)
+async def create_task(
+    request: Request[Any, Any, Any], tasks: TaskService
+) -> CreateTaskResponse:
+    return CreateTaskResponse(
+        id=await tasks.create(await request.body(), owner=ANONYMOUS)
+    )
+
+
+@get("/tasks")
+async def list_tasks(
+    tasks: TaskService,
+    name_prefix: str | None = None,
+    state_filter: Annotated[str | None, Parameter(query="state")] = None,
+    tag_key: Annotated[list[str] | None, Parameter(query="tag_key")] = None,
+    tag_value: Annotated[list[str] | None, Parameter(query="tag_value")] = None,
+    page_size: int | None = None,
+    page_token: str | None = None,
+    view: str | None = None,
+) -> ListTasksResponse:
+    query = build_query(
+        owner=None,
+        name_prefix=name_prefix,
+        state=state_filter,
+        tag_keys=tag_key or [],
+        tag_values=tag_value or [],
+        page_size=page_size,
+        page_token=page_token,
+        view=view,
+    )
+    return await tasks.list(query)
+
+
+@get("/tasks/{ref:str}")
+async def get_task(
+    tasks: TaskService, ref: str, view: str | None = None
+) -> Task | TaskMinimal:
+    return await tasks.get(ref, view=parse_view(view), owner=None)
+
+
+@post("/tasks/{ref:str}", status_code=200)
+async def cancel_task(tasks: TaskService, ref: str) -> CancelTaskResponse:
+    # Litestar cannot route a parameter that shares its path segment with ":cancel".
+    task_id, sep, verb = ref.rpartition(":")
+    if not sep or verb != "cancel":
+        raise TaskNotFound(ref)
+    await tasks.cancel(task_id, owner=None)
+    return CancelTaskResponse()
+
+
+@get("/healthz", include_in_schema=False)
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/readyz", include_in_schema=False)
+async def readyz(store: TaskStore) -> Response[dict[str, str]]:
+    try:
+        await store.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure means "not ready", reported as such
+        return Response({"status": "unavailable", "reason": str(exc)}, status_code=503)
+    return Response({"status": "ok"})
+
+
+async def _resolved(value: Any) -> Any:
+    return await value if inspect.isawaitable(value) else value
+
+
+def create_app(container: ApiContainer) -> Litestar:
+    settings = container.settings()
+
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        await container.init_resources()  # type: ignore[misc]
+        try:
+            # Providers that depend on async resources hand out awaitables: resolve them once.
+            app.state.tasks = await _resolved(container.tasks())
+            app.state.store = await _resolved(container.store())
+            app.state.info = container.service_info()
+            yield
+        finally:
+            await container.shutdown_resources()  # type: ignore[misc]
+
+    def from_state(name: str) -> Provide:
+        def provider(state: State) -> Any:
+            return getattr(state, name)
+
+        return Provide(provider, use_cache=True, sync_to_thread=False)
+
+    tes = Router(
+        path=BASE,
+        route_handlers=[service_info, create_task, list_tasks, get_task, cancel_task],
+        dependencies={"tasks": from_state("tasks"), "info": from_state("info")},
+    )
+    return Litestar(
+        route_handlers=[tes, healthz, readyz],
+        dependencies={"store": from_state("store")},
+        logging_config=None,
+        lifespan=[lifespan],
+        exception_handlers={
+            PoiesisError: _domain_error,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
+        cors_config=CORSConfig(allow_origins=settings.cors_allow_origins)
+        if settings.cors_allow_origins
+        else None,
+        request_max_body_size=settings.max_body_bytes,
+        openapi_config=OpenAPIConfig(
+            title="Poiesis TES", version=__version__, path="/openapi"
+        ),
+        debug=False,
+    )
+
+
+def app_from_env() -> Litestar:
+    """Factory for `uvicorn --factory` workers: settings from the environment."""
+    from poiesis.entrypoints.logs import configure
+    from poiesis.entrypoints.settings import load
+
+    settings = load()
+    configure(settings.log_level, settings.log_format)
+    container = ApiContainer(settings=settings)
+    return create_app(container)

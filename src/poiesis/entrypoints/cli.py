@@ -1,0 +1,113 @@
+"""The `poiesis` command: one subcommand per process."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+
+from poiesis import __version__
+from poiesis.entrypoints.logs import configure
+from poiesis.entrypoints.settings import Settings, SettingsError, load
+
+log = logging.getLogger("poiesis")
+
+
+def _serve_api(settings: Settings, *, workers: int) -> None:
+    import uvicorn
+
+    if workers > 1:
+        # Each worker process builds its own container from the same environment.
+        os.environ.update(
+            {
+                "POIESIS_DATABASE_URL": settings.database_url,
+                "POIESIS_BACKEND": settings.backend,
+            }
+        )
+        uvicorn.run(
+            "poiesis.entrypoints.api:app_from_env",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=workers,
+            log_config=None,
+            access_log=False,
+        )
+        return
+    from poiesis.entrypoints.api import create_app
+    from poiesis.entrypoints.container import ApiContainer
+
+    app = create_app(ApiContainer(settings=settings))
+    log.info(
+        "Poiesis %s serving TES at http://%s:%d/ga4gh/tes/v1 (database %s, backend %s)",
+        __version__,
+        settings.host,
+        settings.port,
+        settings.database_url.split("@")[-1],
+        settings.backend,
+    )
+    uvicorn.run(
+        app, host=settings.host, port=settings.port, log_config=None, access_log=False
+    )
+
+
+def _migrate(settings: Settings) -> None:
+    from poiesis.adapters.sqlalchemy.engine import (
+        create_engine,
+        current_revision,
+        migrate,
+    )
+
+    async def run() -> None:
+        engine = create_engine(settings.database_url)
+        try:
+            await migrate(engine)
+            log.info("database at revision %s", await current_revision(engine))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="poiesis", description="GA4GH TES v1.1.0 for Kubernetes"
+    )
+    parser.add_argument("--version", action="version", version=f"poiesis {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="embedded mode: API and SQLite in one process")
+    api = sub.add_parser("api", help="the TES REST API")
+    for p in (serve, api):
+        p.add_argument("--host")
+        p.add_argument("--port", type=int)
+        p.add_argument("--database-url")
+    api.add_argument("--workers", type=int)
+    migrate = sub.add_parser("migrate", help="apply the database migrations and exit")
+    migrate.add_argument("--database-url")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = load(
+            host=getattr(args, "host", None),
+            port=getattr(args, "port", None),
+            database_url=args.database_url,
+            workers=getattr(args, "workers", None),
+        )
+    except SettingsError as exc:
+        print(f"poiesis: {exc}", file=sys.stderr)
+        return 2
+    configure(settings.log_level, settings.log_format)
+
+    if args.command == "migrate":
+        _migrate(settings)
+    elif args.command == "serve":
+        _serve_api(settings, workers=1)
+    else:
+        _serve_api(settings, workers=settings.workers)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,97 @@
+"""The composition root of the API process: the only place that names concrete adapters.
+
+Nothing is built at import time. The Litestar lifespan initialises the container's resources (the
+database engines, migrations) on start and shuts them down on stop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from dependency_injector import containers, providers
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from poiesis import __version__
+from poiesis.adapters.clock import SystemClock
+from poiesis.adapters.sqlalchemy.engine import create_engine, is_sqlite, migrate
+from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore
+from poiesis.adapters.unattached import UnattachedCluster
+from poiesis.domain.submission import Rules
+from poiesis.domain.tes import Organization, ServiceInfo, ServiceType
+from poiesis.entrypoints.settings import Settings
+from poiesis.services.tasks import TaskService
+
+
+async def _writer(settings: Settings) -> AsyncIterator[AsyncEngine]:
+    engine = create_engine(
+        settings.database_url, writer=True, pool_size=settings.database_pool_size
+    )
+    if is_sqlite(settings.database_url):
+        from pathlib import Path
+
+        from sqlalchemy import make_url
+
+        database = make_url(settings.database_url).database
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+    if settings.migrate_on_start:
+        await migrate(engine)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+async def _reader(
+    settings: Settings, writer: AsyncEngine
+) -> AsyncIterator[AsyncEngine]:
+    if not is_sqlite(settings.database_url):
+        yield writer  # PostgreSQL readers never wait for writers: one pool serves both
+        return
+    engine = create_engine(settings.database_url, writer=False)
+    try:
+        yield engine
+    finally:
+        await engine.dispose()
+
+
+def _rules(settings: Settings) -> Rules:
+    return Rules(
+        backend_parameters=frozenset(k.lower() for k in settings.backend_parameters),
+        max_content_bytes=settings.max_content_bytes,
+    )
+
+
+def _service_info(settings: Settings) -> ServiceInfo:
+    return ServiceInfo(
+        id=settings.service_id,
+        name=settings.service_name,
+        type=ServiceType(group="org.ga4gh", artifact="tes", version="1.1.0"),
+        organization=Organization(
+            name=settings.organization_name, url=settings.organization_url
+        ),
+        version=__version__,
+        description=f"{settings.service_description} (backend: {settings.backend})",
+        contact_url=settings.contact_url,
+        documentation_url=settings.documentation_url,
+        environment=settings.environment,
+        storage=settings.storage,
+        tes_resources_backend_parameters=settings.backend_parameters,
+    )
+
+
+class ApiContainer(containers.DeclarativeContainer):
+    settings = providers.Dependency(instance_of=Settings)
+    clock = providers.Singleton(SystemClock)
+    writer = providers.Resource(_writer, settings)
+    reader = providers.Resource(_reader, settings, writer)
+    store = providers.Singleton(SqlAlchemyTaskStore, writer, reader=reader)
+    cluster = providers.Selector(
+        providers.Callable(lambda s: s.backend, settings),
+        none=providers.Singleton(UnattachedCluster),
+    )
+    rules = providers.Callable(_rules, settings)
+    service_info = providers.Singleton(_service_info, settings)
+    tasks = providers.Singleton(
+        TaskService, store=store, cluster=cluster, clock=clock, rules=rules
+    )

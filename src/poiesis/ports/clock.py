@@ -1,0 +1,12 @@
+"""Clock: the one place time comes from, so that tests can hold it still."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> datetime:
+        """The current time, timezone-aware, in UTC."""
+        ...

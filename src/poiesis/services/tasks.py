@@ -1,0 +1,110 @@
+"""The TES use cases behind the REST API: create, get, list and cancel a task.
+
+Create commits the task before it hands it to the cluster. If the cluster cannot take it now, the
+task stays QUEUED (the Task Controller submits it again later), so an accepted task is never lost
+and the client never sees an error for a task that was stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+import msgspec
+
+from poiesis.domain.errors import InvalidRequest
+from poiesis.domain.identity import encode_page_token, new_task_id
+from poiesis.domain.listing import TaskQuery
+from poiesis.domain.states import State, is_terminal
+from poiesis.domain.submission import NewTask, Rules, accept
+from poiesis.domain.tes import ListTasksResponse, Task, TaskMinimal, View
+from poiesis.domain.views import render
+from poiesis.ports.clock import Clock
+from poiesis.ports.cluster import Cluster, ClusterUnavailable
+from poiesis.ports.store import TaskStore
+
+log = logging.getLogger(__name__)
+
+_AT = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
+_MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]+)`")
+
+
+def rfc3339(clock: Clock) -> str:
+    return clock.now().isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def decode_task(body: bytes) -> NewTask:
+    """Decode a CreateTask body; errors name the field at fault in the spec's dotted form."""
+    try:
+        return msgspec.json.decode(body, type=NewTask)
+    except msgspec.ValidationError as exc:
+        message = str(exc)
+        at = _AT.search(message)
+        path = at.group("path") if at else ""
+        message = _AT.sub("", message)
+        missing = _MISSING.match(message)
+        if missing:
+            path = f"{path}.{missing.group('name')}" if path else missing.group("name")
+        raise InvalidRequest(path or "body", message) from None
+    except msgspec.DecodeError as exc:
+        raise InvalidRequest("body", f"is not valid JSON: {exc}") from None
+
+
+class TaskService:
+    def __init__(
+        self, *, store: TaskStore, cluster: Cluster, clock: Clock, rules: Rules
+    ) -> None:
+        self._store = store
+        self._cluster = cluster
+        self._clock = clock
+        self._rules = rules
+
+    async def create(self, body: bytes, *, owner: str) -> str:
+        new = decode_task(body)
+        now = self._clock.now()
+        accepted = accept(
+            new,
+            task_id=new_task_id(now),
+            creation_time=rfc3339(self._clock),
+            rules=self._rules,
+        )
+        await self._store.create(
+            accepted.task, owner=owner, system_logs=accepted.warnings
+        )
+        try:
+            await self._cluster.submit(accepted.task)
+        except ClusterUnavailable as exc:
+            log.warning(
+                "task %s stays QUEUED: cluster unavailable: %s", accepted.task.id, exc
+            )
+        return accepted.task.id
+
+    async def get(
+        self, task_id: str, *, view: View, owner: str | None
+    ) -> Task | TaskMinimal:
+        return render(await self._store.get(task_id, view=view, owner=owner), view)
+
+    async def list(self, query: TaskQuery) -> ListTasksResponse:
+        page = await self._store.list(query)
+        tasks = [render(task, query.view) for task in page.tasks]
+        token = encode_page_token(page.next_after) if page.next_after else None
+        return ListTasksResponse(tasks=tasks, next_page_token=token)  # type: ignore[arg-type]
+
+    async def cancel(self, task_id: str, *, owner: str | None) -> None:
+        """CANCELING at once; CANCELED once the cluster holds nothing of the task. A task already
+        in a terminal state is left as it is (cancel is idempotent)."""
+        state = await self._store.state(task_id, owner=owner)
+        if is_terminal(state):
+            return
+        await self._store.transition(task_id, State.CANCELING, now=rfc3339(self._clock))
+        try:
+            gone = await self._cluster.cancel(task_id)
+        except ClusterUnavailable as exc:
+            log.warning(
+                "task %s stays CANCELING: cluster unavailable: %s", task_id, exc
+            )
+            return
+        if gone:
+            await self._store.transition(
+                task_id, State.CANCELED, now=rfc3339(self._clock)
+            )
