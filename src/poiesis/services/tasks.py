@@ -40,7 +40,7 @@ def decode_task(body: bytes) -> NewTask:
     except msgspec.ValidationError as exc:
         message = str(exc)
         at = _AT.search(message)
-        path = at.group("path") if at else ""
+        path = at.group("path").replace("[...]", "") if at else ""  # "[...]" is msgspec's map value
         message = _AT.sub("", message)
         missing = _MISSING.match(message)
         if missing:
