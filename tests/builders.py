@@ -12,7 +12,9 @@ from tests.conftest import FakeClock
 
 
 def make_executor(i: int = 0, **fields: Any) -> Executor:
-    return Executor(image=fields.pop("image", "alpine"), command=fields.pop("command", ["echo", str(i)]), **fields)
+    return Executor(
+        image=fields.pop("image", "alpine"), command=fields.pop("command", ["echo", str(i)]), **fields
+    )
 
 
 def make_task(clock: FakeClock, *, executors: int = 1, advance: bool = True, **fields: Any) -> Task:

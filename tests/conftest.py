@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import itertools
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -60,7 +61,9 @@ def postgres_template(postgres_server: str) -> str:
         await migrate(engine)
         await engine.dispose()
 
-    asyncio.run(build())
+    # Session fixtures may be first requested from inside a test's running loop: use a thread.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, build()).result()
     return "poiesis_template"
 
 
@@ -77,6 +80,11 @@ async def fresh_postgres_url(server: str, template: str) -> str:
         await conn.execute(sa.text(f"CREATE DATABASE {name} TEMPLATE {template}"))
     await admin.dispose()
     return _with_db(server, name)
+
+
+def fresh_postgres_url_sync(server: str, template: str) -> str:
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, fresh_postgres_url(server, template)).result()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])

@@ -35,9 +35,11 @@ def private_postgres() -> Iterator[str]:
     port = free_port()
     script = str(ROOT / "scripts" / "postgres")
     try:
-        url = subprocess.run(
-            [script, "up", directory, str(port)], check=True, capture_output=True, text=True
-        ).stdout.strip().splitlines()[-1]
+        url = (
+            subprocess.run([script, "up", directory, str(port)], check=True, capture_output=True, text=True)
+            .stdout.strip()
+            .splitlines()[-1]
+        )
         yield url
     finally:
         subprocess.run([script, "down", directory], check=False, capture_output=True)

@@ -40,8 +40,17 @@ def run(execs: list[Executor], has_outputs: bool, events: list[Event]) -> Progre
 
 def test_a_clean_run_completes_after_outputs_are_uploaded() -> None:
     execs = executors(False, False)
-    p = run(execs, True, [StagingStarted(), ExecutorStarted(0, AT), ExecutorExited(0, 0, AT),
-                          ExecutorStarted(1, AT), ExecutorExited(1, 0, AT)])
+    p = run(
+        execs,
+        True,
+        [
+            StagingStarted(),
+            ExecutorStarted(0, AT),
+            ExecutorExited(0, 0, AT),
+            ExecutorStarted(1, AT),
+            ExecutorExited(1, 0, AT),
+        ],
+    )
     assert p.state is State.RUNNING
     assert next_step(execs, True, p) == StageOut()
     assert apply(execs, True, p, OutputsUploaded()).state is State.COMPLETE
@@ -58,8 +67,11 @@ def test_ignore_error_goes_on_keeps_the_real_code_and_ends_in_executor_error() -
     execs = executors(True, False)
     p = run(execs, False, [ExecutorStarted(0, AT), ExecutorExited(0, 3, AT)])
     assert next_step(execs, False, p) == RunExecutor(1)
-    p = run(execs, False, [ExecutorStarted(0, AT), ExecutorExited(0, 3, AT), ExecutorStarted(1, AT),
-                           ExecutorExited(1, 0, AT)])
+    p = run(
+        execs,
+        False,
+        [ExecutorStarted(0, AT), ExecutorExited(0, 3, AT), ExecutorStarted(1, AT), ExecutorExited(1, 0, AT)],
+    )
     assert p.state is State.EXECUTOR_ERROR
     assert [r.exit_code for r in p.executors] == [3, 0]
 
@@ -67,9 +79,13 @@ def test_ignore_error_goes_on_keeps_the_real_code_and_ends_in_executor_error() -
 @pytest.mark.parametrize(
     ("events", "state"),
     [
-        pytest.param([StagingStarted(), SystemFailure("input 0 not found")], State.SYSTEM_ERROR, id="staging fails"),
+        pytest.param(
+            [StagingStarted(), SystemFailure("input 0 not found")], State.SYSTEM_ERROR, id="staging fails"
+        ),
         pytest.param([ExecutorStarted(0, AT), Preempted("node reclaimed")], State.PREEMPTED, id="preempted"),
-        pytest.param([ExecutorStarted(0, AT), CancelRequested(), ResourcesGone()], State.CANCELED, id="canceled"),
+        pytest.param(
+            [ExecutorStarted(0, AT), CancelRequested(), ResourcesGone()], State.CANCELED, id="canceled"
+        ),
         pytest.param([ResourcesGone()], State.QUEUED, id="gone without cancel means nothing"),
     ],
 )
@@ -91,7 +107,9 @@ events = st.one_of(
 
 
 @given(st.lists(st.booleans(), min_size=1, max_size=4), st.booleans(), st.lists(events, max_size=40))
-def test_any_event_sequence_gives_a_legal_history(ignore: list[bool], has_outputs: bool, seq: list[Event]) -> None:
+def test_any_event_sequence_gives_a_legal_history(
+    ignore: list[bool], has_outputs: bool, seq: list[Event]
+) -> None:
     execs = executors(*ignore)
     progress = Progress()
     for event in seq:

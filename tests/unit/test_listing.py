@@ -10,8 +10,14 @@ from poiesis.domain.tes import View
 
 def query(**overrides: object) -> object:
     args: dict[str, object] = {
-        "owner": None, "name_prefix": None, "state": None, "tag_keys": [], "tag_values": [],
-        "page_size": None, "page_token": None, "view": None,
+        "owner": None,
+        "name_prefix": None,
+        "state": None,
+        "tag_keys": [],
+        "tag_values": [],
+        "page_size": None,
+        "page_token": None,
+        "view": None,
     }
     return build_query(**(args | overrides))  # type: ignore[arg-type]
 
@@ -21,8 +27,12 @@ def query(**overrides: object) -> object:
     [
         pytest.param(["foo1", "foo2"], ["bar1", "bar2"], {"foo1": "bar1", "foo2": "bar2"}, id="zipped"),
         pytest.param(["foo1"], [], {"foo1": ""}, id="key only"),
-        pytest.param(["foo", "lorem", "baz"], ["bar", "ipsum"], {"foo": "bar", "lorem": "ipsum", "baz": ""},
-                     id="shorter values pad with any"),
+        pytest.param(
+            ["foo", "lorem", "baz"],
+            ["bar", "ipsum"],
+            {"foo": "bar", "lorem": "ipsum", "baz": ""},
+            id="shorter values pad with any",
+        ),
     ],
 )
 def test_tag_filters_zip_like_the_spec(keys: list[str], values: list[str], expected: dict[str, str]) -> None:

@@ -25,34 +25,78 @@ def submit(body: dict[str, Any], rules: Rules | None = None) -> Any:
         pytest.param({}, "executors", id="missing executors"),
         pytest.param({"executors": []}, "executors", id="no executor"),
         pytest.param({"executors": [{"image": "a"}]}, "executors[0].command", id="missing command"),
-        pytest.param({"executors": [{"image": "a", "command": "ls"}]}, "executors[0].command", id="command string"),
-        pytest.param({"executors": [{"image": "", "command": ["x"]}]}, "executors[0].image", id="empty image"),
-        pytest.param({"executors": [{"image": "a", "command": []}]}, "executors[0].command", id="empty command"),
+        pytest.param(
+            {"executors": [{"image": "a", "command": "ls"}]}, "executors[0].command", id="command string"
+        ),
+        pytest.param(
+            {"executors": [{"image": "", "command": ["x"]}]}, "executors[0].image", id="empty image"
+        ),
+        pytest.param(
+            {"executors": [{"image": "a", "command": []}]}, "executors[0].command", id="empty command"
+        ),
         *(
             pytest.param(
-                {"executors": [EXECUTOR | {name: "relative/path"}]}, f"executors[0].{name}", id=f"relative {name}"
+                {"executors": [EXECUTOR | {name: "relative/path"}]},
+                f"executors[0].{name}",
+                id=f"relative {name}",
             )
             for name in ("workdir", "stdin", "stdout", "stderr")
         ),
-        pytest.param({"executors": [EXECUTOR], "volumes": ["/ok", "tmp"]}, "volumes[1]", id="relative volume"),
-        pytest.param({"executors": [EXECUTOR], "inputs": [{"path": "in", "content": "x"}]}, "inputs[0].path",
-                     id="relative input"),
-        pytest.param({"executors": [EXECUTOR], "inputs": [{"path": "/a/../b", "content": "x"}]}, "inputs[0].path",
-                     id="dot-dot segment"),
-        pytest.param({"executors": [EXECUTOR], "inputs": [{"path": "/in"}]}, "inputs[0].url", id="no url no content"),
-        pytest.param({"executors": [EXECUTOR], "inputs": [{"path": "/a", "content": "x"}, {"path": "/a/", "url": "s3://b/k"}]},
-                     "inputs[1].path", id="two inputs at one path"),
-        pytest.param({"executors": [EXECUTOR], "outputs": [{"path": "/out/*.txt", "url": "s3://b/"}]},
-                     "outputs[0].path_prefix", id="wildcard without prefix"),
-        pytest.param({"executors": [EXECUTOR], "outputs": [{"path": "/out/*.txt", "url": "s3://b/", "path_prefix": "/other/"}]},
-                     "outputs[0].path_prefix", id="prefix not a prefix"),
-        pytest.param({"executors": [EXECUTOR], "outputs": [{"path": "/out/a"}]}, "outputs[0].url", id="output url"),
-        pytest.param({"executors": [EXECUTOR], "resources": {"cpu_cores": 0}}, "resources.cpu_cores", id="zero cpu"),
-        pytest.param({"executors": [EXECUTOR], "resources": {"ram_gb": -1}}, "resources.ram_gb", id="negative ram"),
-        pytest.param({"executors": [EXECUTOR], "resources": {"cpu_cores": 1.5}}, "resources.cpu_cores", id="cpu float"),
+        pytest.param(
+            {"executors": [EXECUTOR], "volumes": ["/ok", "tmp"]}, "volumes[1]", id="relative volume"
+        ),
+        pytest.param(
+            {"executors": [EXECUTOR], "inputs": [{"path": "in", "content": "x"}]},
+            "inputs[0].path",
+            id="relative input",
+        ),
+        pytest.param(
+            {"executors": [EXECUTOR], "inputs": [{"path": "/a/../b", "content": "x"}]},
+            "inputs[0].path",
+            id="dot-dot segment",
+        ),
+        pytest.param(
+            {"executors": [EXECUTOR], "inputs": [{"path": "/in"}]}, "inputs[0].url", id="no url no content"
+        ),
+        pytest.param(
+            {
+                "executors": [EXECUTOR],
+                "inputs": [{"path": "/a", "content": "x"}, {"path": "/a/", "url": "s3://b/k"}],
+            },
+            "inputs[1].path",
+            id="two inputs at one path",
+        ),
+        pytest.param(
+            {"executors": [EXECUTOR], "outputs": [{"path": "/out/*.txt", "url": "s3://b/"}]},
+            "outputs[0].path_prefix",
+            id="wildcard without prefix",
+        ),
+        pytest.param(
+            {
+                "executors": [EXECUTOR],
+                "outputs": [{"path": "/out/*.txt", "url": "s3://b/", "path_prefix": "/other/"}],
+            },
+            "outputs[0].path_prefix",
+            id="prefix not a prefix",
+        ),
+        pytest.param(
+            {"executors": [EXECUTOR], "outputs": [{"path": "/out/a"}]}, "outputs[0].url", id="output url"
+        ),
+        pytest.param(
+            {"executors": [EXECUTOR], "resources": {"cpu_cores": 0}}, "resources.cpu_cores", id="zero cpu"
+        ),
+        pytest.param(
+            {"executors": [EXECUTOR], "resources": {"ram_gb": -1}}, "resources.ram_gb", id="negative ram"
+        ),
+        pytest.param(
+            {"executors": [EXECUTOR], "resources": {"cpu_cores": 1.5}}, "resources.cpu_cores", id="cpu float"
+        ),
         pytest.param({"executors": [EXECUTOR], "tags": {"a": 1}}, "tags", id="tag value not a string"),
         pytest.param(
-            {"executors": [EXECUTOR], "resources": {"backend_parameters": {"VmSize": "x"}, "backend_parameters_strict": True}},
+            {
+                "executors": [EXECUTOR],
+                "resources": {"backend_parameters": {"VmSize": "x"}, "backend_parameters_strict": True},
+            },
             "resources.backend_parameters.VmSize",
             id="strict unsupported parameter",
         ),
@@ -84,7 +128,12 @@ def test_accepted_task_is_queued_with_types_filled_and_read_only_fields_ignored(
             "tags": {"empty": ""},
         }
     ).task
-    assert (task.id, task.state, task.logs, task.creation_time) == ("t", State.QUEUED, None, "2026-01-01T00:00:00Z")
+    assert (task.id, task.state, task.logs, task.creation_time) == (
+        "t",
+        State.QUEUED,
+        None,
+        "2026-01-01T00:00:00Z",
+    )
     assert task.inputs[0].type is FileType.FILE
     assert task.outputs[0].type is FileType.FILE
     assert task.tags == {"empty": ""}
@@ -92,14 +141,21 @@ def test_accepted_task_is_queued_with_types_filled_and_read_only_fields_ignored(
 
 def test_content_wins_and_its_size_is_bounded() -> None:
     big = "x" * (1024 * 1024)
-    task = submit({"executors": [EXECUTOR], "inputs": [{"path": "/a", "content": big, "url": "s3://ignored"}]}).task
+    task = submit(
+        {"executors": [EXECUTOR], "inputs": [{"path": "/a", "content": big, "url": "s3://ignored"}]}
+    ).task
     assert task.inputs[0].content == big
     with pytest.raises(InvalidTask) as caught:
-        submit({"executors": [EXECUTOR], "inputs": [{"path": "/a", "content": big}]}, Rules(max_content_bytes=1000))
+        submit(
+            {"executors": [EXECUTOR], "inputs": [{"path": "/a", "content": big}]},
+            Rules(max_content_bytes=1000),
+        )
     assert caught.value.field == "inputs[0].content"
 
 
-def test_backend_parameters_compare_case_insensitively_and_unsupported_ones_are_dropped_with_a_warning() -> None:
+def test_backend_parameters_compare_case_insensitively_and_unsupported_ones_are_dropped_with_a_warning() -> (
+    None
+):
     accepted = submit(
         {
             "executors": [EXECUTOR],
@@ -113,7 +169,10 @@ def test_backend_parameters_compare_case_insensitively_and_unsupported_ones_are_
 
 def test_strict_task_with_only_supported_parameters_is_accepted() -> None:
     accepted = submit(
-        {"executors": [EXECUTOR], "resources": {"backend_parameters": {"Queue": "a"}, "backend_parameters_strict": True}},
+        {
+            "executors": [EXECUTOR],
+            "resources": {"backend_parameters": {"Queue": "a"}, "backend_parameters_strict": True},
+        },
         Rules(backend_parameters=frozenset({"queue"})),
     )
     assert accepted.warnings == []

@@ -50,7 +50,9 @@ inputs = st.builds(
     content=maybe(text),
     streamable=maybe(st.booleans()),
 )
-outputs = st.builds(Output, path=paths, url=st.just("s3://b/k"), type=st.sampled_from(FileType), path_prefix=maybe(paths))
+outputs = st.builds(
+    Output, path=paths, url=st.just("s3://b/k"), type=st.sampled_from(FileType), path_prefix=maybe(paths)
+)
 executor_logs = st.builds(
     ExecutorLog,
     exit_code=st.integers(min_value=-(2**31), max_value=2**31 - 1),
@@ -62,7 +64,9 @@ executor_logs = st.builds(
 task_logs = st.builds(
     TaskLog,
     logs=st.lists(executor_logs, max_size=3),
-    outputs=st.lists(st.builds(OutputFileLog, url=st.just("s3://b/k"), path=paths, size_bytes=st.just("12")), max_size=2),
+    outputs=st.lists(
+        st.builds(OutputFileLog, url=st.just("s3://b/k"), path=paths, size_bytes=st.just("12")), max_size=2
+    ),
     metadata=string_maps,
     start_time=maybe(times),
     end_time=maybe(times),

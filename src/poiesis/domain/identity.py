@@ -29,9 +29,7 @@ def is_task_id(value: str) -> bool:
 
 
 def encode_page_token(last_id: str) -> str:
-    return (
-        base64.urlsafe_b64encode(_TOKEN_PREFIX + last_id.encode()).decode().rstrip("=")
-    )
+    return base64.urlsafe_b64encode(_TOKEN_PREFIX + last_id.encode()).decode().rstrip("=")
 
 
 def decode_page_token(token: str) -> str:
@@ -39,9 +37,7 @@ def decode_page_token(token: str) -> str:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
     except (binascii.Error, ValueError):
-        raise InvalidRequest(
-            "page_token", "is not a token this service issued"
-        ) from None
+        raise InvalidRequest("page_token", "is not a token this service issued") from None
     if not raw.startswith(_TOKEN_PREFIX):
         raise InvalidRequest("page_token", "is not a token this service issued")
     last = raw[len(_TOKEN_PREFIX) :].decode(errors="replace")

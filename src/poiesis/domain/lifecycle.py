@@ -94,9 +94,7 @@ class Wait(msgspec.Struct, frozen=True, tag=True):
 Step = RunExecutor | StageOut | Finish | Wait
 
 
-def final_state(
-    executors: list[Executor], records: tuple[ExecutorRecord, ...]
-) -> State:
+def final_state(executors: list[Executor], records: tuple[ExecutorRecord, ...]) -> State:
     """COMPLETE when every executor exited 0; EXECUTOR_ERROR if any recorded a non-zero code,
     including one whose `ignore_error` let the task go on (the code is kept and reported)."""
     if any(r.exit_code not in (0, None) for r in records):
@@ -104,13 +102,8 @@ def final_state(
     return State.COMPLETE
 
 
-def _may_continue(
-    executors: list[Executor], records: tuple[ExecutorRecord, ...]
-) -> bool:
-    return all(
-        r.exit_code == 0 or bool(executors[i].ignore_error)
-        for i, r in enumerate(records)
-    )
+def _may_continue(executors: list[Executor], records: tuple[ExecutorRecord, ...]) -> bool:
+    return all(r.exit_code == 0 or bool(executors[i].ignore_error) for i, r in enumerate(records))
 
 
 def next_step(executors: list[Executor], has_outputs: bool, progress: Progress) -> Step:
@@ -134,9 +127,7 @@ def _move(progress: Progress, target: State) -> Progress:
     return replace(progress, state=target)
 
 
-def apply(
-    executors: list[Executor], has_outputs: bool, progress: Progress, event: Event
-) -> Progress:
+def apply(executors: list[Executor], has_outputs: bool, progress: Progress, event: Event) -> Progress:
     if is_terminal(progress.state):
         return progress
     match event:
@@ -145,9 +136,7 @@ def apply(
         case ExecutorStarted(index=index, at=at):
             if next_step(executors, has_outputs, progress) != RunExecutor(index):
                 return progress
-            started = replace(
-                progress, executors=(*progress.executors, ExecutorRecord(start_time=at))
-            )
+            started = replace(progress, executors=(*progress.executors, ExecutorRecord(start_time=at)))
             return _move(started, State.RUNNING)
         case ExecutorExited(index=index, exit_code=code, at=at):
             records = progress.executors

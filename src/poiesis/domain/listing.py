@@ -76,15 +76,11 @@ def parse_view(value: str | None) -> View:
     try:
         return View(value)
     except ValueError:
-        raise InvalidRequest(
-            "view", f"must be one of MINIMAL, BASIC, FULL, got {value!r}"
-        ) from None
+        raise InvalidRequest("view", f"must be one of MINIMAL, BASIC, FULL, got {value!r}") from None
 
 
 def parse_state(value: str) -> State:
     try:
         return State(value)
     except ValueError:
-        raise InvalidRequest(
-            "state", f"must be a tesState value, got {value!r}"
-        ) from None
+        raise InvalidRequest("state", f"must be a tesState value, got {value!r}") from None

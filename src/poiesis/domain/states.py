@@ -70,9 +70,7 @@ def can_transition(source: State, target: State) -> bool:
 
 def allowed_sources(target: State) -> frozenset[State]:
     """The states from which `target` may be reached: the guard of an `UPDATE ... WHERE state IN`."""
-    return frozenset(
-        source for source, targets in TRANSITIONS.items() if target in targets
-    )
+    return frozenset(source for source, targets in TRANSITIONS.items() if target in targets)
 
 
 def is_terminal(state: State) -> bool:

@@ -85,9 +85,7 @@ def _unique_paths(field: str, paths: Iterable[str]) -> None:
     for i, path in enumerate(paths):
         normal = posixpath.normpath(path)
         if normal in seen:
-            raise InvalidTask(
-                f"{field}[{i}].path", f"{path!r} is used by another {field[:-1]}"
-            )
+            raise InvalidTask(f"{field}[{i}].path", f"{path!r} is used by another {field[:-1]}")
         seen.add(normal)
 
 
@@ -117,9 +115,7 @@ def _input(i: int, new: NewInput, rules: Rules) -> Input:
                 f"is larger than the limit of {rules.max_content_bytes} bytes",
             )
         if new.type is FileType.DIRECTORY:
-            raise InvalidTask(
-                f"{f}.type", "inline content makes a FILE, not a DIRECTORY"
-            )
+            raise InvalidTask(f"{f}.type", "inline content makes a FILE, not a DIRECTORY")
     elif not new.url:
         raise InvalidTask(f"{f}.url", "is required unless content is set")
     return Input(
@@ -140,9 +136,7 @@ def _output(i: int, new: NewOutput) -> Output:
         raise InvalidTask(f"{f}.url", "must not be empty")
     if has_wildcard(new.path):
         if not new.path_prefix:
-            raise InvalidTask(
-                f"{f}.path_prefix", "is required when path contains wildcards"
-            )
+            raise InvalidTask(f"{f}.path_prefix", "is required when path contains wildcards")
         _absolute(f"{f}.path_prefix", new.path_prefix)
         if not new.path.startswith(new.path_prefix):
             raise InvalidTask(
@@ -175,9 +169,7 @@ def _resources(r: Resources | None, rules: Rules) -> tuple[Resources | None, lis
     warnings: list[str] = []
     params = r.backend_parameters
     if params:
-        unsupported = sorted(
-            k for k in params if k.lower() not in rules.backend_parameters
-        )
+        unsupported = sorted(k for k in params if k.lower() not in rules.backend_parameters)
         if unsupported and r.backend_parameters_strict:
             raise InvalidTask(
                 f"resources.backend_parameters.{unsupported[0]}",
@@ -185,9 +177,7 @@ def _resources(r: Resources | None, rules: Rules) -> tuple[Resources | None, lis
                 + (", ".join(sorted(rules.backend_parameters)) or "none"),
             )
         if unsupported:
-            warnings.append(
-                "unsupported backend_parameters ignored: " + ", ".join(unsupported)
-            )
+            warnings.append("unsupported backend_parameters ignored: " + ", ".join(unsupported))
             params = {k: v for k, v in params.items() if k not in unsupported} or None
     return msgspec.structs.replace(r, backend_parameters=params), warnings
 
@@ -197,9 +187,7 @@ def accept(new: NewTask, *, task_id: str, creation_time: str, rules: Rules) -> A
     if not new.executors:
         raise InvalidTask("executors", "at least one executor is required")
     if len(new.executors) > rules.max_executors:
-        raise InvalidTask(
-            "executors", f"at most {rules.max_executors} executors are allowed"
-        )
+        raise InvalidTask("executors", f"at most {rules.max_executors} executors are allowed")
     executors = [_executor(i, e) for i, e in enumerate(new.executors)]
     inputs = [_input(i, x, rules) for i, x in enumerate(new.inputs or [])]
     outputs = [_output(i, x) for i, x in enumerate(new.outputs or [])]

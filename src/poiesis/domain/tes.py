@@ -123,7 +123,9 @@ class CancelTaskResponse(_Model):
 
 
 class ListTasksResponse(_Model):
-    tasks: list[Task] | list[TaskMinimal]
+    # Declared as tesTask, as in the spec; in the MINIMAL view the items are TaskMinimal structs,
+    # which encode to the {id, state} subset of it.
+    tasks: list[Task]
     next_page_token: str | None = None
 
 
@@ -138,9 +140,7 @@ class Organization(_Model):
     url: str
 
 
-class ServiceInfo(
-    msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"
-):
+class ServiceInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True, rename="camel"):
     """tesServiceInfo: the GA4GH service-info fields (camelCase on the wire) plus the TES extras."""
 
     id: str

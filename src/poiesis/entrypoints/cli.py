@@ -48,9 +48,7 @@ def _serve_api(settings: Settings, *, workers: int) -> None:
         settings.database_url.split("@")[-1],
         settings.backend,
     )
-    uvicorn.run(
-        app, host=settings.host, port=settings.port, log_config=None, access_log=False
-    )
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
 
 
 def _migrate(settings: Settings) -> None:
@@ -72,9 +70,7 @@ def _migrate(settings: Settings) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="poiesis", description="GA4GH TES v1.1.0 for Kubernetes"
-    )
+    parser = argparse.ArgumentParser(prog="poiesis", description="GA4GH TES v1.1.0 for Kubernetes")
     parser.add_argument("--version", action="version", version=f"poiesis {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="embedded mode: API and SQLite in one process")

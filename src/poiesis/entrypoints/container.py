@@ -23,9 +23,7 @@ from poiesis.services.tasks import TaskService
 
 
 async def _writer(settings: Settings) -> AsyncIterator[AsyncEngine]:
-    engine = create_engine(
-        settings.database_url, writer=True, pool_size=settings.database_pool_size
-    )
+    engine = create_engine(settings.database_url, writer=True, pool_size=settings.database_pool_size)
     if is_sqlite(settings.database_url):
         from pathlib import Path
 
@@ -42,9 +40,7 @@ async def _writer(settings: Settings) -> AsyncIterator[AsyncEngine]:
         await engine.dispose()
 
 
-async def _reader(
-    settings: Settings, writer: AsyncEngine
-) -> AsyncIterator[AsyncEngine]:
+async def _reader(settings: Settings, writer: AsyncEngine) -> AsyncIterator[AsyncEngine]:
     if not is_sqlite(settings.database_url):
         yield writer  # PostgreSQL readers never wait for writers: one pool serves both
         return
@@ -67,9 +63,7 @@ def _service_info(settings: Settings) -> ServiceInfo:
         id=settings.service_id,
         name=settings.service_name,
         type=ServiceType(group="org.ga4gh", artifact="tes", version="1.1.0"),
-        organization=Organization(
-            name=settings.organization_name, url=settings.organization_url
-        ),
+        organization=Organization(name=settings.organization_name, url=settings.organization_url),
         version=__version__,
         description=f"{settings.service_description} (backend: {settings.backend})",
         contact_url=settings.contact_url,
@@ -92,6 +86,4 @@ class ApiContainer(containers.DeclarativeContainer):
     )
     rules = providers.Callable(_rules, settings)
     service_info = providers.Singleton(_service_info, settings)
-    tasks = providers.Singleton(
-        TaskService, store=store, cluster=cluster, clock=clock, rules=rules
-    )
+    tasks = providers.Singleton(TaskService, store=store, cluster=cluster, clock=clock, rules=rules)

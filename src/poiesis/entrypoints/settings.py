@@ -18,10 +18,7 @@ PREFIX = "POIESIS_"
 
 
 def default_database_url() -> str:
-    data = (
-        Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share")
-        / "poiesis"
-    )
+    data = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "poiesis"
     return f"sqlite:///{data / 'poiesis.db'}"
 
 
@@ -58,11 +55,7 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     log_format: Literal["json", "text"] = "json"
 
 
-_LISTS = {
-    f.name
-    for f in msgspec.structs.fields(Settings)
-    if getattr(f.type, "__origin__", None) is list
-}
+_LISTS = {f.name for f in msgspec.structs.fields(Settings) if getattr(f.type, "__origin__", None) is list}
 
 
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -71,9 +64,7 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         raw = environ.get(PREFIX + name.upper())
         if raw is None:
             continue
-        values[name] = (
-            [x.strip() for x in raw.split(",") if x.strip()] if name in _LISTS else raw
-        )
+        values[name] = [x.strip() for x in raw.split(",") if x.strip()] if name in _LISTS else raw
     return values
 
 

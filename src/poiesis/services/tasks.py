@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from typing import cast
 
 import msgspec
 
@@ -51,9 +52,7 @@ def decode_task(body: bytes) -> NewTask:
 
 
 class TaskService:
-    def __init__(
-        self, *, store: TaskStore, cluster: Cluster, clock: Clock, rules: Rules
-    ) -> None:
+    def __init__(self, *, store: TaskStore, cluster: Cluster, clock: Clock, rules: Rules) -> None:
         self._store = store
         self._cluster = cluster
         self._clock = clock
@@ -68,27 +67,21 @@ class TaskService:
             creation_time=rfc3339(self._clock),
             rules=self._rules,
         )
-        await self._store.create(
-            accepted.task, owner=owner, system_logs=accepted.warnings
-        )
+        await self._store.create(accepted.task, owner=owner, system_logs=accepted.warnings)
         try:
             await self._cluster.submit(accepted.task)
         except ClusterUnavailable as exc:
-            log.warning(
-                "task %s stays QUEUED: cluster unavailable: %s", accepted.task.id, exc
-            )
+            log.warning("task %s stays QUEUED: cluster unavailable: %s", accepted.task.id, exc)
         return accepted.task.id
 
-    async def get(
-        self, task_id: str, *, view: View, owner: str | None
-    ) -> Task | TaskMinimal:
+    async def get(self, task_id: str, *, view: View, owner: str | None) -> Task | TaskMinimal:
         return render(await self._store.get(task_id, view=view, owner=owner), view)
 
     async def list(self, query: TaskQuery) -> ListTasksResponse:
         page = await self._store.list(query)
-        tasks = [render(task, query.view) for task in page.tasks]
+        tasks = [cast(Task, render(task, query.view)) for task in page.tasks]
         token = encode_page_token(page.next_after) if page.next_after else None
-        return ListTasksResponse(tasks=tasks, next_page_token=token)  # type: ignore[arg-type]
+        return ListTasksResponse(tasks=tasks, next_page_token=token)
 
     async def cancel(self, task_id: str, *, owner: str | None) -> None:
         """CANCELING at once; CANCELED once the cluster holds nothing of the task. A task already
@@ -100,11 +93,7 @@ class TaskService:
         try:
             gone = await self._cluster.cancel(task_id)
         except ClusterUnavailable as exc:
-            log.warning(
-                "task %s stays CANCELING: cluster unavailable: %s", task_id, exc
-            )
+            log.warning("task %s stays CANCELING: cluster unavailable: %s", task_id, exc)
             return
         if gone:
-            await self._store.transition(
-                task_id, State.CANCELED, now=rfc3339(self._clock)
-            )
+            await self._store.transition(task_id, State.CANCELED, now=rfc3339(self._clock))

@@ -33,9 +33,7 @@ def async_url(url: str) -> str:
     elif backend == "sqlite":
         u = u.set(drivername="sqlite+aiosqlite")
     else:
-        raise ValueError(
-            f"unsupported database {backend!r}: use postgresql:// or sqlite://"
-        )
+        raise ValueError(f"unsupported database {backend!r}: use postgresql:// or sqlite://")
     return u.render_as_string(hide_password=False)
 
 

@@ -32,9 +32,7 @@ class UtcTimestamp(sa.TypeDecorator[datetime]):
     impl = sa.DateTime(timezone=True)
     cache_ok = True
 
-    def process_bind_param(
-        self, value: datetime | None, dialect: sa.Dialect
-    ) -> datetime | None:
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
         if value is None:
             return None
         if value.tzinfo is None:
@@ -99,9 +97,7 @@ task = sa.Table(
         "id",
         postgresql_ops={"name": "text_pattern_ops"},
     ),
-    sa.Index("ix_task_tags", "tags", postgresql_using="gin").ddl_if(
-        dialect="postgresql"
-    ),
+    sa.Index("ix_task_tags", "tags", postgresql_using="gin").ddl_if(dialect="postgresql"),
 )
 """`tags` repeats the tag table as one document: a GIN index on it answers tag filters (PostgreSQL)."""
 

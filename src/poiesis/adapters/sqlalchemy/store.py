@@ -48,9 +48,7 @@ def _ts(value: str) -> datetime:
 def rfc3339(value: datetime | None) -> str | None:
     if value is None:
         return None
-    return (
-        value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-    )
+    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _drop_none(**values: Any) -> dict[str, Any]:
@@ -58,9 +56,7 @@ def _drop_none(**values: Any) -> dict[str, Any]:
 
 
 class SqlAlchemyTaskStore:
-    def __init__(
-        self, engine: AsyncEngine, *, reader: AsyncEngine | None = None
-    ) -> None:
+    def __init__(self, engine: AsyncEngine, *, reader: AsyncEngine | None = None) -> None:
         self._engine = engine
         self._reader = reader or engine
         self._postgres = engine.dialect.name == "postgresql"
@@ -147,19 +143,13 @@ class SqlAlchemyTaskStore:
                 if task.tags:
                     await conn.execute(
                         sa.insert(t.tag),
-                        [
-                            {"task_id": task.id, "key": k, "value": v}
-                            for k, v in task.tags.items()
-                        ],
+                        [{"task_id": task.id, "key": k, "value": v} for k, v in task.tags.items()],
                     )
                 if system_logs:
                     await self._ensure_log(conn, task.id)
                     await conn.execute(
                         sa.insert(t.system_log),
-                        [
-                            {"task_id": task.id, "attempt": ATTEMPT, "line": line}
-                            for line in system_logs
-                        ],
+                        [{"task_id": task.id, "attempt": ATTEMPT, "line": line} for line in system_logs],
                     )
         except IntegrityError as exc:
             raise Conflict(f"task {task.id} already exists") from exc
@@ -172,9 +162,7 @@ class SqlAlchemyTaskStore:
             current = await self._locked_state(conn, task_id)
             if not can_transition(current, target):
                 return False
-            await conn.execute(
-                sa.update(t.task).where(t.task.c.id == task_id).values(state=target)
-            )
+            await conn.execute(sa.update(t.task).where(t.task.c.id == task_id).values(state=target))
             await conn.execute(
                 sa.insert(t.state_transition),
                 [{"task_id": task_id, "source": current, "target": target, "at": at}],
@@ -193,9 +181,7 @@ class SqlAlchemyTaskStore:
                 await self._ensure_log(conn, task_id)
                 await conn.execute(
                     sa.update(t.task_log)
-                    .where(
-                        t.task_log.c.task_id == task_id, t.task_log.c.end_time.is_(None)
-                    )
+                    .where(t.task_log.c.task_id == task_id, t.task_log.c.end_time.is_(None))
                     .values(end_time=at)
                 )
             return True
@@ -223,15 +209,11 @@ class SqlAlchemyTaskStore:
         async with self._engine.begin() as conn:
             await self._locked_state(conn, task_id)  # serialises this task's writers
             await self._ensure_log(conn, task_id)
-            found = (
-                await conn.execute(sa.select(t.executor_log.c.idx).where(*where))
-            ).first()
+            found = (await conn.execute(sa.select(t.executor_log.c.idx).where(*where))).first()
             if found is None:
                 await conn.execute(sa.insert(t.executor_log), [key | values])
             elif values:
-                await conn.execute(
-                    sa.update(t.executor_log).where(*where).values(**values)
-                )
+                await conn.execute(sa.update(t.executor_log).where(*where).values(**values))
 
     async def append_system_log(self, task_id: str, line: str) -> None:
         async with self._engine.begin() as conn:
@@ -291,9 +273,7 @@ class SqlAlchemyTaskStore:
             raise TaskNotFound(task_id)
         return State(value)
 
-    async def get(
-        self, task_id: str, *, view: View = View.FULL, owner: str | None = None
-    ) -> Task:
+    async def get(self, task_id: str, *, view: View = View.FULL, owner: str | None = None) -> Task:
         query = sa.select(*_task_columns(view)).where(t.task.c.id == task_id)
         if owner is not None:
             query = query.where(t.task.c.owner == owner)
@@ -322,9 +302,7 @@ class SqlAlchemyTaskStore:
             more = len(rows) > query.page_size
             rows = rows[: query.page_size]
             tasks = await self._assemble(conn, rows, query.view)
-        return TaskPage(
-            tasks=tasks, next_after=tasks[-1].id if more and tasks else None
-        )
+        return TaskPage(tasks=tasks, next_after=tasks[-1].id if more and tasks else None)
 
     async def history(self, task_id: str) -> list[Transition]:
         st = t.state_transition
@@ -337,18 +315,13 @@ class SqlAlchemyTaskStore:
                 )
             ).all()
         return [
-            Transition(
-                source=State(r.source), target=State(r.target), at=rfc3339(r.at) or ""
-            )
-            for r in rows
+            Transition(source=State(r.source), target=State(r.target), at=rfc3339(r.at) or "") for r in rows
         ]
 
     async def ids_in_states(self, states: Collection[State]) -> list[str]:
         async with self._reader.connect() as conn:
             rows = await conn.execute(
-                sa.select(t.task.c.id)
-                .where(t.task.c.state.in_(list(states)))
-                .order_by(t.task.c.id)
+                sa.select(t.task.c.id).where(t.task.c.state.in_(list(states))).order_by(t.task.c.id)
             )
             return [r.id for r in rows]
 
@@ -396,18 +369,11 @@ class SqlAlchemyTaskStore:
         )
         if exists.first() is None:
             # Callers hold the task's row lock, so no other writer can insert it meanwhile.
-            await conn.execute(
-                sa.insert(t.task_log), [{"task_id": task_id, "attempt": ATTEMPT}]
-            )
+            await conn.execute(sa.insert(t.task_log), [{"task_id": task_id, "attempt": ATTEMPT}])
 
-    async def _assemble(
-        self, conn: AsyncConnection, rows: Sequence[sa.Row[Any]], view: View
-    ) -> list[Task]:
+    async def _assemble(self, conn: AsyncConnection, rows: Sequence[sa.Row[Any]], view: View) -> list[Task]:
         if view is View.MINIMAL:
-            return [
-                Task(id=r.id, state=State(r.state), executors=[], creation_time="")
-                for r in rows
-            ]
+            return [Task(id=r.id, state=State(r.state), executors=[], creation_time="") for r in rows]
         ids = [r.id for r in rows]
         full = view is View.FULL
 
@@ -442,9 +408,7 @@ class SqlAlchemyTaskStore:
         )
         ic = t.input_.c
         input_cols = [ic.path, ic.type, ic.name, ic.description, ic.url, ic.streamable]
-        inputs = await by_task(
-            t.input_, [*input_cols, ic.content] if full else input_cols, "idx"
-        )
+        inputs = await by_task(t.input_, [*input_cols, ic.content] if full else input_cols, "idx")
         oc = t.output.c
         outputs = await by_task(
             t.output,
@@ -452,22 +416,16 @@ class SqlAlchemyTaskStore:
             "idx",
         )
         lc = t.task_log.c
-        logs = await by_task(
-            t.task_log, [lc.attempt, lc.start_time, lc.end_time, lc.metadata], "attempt"
-        )
+        logs = await by_task(t.task_log, [lc.attempt, lc.start_time, lc.end_time, lc.metadata], "attempt")
         el = t.executor_log.c
         el_cols = [el.attempt, el.idx, el.start_time, el.end_time, el.exit_code]
         exec_logs = await by_task(
             t.executor_log, [*el_cols, el.stdout, el.stderr] if full else el_cols, "idx"
         )
         fl = t.output_file_log.c
-        files = await by_task(
-            t.output_file_log, [fl.attempt, fl.url, fl.path, fl.size_bytes], "id"
-        )
+        files = await by_task(t.output_file_log, [fl.attempt, fl.url, fl.path, fl.size_bytes], "id")
         sl = t.system_log.c
-        system = (
-            await by_task(t.system_log, [sl.attempt, sl.line], "id") if full else {}
-        )
+        system = await by_task(t.system_log, [sl.attempt, sl.line], "id") if full else {}
 
         tasks = []
         for r in rows:
@@ -485,19 +443,14 @@ class SqlAlchemyTaskStore:
                         if e.attempt == log.attempt and e.exit_code is not None
                     ],
                     outputs=[
-                        OutputFileLog(
-                            url=f.url, path=f.path, size_bytes=str(f.size_bytes)
-                        )
+                        OutputFileLog(url=f.url, path=f.path, size_bytes=str(f.size_bytes))
                         for f in files.get(r.id, [])
                         if f.attempt == log.attempt
                     ],
                     metadata=log.metadata or None,
                     start_time=rfc3339(log.start_time),
                     end_time=rfc3339(log.end_time),
-                    system_logs=[
-                        s.line for s in system.get(r.id, []) if s.attempt == log.attempt
-                    ]
-                    or None,
+                    system_logs=[s.line for s in system.get(r.id, []) if s.attempt == log.attempt] or None,
                 )
                 for log in logs.get(r.id, [])
             ]

@@ -8,9 +8,7 @@ from poiesis.adapters.sqlalchemy.schema import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:
-    raise RuntimeError(
-        "run migrations with `poiesis migrate`, which provides the connection"
-    )
+    raise RuntimeError("run migrations with `poiesis migrate`, which provides the connection")
 
 context.configure(
     connection=connection,

@@ -65,14 +65,10 @@ def upgrade() -> None:
         postgresql_ops={"name": "text_pattern_ops"},
     )
     op.create_index(op.f("ix_task_owner_id"), "task", ["owner", "id"], unique=False)
-    op.create_index(
-        op.f("ix_task_owner_state_id"), "task", ["owner", "state", "id"], unique=False
-    )
+    op.create_index(op.f("ix_task_owner_state_id"), "task", ["owner", "state", "id"], unique=False)
     op.create_index(op.f("ix_task_state_id"), "task", ["state", "id"], unique=False)
     if op.get_bind().dialect.name == "postgresql":
-        op.create_index(
-            "ix_task_tags", "task", ["tags"], unique=False, postgresql_using="gin"
-        )
+        op.create_index("ix_task_tags", "task", ["tags"], unique=False, postgresql_using="gin")
     op.create_table(
         "executor",
         sa.Column("task_id", sa.String(length=26), nullable=False),
@@ -250,9 +246,7 @@ def upgrade() -> None:
             name=op.f("fk_executor_log_task_id_task_log"),
             ondelete="CASCADE",
         ),
-        sa.PrimaryKeyConstraint(
-            "task_id", "attempt", "idx", name=op.f("pk_executor_log")
-        ),
+        sa.PrimaryKeyConstraint("task_id", "attempt", "idx", name=op.f("pk_executor_log")),
     )
     op.create_table(
         "output_file_log",
@@ -311,9 +305,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index(op.f("ix_system_log_task_id_attempt_id"), table_name="system_log")
     op.drop_table("system_log")
-    op.drop_index(
-        op.f("ix_output_file_log_task_id_attempt_id"), table_name="output_file_log"
-    )
+    op.drop_index(op.f("ix_output_file_log_task_id_attempt_id"), table_name="output_file_log")
     op.drop_table("output_file_log")
     op.drop_table("executor_log")
     op.drop_table("task_log")

@@ -1,0 +1,191 @@
+"""The REST API as TES clients meet it: a real server process, py-tes and plain HTTP."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+import tes
+from tes.utils import unmarshal
+
+from tests.conftest import fresh_postgres_url_sync
+from tests.support.server import Server, running_server
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One server per database for the module; tests keep apart through unique names and tags."""
+    tmp = tmp_path_factory.mktemp("api")
+    if request.param == "sqlite":
+        command, url = "serve", f"sqlite:///{tmp / 'poiesis.db'}"
+    else:
+        pg = request.getfixturevalue("postgres_server")
+        command, url = "api", fresh_postgres_url_sync(pg, request.getfixturevalue("postgres_template"))
+    env = {"POIESIS_BACKEND_PARAMETERS": "Queue", "POIESIS_STORAGE": "s3://bucket/,file:///data/"}
+    with running_server(command, url, tmp, env) as s:
+        yield s
+
+
+@pytest.fixture
+def client(server: Server) -> tes.HTTPClient:
+    return tes.HTTPClient(server.url, timeout=10)
+
+
+def a_task(name: str = "hello", **fields: object) -> tes.Task:
+    return tes.Task(
+        name=name,
+        executors=[tes.Executor(image="alpine", command=["echo", "hi"], stdout="/out/log")],
+        **fields,
+    )
+
+
+def test_create_get_in_every_view_and_cancel_with_py_tes(client: tes.HTTPClient) -> None:
+    task_id = client.create_task(
+        a_task(
+            inputs=[tes.Input(path="/in/a", content="x" * (1024 * 1024 + 1))],
+            outputs=[tes.Output(path="/out/*.txt", path_prefix="/out/", url="s3://bucket/run/")],
+            resources=tes.Resources(cpu_cores=1, ram_gb=0.5, backend_parameters={"queue": "q", "Other": "x"}),
+            tags={"project": "p", "empty": ""},
+        )
+    )
+    minimal = client.get_task(task_id, view="MINIMAL")
+    assert (minimal.id, minimal.state, minimal.executors) == (task_id, "QUEUED", None)
+    basic = client.get_task(task_id, view="BASIC")
+    assert basic.inputs[0].content is None
+    assert basic.inputs[0].type == "FILE"
+    assert basic.tags == {"project": "p", "empty": ""}
+    assert basic.resources.backend_parameters == {"queue": "q"}
+    full = client.get_task(task_id, view="FULL")
+    assert len(full.inputs[0].content) == 1024 * 1024 + 1
+    assert full.logs[0].system_logs == ["unsupported backend_parameters ignored: Other"]
+    client.cancel_task(task_id)
+    assert client.get_task(task_id, view="MINIMAL").state == "CANCELED"
+    client.cancel_task(task_id)  # idempotent on a terminal task
+    assert client.get_task(task_id, view="MINIMAL").state == "CANCELED"
+
+
+def test_service_info_parses_with_py_tes(client: tes.HTTPClient) -> None:
+    info = client.get_service_info()
+    assert info.type == {"group": "org.ga4gh", "artifact": "tes", "version": "1.1.0"}
+    assert info.organization["url"].startswith("https://")
+    assert info.storage == ["s3://bucket/", "file:///data/"]
+    assert info.tes_resources_backend_parameters == ["Queue"]
+
+
+def test_list_every_filter_and_across_pages(client: tes.HTTPClient, server: Server) -> None:
+    suite = uuid.uuid4().hex
+    ids = [
+        client.create_task(a_task(f"{suite}-{i}", tags={"run": str(i % 2), "suite": suite})) for i in range(7)
+    ]
+    other = client.create_task(a_task(f"other-{suite}", tags={"suite": suite}))
+
+    # py-tes pages through everything the server holds: newest first, no task twice, none skipped.
+    seen: list[str] = []
+    token = None
+    while True:
+        page = client.list_tasks(view="BASIC", page_size=3, page_token=token)
+        assert 0 < len(page.tasks) <= 3
+        seen.extend(t.id for t in page.tasks)
+        token = page.next_page_token
+        if not token:
+            break
+    assert seen == sorted(set(seen), reverse=True)
+    assert [i for i in seen if i in {*ids, other}] == [other, *reversed(ids)]
+
+    def listed(params: list[tuple[str, str]]) -> list[str]:
+        response = httpx.get(
+            f"{server.tes}/tasks", params=[("tag_key", "suite"), ("tag_value", suite), *params]
+        )
+        assert response.status_code == 200, response.text
+        return [t.id for t in unmarshal(response.json(), tes.ListTasksResponse).tasks]
+
+    assert listed([("name_prefix", f"{suite}-")]) == list(reversed(ids))
+    assert listed([("tag_key", "run"), ("tag_value", "1")]) == [ids[5], ids[3], ids[1]]
+    assert listed([("tag_key", "run")]) == list(reversed(ids))
+    client.cancel_task(ids[0])
+    assert listed([("state", "CANCELED")]) == [ids[0]]
+    assert listed([("state", "QUEUED"), ("name_prefix", "other-")]) == [other]
+    paged = httpx.get(
+        f"{server.tes}/tasks", params=[("tag_key", "suite"), ("tag_value", suite), ("page_size", "5")]
+    )
+    first = unmarshal(paged.json(), tes.ListTasksResponse)
+    rest = httpx.get(
+        f"{server.tes}/tasks",
+        params=[("tag_key", "suite"), ("tag_value", suite), ("page_token", first.next_page_token)],
+    ).json()
+    assert len(first.tasks) == 5 and len(rest["tasks"]) == 3 and "next_page_token" not in rest
+    full = httpx.get(f"{server.tes}/tasks", params={"view": "FULL", "page_size": "1"}).json()
+    assert set(full) == {"tasks", "next_page_token"}
+    assert unmarshal(full, tes.ListTasksResponse).tasks[0].executors[0].image == "alpine"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "status", "field"),
+    [
+        pytest.param("POST", "/tasks", b"{not json", 400, "body", id="malformed JSON"),
+        pytest.param("POST", "/tasks", b'{"name": "x"}', 400, "executors", id="missing executors"),
+        pytest.param(
+            "POST",
+            "/tasks",
+            b'{"executors": [{"image": "a", "command": ["x"], "workdir": "rel"}]}',
+            400,
+            "executors[0].workdir",
+            id="relative path",
+        ),
+        pytest.param(
+            "POST",
+            "/tasks",
+            b'{"executors": [{"image": "a", "command": ["x"]}], "outputs": '
+            b'[{"path": "/o/*", "url": "s3://b/"}]}',
+            400,
+            "outputs[0].path_prefix",
+            id="wildcard",
+        ),
+        pytest.param(
+            "POST",
+            "/tasks",
+            b'{"executors": [{"image": "a", "command": ["x"]}], "resources": '
+            b'{"backend_parameters": {"Nope": "1"}, "backend_parameters_strict": true}}',
+            400,
+            "resources.backend_parameters.Nope",
+            id="strict backend parameter",
+        ),
+        pytest.param("GET", "/tasks?view=EVERYTHING", None, 400, "view", id="unknown view"),
+        pytest.param("GET", "/tasks?state=DONE", None, 400, "state", id="unknown state"),
+        pytest.param("GET", "/tasks?page_size=0", None, 400, "page_size", id="page size zero"),
+        pytest.param("GET", "/tasks?page_size=many", None, 400, "page_size", id="page size not a number"),
+        pytest.param("GET", "/tasks?page_token=forged", None, 400, "page_token", id="forged page token"),
+        pytest.param("GET", "/tasks/01arz3ndektsv4rrffq69g5fav", None, 404, None, id="unknown task"),
+        pytest.param(
+            "POST", "/tasks/01arz3ndektsv4rrffq69g5fav:cancel", None, 404, None, id="cancel unknown"
+        ),
+        pytest.param("POST", "/tasks/01arz3ndektsv4rrffq69g5fav:pause", None, 404, None, id="unknown verb"),
+    ],
+)
+def test_bad_requests_get_one_error_body_naming_the_field(
+    server: Server, method: str, path: str, body: bytes | None, status: int, field: str | None
+) -> None:
+    response = httpx.request(method, server.tes + path, content=body)
+    assert response.status_code == status, response.text
+    error = response.json()
+    assert error["status_code"] == status
+    assert error["msg"]
+    assert error.get("field") == field
+
+
+def test_a_20_mb_body_is_refused_and_the_server_goes_on(server: Server) -> None:
+    response = httpx.post(f"{server.tes}/tasks", content=b"x" * (20 * 1024 * 1024))
+    assert response.status_code == 413
+    assert response.json()["status_code"] == 413
+    assert httpx.get(f"{server.tes}/service-info").status_code == 200
+
+
+def test_health_readiness_and_openapi(server: Server) -> None:
+    assert httpx.get(f"{server.url}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{server.url}/readyz").status_code == 200
+    spec = httpx.get(f"{server.url}/openapi/openapi.json").json()
+    assert "/ga4gh/tes/v1/tasks" in spec["paths"]

@@ -1,0 +1,246 @@
+"""The TaskStore contract, run against SQLite and PostgreSQL alike."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import pytest
+
+from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore
+from poiesis.domain.errors import Conflict, TaskNotFound
+from poiesis.domain.listing import TaskQuery
+from poiesis.domain.states import TERMINAL, State, can_transition
+from poiesis.domain.submission import NewInput, NewOutput
+from poiesis.domain.tes import FileType, OutputFileLog, Resources, View
+from tests.builders import make_task
+from tests.conftest import FakeClock
+
+NOW = "2026-01-02T03:04:05Z"
+
+
+async def test_full_task_round_trips(store: SqlAlchemyTaskStore, clock: FakeClock) -> None:
+    task = make_task(
+        clock,
+        executors=2,
+        name="align",
+        description="bwa mem",
+        inputs=[NewInput(path="/in/ref.fa", url="s3://b/ref.fa"), NewInput(path="/in/x", content="inline")],
+        outputs=[NewOutput(path="/out/*.bam", path_prefix="/out/", url="s3://b/run/", type=FileType.FILE)],
+        resources=Resources(
+            cpu_cores=2,
+            ram_gb=3.5,
+            disk_gb=10.0,
+            preemptible=True,
+            zones=["z1"],
+            backend_parameters={"Queue": "a"},
+        ),
+        volumes=["/scratch"],
+        tags={"project": "p1", "empty": ""},
+    )
+    await store.create(task, owner="alice", system_logs=["a warning"])
+    got = await store.get(task.id)
+    assert got.executors == task.executors
+    assert got.inputs == task.inputs
+    assert got.outputs == task.outputs
+    assert got.resources == task.resources
+    assert (got.name, got.description, got.volumes, got.tags) == ("align", "bwa mem", ["/scratch"], task.tags)
+    assert got.logs is not None and got.logs[0].system_logs == ["a warning"]
+    basic = await store.get(task.id, view=View.BASIC)
+    assert basic.inputs is not None and basic.inputs[1].content is None
+    assert basic.logs is not None and basic.logs[0].system_logs is None
+
+
+async def test_creation_time_is_kept_to_the_microsecond(store: SqlAlchemyTaskStore, clock: FakeClock) -> None:
+    task = make_task(clock)
+    await store.create(task, owner="a", system_logs=[])
+    got = await store.get(task.id)
+    assert got.creation_time.endswith("Z")
+    from datetime import datetime
+
+    assert datetime.fromisoformat(got.creation_time) == datetime.fromisoformat(task.creation_time)
+
+
+async def test_unknown_and_foreign_tasks_are_not_found(store: SqlAlchemyTaskStore, clock: FakeClock) -> None:
+    task = make_task(clock)
+    await store.create(task, owner="alice", system_logs=[])
+    with pytest.raises(TaskNotFound):
+        await store.get("01arz3ndektsv4rrffq69g5fav")
+    with pytest.raises(TaskNotFound):
+        await store.get(task.id, owner="bob")
+    with pytest.raises(TaskNotFound):
+        await store.state(task.id, owner="bob")
+    with pytest.raises(TaskNotFound):
+        await store.transition("01arz3ndektsv4rrffq69g5fav", State.RUNNING, now=NOW)
+    assert await store.state(task.id, owner="alice") is State.QUEUED
+
+
+async def test_creating_an_id_twice_conflicts_and_keeps_the_first(
+    store: SqlAlchemyTaskStore, clock: FakeClock
+) -> None:
+    task = make_task(clock, name="first")
+    await store.create(task, owner="a", system_logs=[])
+    with pytest.raises(Conflict):
+        await store.create(task, owner="b", system_logs=[])
+    assert (await store.get(task.id)).name == "first"
+
+
+async def test_transitions_are_guarded_and_recorded(store: SqlAlchemyTaskStore, clock: FakeClock) -> None:
+    task = make_task(clock)
+    await store.create(task, owner="a", system_logs=[])
+    assert await store.transition(task.id, State.RUNNING, now="2026-01-02T03:04:06Z")
+    assert not await store.transition(task.id, State.RUNNING, now=NOW), "already there"
+    assert not await store.transition(task.id, State.INITIALIZING, now=NOW), "never backwards"
+    assert await store.transition(task.id, State.COMPLETE, now="2026-01-02T03:04:09Z")
+    assert not await store.transition(task.id, State.SYSTEM_ERROR, now=NOW), "terminal is absorbing"
+    assert [(h.source, h.target) for h in await store.history(task.id)] == [
+        (State.QUEUED, State.RUNNING),
+        (State.RUNNING, State.COMPLETE),
+    ]
+    log = (await store.get(task.id)).logs[0]  # type: ignore[index]
+    assert log.start_time == "2026-01-02T03:04:06.000000Z"
+    assert log.end_time == "2026-01-02T03:04:09.000000Z"
+
+
+async def test_executor_logs_upsert_and_hide_until_the_exit_code_is_known(
+    store: SqlAlchemyTaskStore, clock: FakeClock
+) -> None:
+    task = make_task(clock, executors=2)
+    await store.create(task, owner="a", system_logs=[])
+    await store.record_executor(task.id, 0, start_time=NOW)
+    assert (await store.get(task.id)).logs[0].logs == []  # type: ignore[index]
+    await store.record_executor(task.id, 0, end_time=NOW, exit_code=3, stdout="out", stderr="err")
+    await store.record_executor(task.id, 0, end_time=NOW, exit_code=3)  # a restarted writer repeats itself
+    await store.record_executor(task.id, 1, start_time=NOW)
+    logs = (await store.get(task.id)).logs[0].logs  # type: ignore[index]
+    assert [(e.exit_code, e.stdout, e.stderr, e.start_time is not None) for e in logs] == [
+        (3, "out", "err", True)
+    ]
+    basic = (await store.get(task.id, view=View.BASIC)).logs[0].logs  # type: ignore[index]
+    assert (basic[0].exit_code, basic[0].stdout) == (3, None)
+
+
+async def test_outputs_metadata_and_system_logs(store: SqlAlchemyTaskStore, clock: FakeClock) -> None:
+    task = make_task(clock)
+    await store.create(task, owner="a", system_logs=[])
+    await store.add_output_files(
+        task.id, [OutputFileLog(url="s3://b/a", path="/out/a", size_bytes=str(5 * 2**40))]
+    )
+    await store.set_metadata(task.id, {"node": "n1"})
+    await store.set_metadata(task.id, {"termination_reason": "OOMKilled"})
+    await store.append_system_log(task.id, "first")
+    await store.append_system_log(task.id, "second")
+    log = (await store.get(task.id)).logs[0]  # type: ignore[index]
+    assert log.outputs == [OutputFileLog(url="s3://b/a", path="/out/a", size_bytes=str(5 * 2**40))]
+    assert log.metadata == {"node": "n1", "termination_reason": "OOMKilled"}
+    assert log.system_logs == ["first", "second"]
+
+
+async def _seed(store: SqlAlchemyTaskStore, clock: FakeClock) -> dict[str, str]:
+    specs = [
+        ("align-1", {"project": "p1", "stage": "x"}),
+        ("align-2", {"project": "p2"}),
+        ("Align-3", {"project": "p1"}),
+        ("call_%", {"flag": ""}),
+        ("callx", {"flag": "on"}),
+        (None, {}),
+    ]
+    ids = {}
+    for name, tags in specs:
+        task = make_task(clock, name=name, tags=tags or None)
+        await store.create(task, owner="alice" if name != "callx" else "bob", system_logs=[])
+        ids[name or "unnamed"] = task.id
+    await store.transition(ids["align-2"], State.RUNNING, now=NOW)
+    return ids
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        pytest.param(
+            TaskQuery(),
+            ["unnamed", "callx", "call_%", "Align-3", "align-2", "align-1"],
+            id="all newest first",
+        ),
+        pytest.param(TaskQuery(name_prefix="align"), ["align-2", "align-1"], id="prefix is case-sensitive"),
+        pytest.param(TaskQuery(name_prefix="call_"), ["call_%"], id="LIKE wildcards are literal"),
+        pytest.param(TaskQuery(state=State.RUNNING), ["align-2"], id="state"),
+        pytest.param(TaskQuery(tags={"project": "p1"}), ["Align-3", "align-1"], id="tag value"),
+        pytest.param(
+            TaskQuery(tags={"project": ""}), ["Align-3", "align-2", "align-1"], id="tag key any value"
+        ),
+        pytest.param(TaskQuery(tags={"flag": ""}), ["callx", "call_%"], id="empty value matches any"),
+        pytest.param(TaskQuery(tags={"project": "p1", "stage": "x"}), ["align-1"], id="tags are ANDed"),
+        pytest.param(
+            TaskQuery(tags={"project": "p1"}, name_prefix="align"), ["align-1"], id="filters are ANDed"
+        ),
+        pytest.param(TaskQuery(owner="bob"), ["callx"], id="owner"),
+        pytest.param(TaskQuery(tags={"nope": ""}), [], id="missing key"),
+    ],
+)
+async def test_list_filters(
+    store: SqlAlchemyTaskStore, clock: FakeClock, query: TaskQuery, expected: list[str]
+) -> None:
+    ids = await _seed(store, clock)
+    names = {v: k for k, v in ids.items()}
+    page = await store.list(query)
+    assert [names[t.id] for t in page.tasks] == expected
+    assert page.next_after is None
+
+
+async def test_pages_stay_correct_while_tasks_are_inserted(
+    store: SqlAlchemyTaskStore, clock: FakeClock
+) -> None:
+    existing = []
+    for _ in range(25):
+        task = make_task(clock, tags={"batch": "1"})
+        await store.create(task, owner="a", system_logs=[])
+        existing.append(task.id)
+    seen: list[str] = []
+    after = None
+    while True:
+        page = await store.list(TaskQuery(page_size=7, after=after, tags={"batch": "1"}, view=View.BASIC))
+        seen.extend(t.id for t in page.tasks)
+        # New tasks arrive between pages; they are newer, so they never shift the pages still to come.
+        newcomer = make_task(clock, tags={"batch": "1"})
+        await store.create(newcomer, owner="a", system_logs=[])
+        if page.next_after is None:
+            break
+        after = page.next_after
+    assert seen == sorted(existing, reverse=True)
+
+
+async def test_concurrent_writers_always_leave_a_legal_history(
+    store: SqlAlchemyTaskStore, clock: FakeClock
+) -> None:
+    rng = random.Random(7)
+    targets = [s for s in State if s is not State.UNKNOWN]
+    for _ in range(3):
+        task = make_task(clock, executors=3)
+        await store.create(task, owner="a", system_logs=[])
+
+        async def writer(n: int, task_id: str = task.id) -> None:
+            for target in rng.sample(targets, k=len(targets)):
+                await store.transition(task_id, target, now=NOW)
+                await store.record_executor(task_id, n % 3, start_time=NOW, exit_code=n)
+
+        await asyncio.gather(*(writer(n) for n in range(12)))
+        history = await store.history(task.id)
+        assert history[0].source is State.QUEUED
+        for before, after in zip(history, history[1:], strict=False):
+            assert before.target is after.source, "every move starts where the last one ended"
+        for move in history:
+            assert can_transition(move.source, move.target)
+        final = await store.state(task.id)
+        assert final is history[-1].target
+        assert final in TERMINAL
+        assert len((await store.get(task.id)).logs[0].logs) == 3  # type: ignore[index]
+
+
+async def test_ids_in_states(store: SqlAlchemyTaskStore, clock: FakeClock) -> None:
+    a, b = make_task(clock), make_task(clock)
+    for t in (a, b):
+        await store.create(t, owner="x", system_logs=[])
+    await store.transition(b.id, State.RUNNING, now=NOW)
+    assert await store.ids_in_states([State.RUNNING, State.INITIALIZING]) == [b.id]
+    assert await store.ids_in_states([State.QUEUED, State.RUNNING]) == [a.id, b.id]

@@ -1,0 +1,67 @@
+"""Run `poiesis` as a real server process, on 127.0.0.1 and a free port."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from tests.support.postgres import free_port
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    @property
+    def tes(self) -> str:
+        return f"{self.url}/ga4gh/tes/v1"
+
+
+@contextmanager
+def running_server(
+    command: str, database_url: str, log_dir: Path, env: dict[str, str] | None = None, timeout: float = 30
+) -> Iterator[Server]:
+    port = free_port()
+    log = log_dir / f"poiesis-{command}-{port}.log"
+    environ = os.environ | {"POIESIS_DATABASE_URL": database_url, "POIESIS_PORT": str(port)} | (env or {})
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "poiesis.entrypoints.cli", command],
+            env=environ,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    server = Server(url=f"http://127.0.0.1:{port}", process=process, log=log)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"poiesis {command} exited: {log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{server.url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"poiesis {command} not ready: {log.read_text()[-3000:]}")
+            time.sleep(0.1)
+        yield server
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
