@@ -117,7 +117,9 @@ def test_list_every_filter_and_across_pages(client: tes.HTTPClient, server: Serv
         f"{server.tes}/tasks",
         params=[("tag_key", "suite"), ("tag_value", suite), ("page_token", first.next_page_token)],
     ).json()
-    assert len(first.tasks) == 5 and len(rest["tasks"]) == 3 and "next_page_token" not in rest
+    assert len(first.tasks) == 5
+    assert len(rest["tasks"]) == 3
+    assert "next_page_token" not in rest
     full = httpx.get(f"{server.tes}/tasks", params={"view": "FULL", "page_size": "1"}).json()
     assert set(full) == {"tasks", "next_page_token"}
     assert unmarshal(full, tes.ListTasksResponse).tasks[0].executors[0].image == "alpine"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 
 import pytest
@@ -45,10 +46,13 @@ async def test_full_task_round_trips(store: SqlAlchemyTaskStore, clock: FakeCloc
     assert got.outputs == task.outputs
     assert got.resources == task.resources
     assert (got.name, got.description, got.volumes, got.tags) == ("align", "bwa mem", ["/scratch"], task.tags)
-    assert got.logs is not None and got.logs[0].system_logs == ["a warning"]
+    assert got.logs is not None
+    assert got.logs[0].system_logs == ["a warning"]
     basic = await store.get(task.id, view=View.BASIC)
-    assert basic.inputs is not None and basic.inputs[1].content is None
-    assert basic.logs is not None and basic.logs[0].system_logs is None
+    assert basic.inputs is not None
+    assert basic.inputs[1].content is None
+    assert basic.logs is not None
+    assert basic.logs[0].system_logs is None
 
 
 async def test_creation_time_is_kept_to_the_microsecond(store: SqlAlchemyTaskStore, clock: FakeClock) -> None:
@@ -183,7 +187,7 @@ async def test_list_filters(
 ) -> None:
     ids = await _seed(store, clock)
     names = {v: k for k, v in ids.items()}
-    page = await store.list(query)
+    page = await store.list_tasks(query)
     assert [names[t.id] for t in page.tasks] == expected
     assert page.next_after is None
 
@@ -199,7 +203,9 @@ async def test_pages_stay_correct_while_tasks_are_inserted(
     seen: list[str] = []
     after = None
     while True:
-        page = await store.list(TaskQuery(page_size=7, after=after, tags={"batch": "1"}, view=View.BASIC))
+        page = await store.list_tasks(
+            TaskQuery(page_size=7, after=after, tags={"batch": "1"}, view=View.BASIC)
+        )
         seen.extend(t.id for t in page.tasks)
         # New tasks arrive between pages; they are newer, so they never shift the pages still to come.
         newcomer = make_task(clock, tags={"batch": "1"})
@@ -227,7 +233,7 @@ async def test_concurrent_writers_always_leave_a_legal_history(
         await asyncio.gather(*(writer(n) for n in range(12)))
         history = await store.history(task.id)
         assert history[0].source is State.QUEUED
-        for before, after in zip(history, history[1:], strict=False):
+        for before, after in itertools.pairwise(history):
             assert before.target is after.source, "every move starts where the last one ended"
         for move in history:
             assert can_transition(move.source, move.target)

@@ -19,7 +19,8 @@ def test_ids_are_url_safe_and_ordered_by_creation_time(ms: int) -> None:
     assert earlier < later
     for task_id in (earlier, later):
         assert is_task_id(task_id)
-        assert ":" not in task_id and "/" not in task_id
+        assert ":" not in task_id
+        assert "/" not in task_id
         assert task_id == task_id.lower()
 
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -44,7 +46,7 @@ def test_no_sequence_of_requests_leaves_a_terminal_state_or_goes_back(requests: 
         if can_transition(state, target):
             state = target
             history.append(state)
-    for before, after in zip(history, history[1:], strict=False):
+    for before, after in itertools.pairwise(history):
         assert before not in TERMINAL
         if before in ORDER and after in ORDER:
             assert ORDER.index(after) > ORDER.index(before)

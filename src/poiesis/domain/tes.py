@@ -29,7 +29,7 @@ class _Model(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     pass
 
 
-class Input(_Model):
+class Input(_Model, frozen=True):
     path: str
     type: FileType
     name: str | None = None
@@ -39,7 +39,7 @@ class Input(_Model):
     streamable: bool | None = None
 
 
-class Output(_Model):
+class Output(_Model, frozen=True):
     path: str
     url: str
     type: FileType
@@ -48,7 +48,7 @@ class Output(_Model):
     path_prefix: str | None = None
 
 
-class Resources(_Model):
+class Resources(_Model, frozen=True):
     cpu_cores: int | None = None
     preemptible: bool | None = None
     ram_gb: float | None = None
@@ -58,7 +58,7 @@ class Resources(_Model):
     backend_parameters_strict: bool | None = None
 
 
-class Executor(_Model):
+class Executor(_Model, frozen=True):
     image: str
     command: list[str]
     workdir: str | None = None
@@ -69,7 +69,7 @@ class Executor(_Model):
     ignore_error: bool | None = None
 
 
-class ExecutorLog(_Model):
+class ExecutorLog(_Model, frozen=True):
     exit_code: int
     start_time: str | None = None
     end_time: str | None = None
@@ -77,13 +77,13 @@ class ExecutorLog(_Model):
     stderr: str | None = None
 
 
-class OutputFileLog(_Model):
+class OutputFileLog(_Model, frozen=True):
     url: str
     path: str
     size_bytes: str
 
 
-class TaskLog(_Model):
+class TaskLog(_Model, frozen=True):
     logs: list[ExecutorLog]
     outputs: list[OutputFileLog]
     metadata: dict[str, str] | None = None
@@ -92,7 +92,7 @@ class TaskLog(_Model):
     system_logs: list[str] | None = None
 
 
-class Task(_Model):
+class Task(_Model, frozen=True):
     """A task as stored and as rendered in the FULL view."""
 
     id: str
@@ -109,33 +109,33 @@ class Task(_Model):
     logs: list[TaskLog] | None = None
 
 
-class TaskMinimal(_Model):
+class TaskMinimal(_Model, frozen=True):
     id: str
     state: State
 
 
-class CreateTaskResponse(_Model):
+class CreateTaskResponse(_Model, frozen=True):
     id: str
 
 
-class CancelTaskResponse(_Model):
+class CancelTaskResponse(_Model, frozen=True):
     pass
 
 
-class ListTasksResponse(_Model):
+class ListTasksResponse(_Model, frozen=True):
     # Declared as tesTask, as in the spec; in the MINIMAL view the items are TaskMinimal structs,
     # which encode to the {id, state} subset of it.
     tasks: list[Task]
     next_page_token: str | None = None
 
 
-class ServiceType(_Model):
+class ServiceType(_Model, frozen=True):
     group: str
     artifact: str
     version: str
 
 
-class Organization(_Model):
+class Organization(_Model, frozen=True):
     name: str
     url: str
 

@@ -113,7 +113,7 @@ async def list_tasks(
         page_token=page_token,
         view=view,
     )
-    return await tasks.list(query)
+    return await tasks.list_tasks(query)
 
 
 @get("/tasks/{ref:str}")

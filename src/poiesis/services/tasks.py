@@ -77,8 +77,8 @@ class TaskService:
     async def get(self, task_id: str, *, view: View, owner: str | None) -> Task | TaskMinimal:
         return render(await self._store.get(task_id, view=view, owner=owner), view)
 
-    async def list(self, query: TaskQuery) -> ListTasksResponse:
-        page = await self._store.list(query)
+    async def list_tasks(self, query: TaskQuery) -> ListTasksResponse:
+        page = await self._store.list_tasks(query)
         tasks = [cast(Task, render(task, query.view)) for task in page.tasks]
         token = encode_page_token(page.next_after) if page.next_after else None
         return ListTasksResponse(tasks=tasks, next_page_token=token)

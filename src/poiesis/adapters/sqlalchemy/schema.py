@@ -42,9 +42,8 @@ class UtcTimestamp(sa.TypeDecorator[datetime]):
     def process_result_value(self, value: Any, dialect: sa.Dialect) -> datetime | None:
         if value is None:
             return None
-        if isinstance(value, str):
-            value = datetime.fromisoformat(value)
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
+        parsed: datetime = datetime.fromisoformat(value) if isinstance(value, str) else value
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 JSON = sa.JSON().with_variant(postgresql.JSONB(), "postgresql")

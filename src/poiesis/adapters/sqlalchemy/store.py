@@ -283,7 +283,7 @@ class SqlAlchemyTaskStore:
                 raise TaskNotFound(task_id)
             return (await self._assemble(conn, rows, view))[0]
 
-    async def list(self, query: TaskQuery) -> TaskPage:
+    async def list_tasks(self, query: TaskQuery) -> TaskPage:
         c = t.task.c
         stmt = sa.select(*_task_columns(query.view))
         if query.owner is not None:
@@ -344,7 +344,7 @@ class SqlAlchemyTaskStore:
                 out.append(t.task.c.tags.op("@>")(sa.cast(valued, t.JSON)))
             out.extend(t.task.c.tags.op("?")(k) for k, v in tags.items() if not v)
             return out
-        filters = []
+        filters: list[sa.ColumnElement[bool]] = []
         for key, value in tags.items():
             cond = (t.tag.c.task_id == t.task.c.id) & (t.tag.c.key == key)
             if value:
@@ -407,7 +407,14 @@ class SqlAlchemyTaskStore:
             "idx",
         )
         ic = t.input_.c
-        input_cols = [ic.path, ic.type, ic.name, ic.description, ic.url, ic.streamable]
+        input_cols: list[sa.ColumnElement[Any]] = [
+            ic.path,
+            ic.type,
+            ic.name,
+            ic.description,
+            ic.url,
+            ic.streamable,
+        ]
         inputs = await by_task(t.input_, [*input_cols, ic.content] if full else input_cols, "idx")
         oc = t.output.c
         outputs = await by_task(
@@ -418,7 +425,7 @@ class SqlAlchemyTaskStore:
         lc = t.task_log.c
         logs = await by_task(t.task_log, [lc.attempt, lc.start_time, lc.end_time, lc.metadata], "attempt")
         el = t.executor_log.c
-        el_cols = [el.attempt, el.idx, el.start_time, el.end_time, el.exit_code]
+        el_cols: list[sa.ColumnElement[Any]] = [el.attempt, el.idx, el.start_time, el.end_time, el.exit_code]
         exec_logs = await by_task(
             t.executor_log, [*el_cols, el.stdout, el.stderr] if full else el_cols, "idx"
         )

@@ -1,0 +1,196 @@
+"""API throughput and latency over HTTP, from a process separate from the server.
+
+    uv run python benchmarks/api.py [--tasks 100000] [--database postgres|sqlite|both]
+
+Starts `poiesis api` (PostgreSQL, a private server from scripts/postgres) or `poiesis serve` (SQLite),
+seeds the store with --tasks tasks in bulk, then prints POST /tasks per second, GET /tasks/{id}
+p50/p99 and ListTasks (page of 256, BASIC) p50/p99 for several filter combinations.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import sqlalchemy as sa
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from poiesis.adapters.sqlalchemy import schema as t  # noqa: E402
+from poiesis.adapters.sqlalchemy.engine import create_engine, migrate  # noqa: E402
+from poiesis.domain.identity import new_task_id  # noqa: E402
+from tests.support.postgres import free_port  # noqa: E402
+from tests.support.server import running_server  # noqa: E402
+
+BODY = (
+    b'{"name": "bench-task", "tags": {"project": "p1", "bench": ""},'
+    b' "executors": [{"image": "alpine", "command": ["echo", "hello"], "stdout": "/out/log"}],'
+    b' "inputs": [{"path": "/in/a", "url": "s3://bucket/a"}],'
+    b' "outputs": [{"path": "/out/log", "url": "s3://bucket/log"}]}'
+)
+STATES = ["COMPLETE"] * 80 + ["EXECUTOR_ERROR"] * 8 + ["SYSTEM_ERROR"] * 4 + ["RUNNING"] * 5 + ["QUEUED"] * 3
+PREFIXES = ["align", "call", "qc", "index", "merge"]
+
+
+async def seed(url: str, count: int) -> None:
+    """Insert `count` realistic tasks in bulk: varied names, states and tags, one executor each."""
+    engine = create_engine(url)
+    await migrate(engine)
+    rng = random.Random(1)
+    start = datetime.now(UTC) - timedelta(days=30)
+    batch = 5000
+    for offset in range(0, count, batch):
+        tasks, executors, tags = [], [], []
+        for i in range(offset, min(offset + batch, count)):
+            created = start + timedelta(seconds=i * 20)
+            task_id = new_task_id(created)
+            project = f"p{rng.randrange(10)}"
+            task_tags = {"project": project, "sample": f"s{i}"}
+            if rng.random() < 0.9:
+                task_tags["bench"] = ""
+            tasks.append(
+                {
+                    "id": task_id,
+                    "owner": "anonymous",
+                    "state": rng.choice(STATES),
+                    "created_at": created,
+                    "name": f"{rng.choice(PREFIXES)}-{i}",
+                    "tags": task_tags,
+                }
+            )
+            executors.append({"task_id": task_id, "idx": 0, "image": "alpine", "command": ["echo", str(i)]})
+            tags.extend({"task_id": task_id, "key": k, "value": v} for k, v in task_tags.items())
+        async with engine.begin() as conn:
+            await conn.execute(sa.insert(t.task), tasks)
+            await conn.execute(sa.insert(t.executor), executors)
+            await conn.execute(sa.insert(t.tag), tags)
+    async with engine.begin() as conn:
+        await conn.execute(sa.text("ANALYZE"))
+    await engine.dispose()
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+async def creates_per_second(base: str, total: int, concurrency: int) -> tuple[float, list[str]]:
+    ids: list[str] = []
+    remaining = total
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            r = await client.post(f"{base}/tasks", content=BODY)
+            r.raise_for_status()
+            ids.append(r.json()["id"])
+
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=30) as client:
+        await client.post(f"{base}/tasks", content=BODY)  # warm up
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return total / elapsed, ids
+
+
+async def latencies(base: str, paths: list[str], concurrency: int = 1) -> list[float]:
+    out: list[float] = []
+    async with httpx.AsyncClient(timeout=30) as client:
+        for path in paths[:5]:  # warm up
+            (await client.get(base + path)).raise_for_status()
+        for path in paths:
+            started = time.perf_counter()
+            r = await client.get(base + path)
+            out.append(time.perf_counter() - started)
+            r.raise_for_status()
+    return out
+
+
+LIST_QUERIES = {
+    "no filter": "",
+    "state=RUNNING (5%)": "&state=RUNNING",
+    "name_prefix=align (20%)": "&name_prefix=align",
+    "tag bench (90%) + name_prefix=qc": "&tag_key=bench&name_prefix=qc",
+    "tag project=p3 (10%) + state=COMPLETE": "&tag_key=project&tag_value=p3&state=COMPLETE",
+    "tag sample=s123 (1 task)": "&tag_key=sample&tag_value=s123",
+    "tag bench + project=p1 + prefix + state": "&tag_key=bench&tag_key=project&tag_value=&tag_value=p1"
+    "&name_prefix=call&state=COMPLETE",
+}
+
+
+async def measure(name: str, command: str, url: str, tasks: int, creates: int, log_dir: Path) -> None:
+    t0 = time.perf_counter()
+    await seed(url, tasks)
+    print(f"\n== {name}: seeded {tasks} tasks in {time.perf_counter() - t0:.1f}s", flush=True)
+    env = {"POIESIS_LOG_LEVEL": "WARNING"}
+    with running_server(command, url, log_dir, env) as server:
+        base = server.tes
+        rate, ids = await creates_per_second(base, creates, concurrency=32)
+        print(f"POST /tasks: {rate:.0f} creates/s ({creates} requests, 32 concurrent)")
+        sample = random.Random(2).sample(ids, min(500, len(ids)))
+        got = await latencies(base, [f"/tasks/{i}?view=BASIC" for i in sample])
+        print(f"GET /tasks/{{id}} BASIC: p50 {pct(got, 0.5):.2f} ms, p99 {pct(got, 0.99):.2f} ms")
+        for label, query in LIST_QUERIES.items():
+            got = await latencies(base, [f"/tasks?view=BASIC&page_size=256{query}"] * 200)
+            print(f"ListTasks 256 BASIC, {label}: p50 {pct(got, 0.5):.2f} ms, p99 {pct(got, 0.99):.2f} ms")
+        # Deep in the list: follow page tokens for 20 pages.
+        async with httpx.AsyncClient(timeout=30) as client:
+            token, times = None, []
+            for _ in range(20):
+                q = f"&page_token={token}" if token else ""
+                started = time.perf_counter()
+                r = await client.get(f"{base}/tasks?view=BASIC&page_size=256{q}")
+                times.append(time.perf_counter() - started)
+                token = r.json().get("next_page_token")
+        print(
+            f"ListTasks 256 BASIC, 20 pages deep: p50 {pct(times, 0.5):.2f} ms, max {max(times) * 1000:.2f} ms"
+        )
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tasks", type=int, default=100_000)
+    parser.add_argument("--creates", type=int, default=5000)
+    parser.add_argument("--database", choices=["postgres", "sqlite", "both"], default="both")
+    args = parser.parse_args()
+    print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}")
+    with tempfile.TemporaryDirectory(prefix="poiesis-bench-") as tmp:
+        log_dir = Path(tmp)
+        if args.database in ("postgres", "both"):
+            pg_dir = Path(tempfile.mkdtemp(prefix="poiesis-bench-pg-"))  # the postgres user must reach it
+            script = str(ROOT / "scripts" / "postgres")
+            url = (
+                subprocess.run(
+                    [script, "up", str(pg_dir), str(free_port())],
+                    check=True,
+                    capture_output=True,
+                    text=True,
+                    env=os.environ | {"POIESIS_PG_DURABLE": "1"},
+                )
+                .stdout.strip()
+                .splitlines()[-1]
+            )
+            try:
+                await measure("PostgreSQL", "api", url, args.tasks, args.creates, log_dir)
+            finally:
+                subprocess.run([script, "down", str(pg_dir)], check=False)
+        if args.database in ("sqlite", "both"):
+            await measure(
+                "SQLite", "serve", f"sqlite:///{log_dir / 'bench.db'}", args.tasks, args.creates, log_dir
+            )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,87 @@
+"""Print the kwokctl configuration of the Poiesis test cluster: usage `render.py <bin-dir>`.
+
+The cluster runs the real control plane from <bin-dir>, everything on 127.0.0.1. Its Stages are the
+TES ones in stages.yaml plus, read from the kwok module (the same version the binaries were built
+from), kwok's own node, pod-deletion and volume stages: a config that names any Stage replaces all of
+kwok's defaults, so those are listed explicitly.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+KWOK_MODULE = "sigs.k8s.io/kwok@v" + os.environ.get("POIESIS_KWOK_VERSION", "0.8.0")
+UPSTREAM_STAGES = [
+    "node/fast/node-initialize.yaml",
+    "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "pod/fast/pod-delete.yaml",
+    "volume/fast/pv-bind.yaml",
+    "volume/fast/pv-delete.yaml",
+    "volume/fast/pvc-provision.yaml",
+    "volume/fast/pvc-delete.yaml",
+]
+
+
+def kwok_module_dir() -> Path:
+    env = os.environ | {"GOFLAGS": "-mod=mod", "GOTOOLCHAIN": "local"}
+    out = subprocess.run(
+        ["go", "mod", "download", "-json", KWOK_MODULE], check=True, capture_output=True, text=True, env=env
+    ).stdout
+    return Path(json.loads(out)["Dir"])
+
+
+def main(bin_dir: str) -> None:
+    b = Path(bin_dir)
+    config = {
+        "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+        "kind": "KwokctlConfiguration",
+        "options": {
+            "runtime": "binary",
+            "bindAddress": "127.0.0.1",
+            "kubeApiserverBinary": str(b / "kube-apiserver"),
+            "kubeControllerManagerBinary": str(b / "kube-controller-manager"),
+            "kubeSchedulerBinary": str(b / "kube-scheduler"),
+            "kubectlBinary": str(b / "kubectl"),
+            "kwokControllerBinary": str(b / "kwok"),
+            "etcdBinary": str(b / "etcd"),
+            "enableCRDs": ["Logs", "ClusterLogs"],
+            "kubeAuthorization": True,
+            "kubeAdmission": True,
+        },
+        "componentsPatches": [
+            {
+                "name": "kube-apiserver",
+                "extraArgs": [{"key": "advertise-address", "value": "127.0.0.1"}],
+            },
+            {"name": "etcd", "extraArgs": [{"key": "unsafe-no-fsync", "value": "true"}]},
+            {
+                "name": "kube-controller-manager",
+                # Quick Job and TTL controllers, so tests wait on them for seconds, not minutes.
+                "extraArgs": [
+                    {"key": "concurrent-ttl-after-finished-syncs", "value": "20"},
+                    {"key": "concurrent-job-syncs", "value": "20"},
+                    {"key": "concurrent-gc-syncs", "value": "40"},
+                    {"key": "kube-api-qps", "value": "200"},
+                    {"key": "kube-api-burst", "value": "400"},
+                ],
+            },
+            {
+                "name": "kube-scheduler",
+                "extraArgs": [{"key": "kube-api-qps", "value": "200"}, {"key": "kube-api-burst", "value": "400"}],
+            },
+        ],
+    }
+    docs = [json.dumps(config, indent=1)]
+    upstream = kwok_module_dir() / "kustomize" / "stage"
+    docs += [(upstream / name).read_text() for name in UPSTREAM_STAGES]
+    docs.append((HERE / "stages.yaml").read_text())
+    print("\n---\n".join(d.strip() for d in docs))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
