@@ -154,12 +154,11 @@ async def measure(name: str, command: str, url: str, tasks: int, creates: int, l
                 r = await client.get(f"{base}/tasks?view=BASIC&page_size=256{q}")
                 times.append(time.perf_counter() - started)
                 token = r.json().get("next_page_token")
-        print(
-            f"ListTasks 256 BASIC, 20 pages deep: p50 {pct(times, 0.5):.2f} ms, max {max(times) * 1000:.2f} ms"
-        )
+        deep = f"p50 {pct(times, 0.5):.2f} ms, max {max(times) * 1000:.2f} ms"
+        print(f"ListTasks 256 BASIC, 20 pages deep: {deep}")
 
 
-async def main() -> None:
+def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--creates", type=int, default=5000)
@@ -183,14 +182,13 @@ async def main() -> None:
                 .splitlines()[-1]
             )
             try:
-                await measure("PostgreSQL", "api", url, args.tasks, args.creates, log_dir)
+                asyncio.run(measure("PostgreSQL", "api", url, args.tasks, args.creates, log_dir))
             finally:
                 subprocess.run([script, "down", str(pg_dir)], check=False)
         if args.database in ("sqlite", "both"):
-            await measure(
-                "SQLite", "serve", f"sqlite:///{log_dir / 'bench.db'}", args.tasks, args.creates, log_dir
-            )
+            sqlite = f"sqlite:///{log_dir / 'bench.db'}"
+            asyncio.run(measure("SQLite", "serve", sqlite, args.tasks, args.creates, log_dir))
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

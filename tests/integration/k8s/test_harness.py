@@ -181,7 +181,7 @@ def test_oomkilled_and_evicted_show_the_reasons_kubernetes_gives(
     assert (ev.status.phase, ev.status.reason) == ("Failed", "Evicted")
     assert "low on resource" in ev.status.message
     disruption = [c for c in ev.status.conditions if c.type == "DisruptionTarget"]
-    assert disruption and disruption[0].status == "True" and disruption[0].reason == "TerminationByKubelet"
+    assert [(c.status, c.reason) for c in disruption] == [("True", "TerminationByKubelet")]
 
 
 def test_a_finished_job_is_collected_with_its_pod_and_claims(
