@@ -25,7 +25,7 @@ def default_database_url() -> str:
 class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     database_url: str = msgspec.field(default_factory=default_database_url)
     """postgresql://user:pass@host/db or sqlite:///path; by default SQLite under XDG_DATA_HOME."""
-    database_pool_size: int = 10
+    database_pool_size: int = 20
     migrate_on_start: bool = True
     """Apply pending migrations when the API starts (off: run `poiesis migrate`)."""
     host: str = "127.0.0.1"

@@ -48,7 +48,7 @@ def _sqlite_pragmas(dbapi_connection: Any, immediate: bool) -> None:
     cursor.close()
 
 
-def create_engine(url: str, *, writer: bool = True, pool_size: int = 10) -> AsyncEngine:
+def create_engine(url: str, *, writer: bool = True, pool_size: int = 20) -> AsyncEngine:
     """An engine for `url`. For SQLite, `writer` chooses BEGIN IMMEDIATE (writes) or deferred (reads)."""
     if is_sqlite(url):
         engine = create_async_engine(async_url(url), connect_args={"timeout": 30})
@@ -62,8 +62,11 @@ def create_engine(url: str, *, writer: bool = True, pool_size: int = 10) -> Asyn
             conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
 
         return engine
+    # No overflow: connections above the pool size would be closed on every return, and each new
+    # asyncpg connection costs a backend start and type introspection. Excess requests queue instead.
+    # pre_ping finds connections a database restart has broken before a request uses one.
     return create_async_engine(
-        async_url(url), pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+        async_url(url), pool_size=pool_size, max_overflow=0, pool_timeout=30, pool_pre_ping=True
     )
 
 
