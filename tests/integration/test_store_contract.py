@@ -250,3 +250,32 @@ async def test_ids_in_states(store: SqlAlchemyTaskStore, clock: FakeClock) -> No
     await store.transition(b.id, State.RUNNING, now=NOW)
     assert await store.ids_in_states([State.RUNNING, State.INITIALIZING]) == [b.id]
     assert await store.ids_in_states([State.QUEUED, State.RUNNING]) == [a.id, b.id]
+
+
+@pytest.mark.parametrize("view", [View.BASIC, View.FULL])
+async def test_each_listed_task_carries_only_its_own_children(
+    store: SqlAlchemyTaskStore, clock: FakeClock, view: View
+) -> None:
+    created = []
+    for i in range(4):
+        task = make_task(
+            clock,
+            executors=i + 1,
+            inputs=[NewInput(path=f"/in/{i}", content=f"c{i}")],
+            outputs=[NewOutput(path=f"/out/{i}", url=f"s3://b/{i}")],
+        )
+        await store.create(task, owner="a", system_logs=[f"line {i}"])
+        await store.record_executor(task.id, 0, start_time=NOW, exit_code=i)
+        await store.add_output_files(task.id, [OutputFileLog(url=f"s3://b/{i}", path=f"/out/{i}", size_bytes=str(i))])
+        created.append(task)
+    page = await store.list_tasks(TaskQuery(view=view))
+    for task, listed in zip(reversed(created), page.tasks, strict=True):
+        i = len(task.executors) - 1
+        assert listed.id == task.id
+        assert listed.executors == task.executors
+        assert [x.path for x in listed.inputs or []] == [f"/in/{i}"]
+        assert [x.url for x in listed.outputs or []] == [f"s3://b/{i}"]
+        log = (listed.logs or [])[0]
+        assert [e.exit_code for e in log.logs] == [i]
+        assert [f.size_bytes for f in log.outputs] == [str(i)]
+        assert log.system_logs == ([f"line {i}"] if view is View.FULL else None)

@@ -8,7 +8,6 @@ in the same transaction.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +17,15 @@ from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from poiesis.adapters.sqlalchemy import schema as t
+from poiesis.adapters.sqlalchemy.documents import (
+    ExecutorLogRow,
+    LogRow,
+    OutputFileRow,
+    SystemLogRow,
+    decode_rows,
+    json_rows,
+    rfc3339_text,
+)
 from poiesis.domain.errors import Conflict, TaskNotFound
 from poiesis.domain.listing import TaskPage, TaskQuery
 from poiesis.domain.states import TERMINAL, State, can_transition
@@ -274,34 +282,32 @@ class SqlAlchemyTaskStore:
         return State(value)
 
     async def get(self, task_id: str, *, view: View = View.FULL, owner: str | None = None) -> Task:
-        query = sa.select(*_task_columns(view)).where(t.task.c.id == task_id)
+        where = [t.task.c.id == task_id]
         if owner is not None:
-            query = query.where(t.task.c.owner == owner)
+            where.append(t.task.c.owner == owner)
         async with self._reader.connect() as conn:
-            rows = (await conn.execute(query)).all()
-            if not rows:
-                raise TaskNotFound(task_id)
-            return (await self._assemble(conn, rows, view))[0]
+            rows = (await conn.execute(_page(where, view, 1))).all()
+        if not rows:
+            raise TaskNotFound(task_id)
+        return _task(rows[0], view)
 
     async def list_tasks(self, query: TaskQuery) -> TaskPage:
         c = t.task.c
-        stmt = sa.select(*_task_columns(query.view))
+        where: list[sa.ColumnElement[bool]] = []
         if query.owner is not None:
-            stmt = stmt.where(c.owner == query.owner)
+            where.append(c.owner == query.owner)
         if query.state is not None:
-            stmt = stmt.where(c.state == query.state)
+            where.append(c.state == query.state)
         if query.name_prefix:
-            stmt = stmt.where(c.name.startswith(query.name_prefix, autoescape=True))
+            where.append(c.name.startswith(query.name_prefix, autoescape=True))
         if query.tags:
-            stmt = stmt.where(*self._tag_filters(query.tags))
+            where.extend(self._tag_filters(query.tags))
         if query.after is not None:
-            stmt = stmt.where(c.id < query.after)
-        stmt = stmt.order_by(c.id.desc()).limit(query.page_size + 1)
+            where.append(c.id < query.after)
         async with self._reader.connect() as conn:
-            rows = (await conn.execute(stmt)).all()
-            more = len(rows) > query.page_size
-            rows = rows[: query.page_size]
-            tasks = await self._assemble(conn, rows, query.view)
+            rows = (await conn.execute(_page(where, query.view, query.page_size + 1))).all()
+        more = len(rows) > query.page_size
+        tasks = [_task(r, query.view) for r in rows[: query.page_size]]
         return TaskPage(tasks=tasks, next_after=tasks[-1].id if more and tasks else None)
 
     async def history(self, task_id: str) -> list[Transition]:
@@ -371,176 +377,114 @@ class SqlAlchemyTaskStore:
             # Callers hold the task's row lock, so no other writer can insert it meanwhile.
             await conn.execute(sa.insert(t.task_log), [{"task_id": task_id, "attempt": ATTEMPT}])
 
-    async def _assemble(self, conn: AsyncConnection, rows: Sequence[sa.Row[Any]], view: View) -> list[Task]:
-        if view is View.MINIMAL:
-            return [Task(id=r.id, state=State(r.state), executors=[], creation_time="") for r in rows]
-        ids = [r.id for r in rows]
-        full = view is View.FULL
 
-        async def by_task(
-            table: sa.Table, columns: list[sa.ColumnElement[Any]], order: str
-        ) -> dict[str, list[Any]]:
-            grouped: dict[str, list[Any]] = defaultdict(list)
-            if ids:
-                result = await conn.execute(
-                    sa.select(table.c.task_id, *columns)
-                    .where(table.c.task_id.in_(ids))
-                    .order_by(table.c.task_id, table.c[order])
-                )
-                for r in result:
-                    grouped[r.task_id].append(r)
-            return grouped
-
-        ex = t.executor.c
-        executors = await by_task(
-            t.executor,
-            [
-                ex.image,
-                ex.command,
-                ex.workdir,
-                ex.stdin,
-                ex.stdout,
-                ex.stderr,
-                ex.env,
-                ex.ignore_error,
-            ],
-            "idx",
-        )
-        ic = t.input_.c
-        input_cols: list[sa.ColumnElement[Any]] = [
-            ic.path,
-            ic.type,
-            ic.name,
-            ic.description,
-            ic.url,
-            ic.streamable,
-        ]
-        inputs = await by_task(t.input_, [*input_cols, ic.content] if full else input_cols, "idx")
-        oc = t.output.c
-        outputs = await by_task(
-            t.output,
-            [oc.path, oc.url, oc.type, oc.name, oc.description, oc.path_prefix],
-            "idx",
-        )
-        lc = t.task_log.c
-        logs = await by_task(t.task_log, [lc.attempt, lc.start_time, lc.end_time, lc.metadata], "attempt")
-        el = t.executor_log.c
-        el_cols: list[sa.ColumnElement[Any]] = [el.attempt, el.idx, el.start_time, el.end_time, el.exit_code]
-        exec_logs = await by_task(
-            t.executor_log, [*el_cols, el.stdout, el.stderr] if full else el_cols, "idx"
-        )
-        fl = t.output_file_log.c
-        files = await by_task(t.output_file_log, [fl.attempt, fl.url, fl.path, fl.size_bytes], "id")
-        sl = t.system_log.c
-        system = await by_task(t.system_log, [sl.attempt, sl.line], "id") if full else {}
-
-        tasks = []
-        for r in rows:
-            task_logs = [
-                TaskLog(
-                    logs=[
-                        ExecutorLog(
-                            exit_code=e.exit_code,
-                            start_time=rfc3339(e.start_time),
-                            end_time=rfc3339(e.end_time),
-                            stdout=e.stdout if full else None,
-                            stderr=e.stderr if full else None,
-                        )
-                        for e in exec_logs.get(r.id, [])
-                        if e.attempt == log.attempt and e.exit_code is not None
-                    ],
-                    outputs=[
-                        OutputFileLog(url=f.url, path=f.path, size_bytes=str(f.size_bytes))
-                        for f in files.get(r.id, [])
-                        if f.attempt == log.attempt
-                    ],
-                    metadata=log.metadata or None,
-                    start_time=rfc3339(log.start_time),
-                    end_time=rfc3339(log.end_time),
-                    system_logs=[s.line for s in system.get(r.id, []) if s.attempt == log.attempt] or None,
-                )
-                for log in logs.get(r.id, [])
-            ]
-            resources = Resources(
-                cpu_cores=r.cpu_cores,
-                preemptible=r.preemptible,
-                ram_gb=r.ram_gb,
-                disk_gb=r.disk_gb,
-                zones=r.zones,
-                backend_parameters=r.backend_parameters,
-                backend_parameters_strict=r.backend_parameters_strict,
-            )
-            tasks.append(
-                Task(
-                    id=r.id,
-                    state=State(r.state),
-                    creation_time=rfc3339(r.created_at) or "",
-                    name=r.name,
-                    description=r.description,
-                    executors=[
-                        Executor(
-                            image=e.image,
-                            command=e.command,
-                            workdir=e.workdir,
-                            stdin=e.stdin,
-                            stdout=e.stdout,
-                            stderr=e.stderr,
-                            env=e.env,
-                            ignore_error=e.ignore_error,
-                        )
-                        for e in executors.get(r.id, [])
-                    ],
-                    inputs=[
-                        Input(
-                            path=x.path,
-                            type=x.type,
-                            name=x.name,
-                            description=x.description,
-                            url=x.url,
-                            content=x.content if full else None,
-                            streamable=x.streamable,
-                        )
-                        for x in inputs.get(r.id, [])
-                    ]
-                    or None,
-                    outputs=[
-                        Output(
-                            path=x.path,
-                            url=x.url,
-                            type=x.type,
-                            name=x.name,
-                            description=x.description,
-                            path_prefix=x.path_prefix,
-                        )
-                        for x in outputs.get(r.id, [])
-                    ]
-                    or None,
-                    resources=resources if resources != Resources() else None,
-                    volumes=r.volumes,
-                    tags=r.tags or None,
-                    logs=task_logs or None,
-                )
-            )
-        return tasks
+_TASK_COLUMNS = (
+    "id",
+    "state",
+    "created_at",
+    "name",
+    "description",
+    "cpu_cores",
+    "ram_gb",
+    "disk_gb",
+    "preemptible",
+    "zones",
+    "backend_parameters",
+    "backend_parameters_strict",
+    "volumes",
+    "tags",
+)
+_EXECUTOR = ["image", "command", "workdir", "stdin", "stdout", "stderr", "env", "ignore_error"]
+_INPUT = ["path", "type", "name", "description", "url", "streamable"]
+_OUTPUT = ["path", "url", "type", "name", "description", "path_prefix"]
+_LOG = ["attempt", "start_time", "end_time", "metadata"]
+_EXECUTOR_LOG = ["attempt", "idx", "exit_code", "start_time", "end_time"]
+_OUTPUT_FILE = ["attempt", "url", "path", "size_bytes"]
 
 
-def _task_columns(view: View) -> list[sa.ColumnElement[Any]]:
+def _page(where: Sequence[sa.ColumnElement[bool]], view: View, limit: int) -> sa.Select[Any]:
+    """The newest `limit` tasks matching `where`, with what `view` shows, in one statement.
+
+    The filter, order and limit run on `task` alone (its indexes decide the plan); the child rows are
+    aggregated only for the tasks of the page.
+    """
     c = t.task.c
+    columns = ("id", "state") if view is View.MINIMAL else _TASK_COLUMNS
+    page = (
+        sa.select(*(c[n] for n in columns)).where(*where).order_by(c.id.desc()).limit(limit).subquery("page")
+    )
     if view is View.MINIMAL:
-        return [c.id, c.state]
-    return [
-        c.id,
-        c.state,
-        c.created_at,
-        c.name,
-        c.description,
-        c.cpu_cores,
-        c.ram_gb,
-        c.disk_gb,
-        c.preemptible,
-        c.zones,
-        c.backend_parameters,
-        c.backend_parameters_strict,
-        c.volumes,
-        c.tags,
+        return sa.select(page.c.id, page.c.state).order_by(page.c.id.desc())
+    full = view is View.FULL
+    key = page
+    children = [
+        json_rows(t.executor, _EXECUTOR, key, "idx").label("executors"),
+        json_rows(t.input_, [*_INPUT, "content"] if full else _INPUT, key, "idx").label("inputs"),
+        json_rows(t.output, _OUTPUT, key, "idx").label("outputs"),
+        json_rows(t.task_log, _LOG, key, "attempt").label("logs"),
+        json_rows(
+            t.executor_log, [*_EXECUTOR_LOG, "stdout", "stderr"] if full else _EXECUTOR_LOG, key, "idx"
+        ).label("executor_logs"),
+        json_rows(t.output_file_log, _OUTPUT_FILE, key, "id").label("output_files"),
     ]
+    if full:
+        children.append(json_rows(t.system_log, ["attempt", "line"], key, "id").label("system_logs"))
+    return sa.select(*(page.c[n] for n in columns), *children).order_by(page.c.id.desc())
+
+
+def _task(r: sa.Row[Any], view: View) -> Task:
+    if view is View.MINIMAL:
+        # Only id and state are loaded; the view renders nothing else.
+        return Task(id=r.id, state=State(r.state), executors=[], creation_time="")
+    full = view is View.FULL
+    executor_logs: list[ExecutorLogRow] = decode_rows(r.executor_logs, ExecutorLogRow)
+    files: list[OutputFileRow] = decode_rows(r.output_files, OutputFileRow)
+    system: list[SystemLogRow] = decode_rows(r.system_logs, SystemLogRow) if full else []
+    logs = [
+        TaskLog(
+            logs=[
+                ExecutorLog(
+                    exit_code=e.exit_code,
+                    start_time=rfc3339_text(e.start_time),
+                    end_time=rfc3339_text(e.end_time),
+                    stdout=e.stdout,
+                    stderr=e.stderr,
+                )
+                for e in executor_logs
+                if e.attempt == log.attempt and e.exit_code is not None
+            ],
+            outputs=[
+                OutputFileLog(url=f.url, path=f.path, size_bytes=str(f.size_bytes))
+                for f in files
+                if f.attempt == log.attempt
+            ],
+            metadata=log.metadata or None,
+            start_time=rfc3339_text(log.start_time),
+            end_time=rfc3339_text(log.end_time),
+            system_logs=[s.line for s in system if s.attempt == log.attempt] or None,
+        )
+        for log in decode_rows(r.logs, LogRow)
+    ]
+    resources = Resources(
+        cpu_cores=r.cpu_cores,
+        preemptible=r.preemptible,
+        ram_gb=r.ram_gb,
+        disk_gb=r.disk_gb,
+        zones=r.zones,
+        backend_parameters=r.backend_parameters,
+        backend_parameters_strict=r.backend_parameters_strict,
+    )
+    return Task(
+        id=r.id,
+        state=State(r.state),
+        creation_time=rfc3339(r.created_at) or "",
+        name=r.name,
+        description=r.description,
+        executors=decode_rows(r.executors, Executor),
+        inputs=decode_rows(r.inputs, Input) or None,
+        outputs=decode_rows(r.outputs, Output) or None,
+        resources=resources if resources != Resources() else None,
+        volumes=r.volumes,
+        tags=r.tags or None,
+        logs=logs or None,
+    )
