@@ -12,6 +12,7 @@ from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
 import sqlalchemy as sa
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -92,67 +93,28 @@ class SqlAlchemyTaskStore:
             "backend_parameters": r.backend_parameters,
             "backend_parameters_strict": r.backend_parameters_strict,
         }
+        children = _children(task)
         try:
             async with self._engine.begin() as conn:
-                await conn.execute(sa.insert(t.task), [row])
-                await conn.execute(
-                    sa.insert(t.executor),
-                    [
-                        {
-                            "task_id": task.id,
-                            "idx": i,
-                            "image": e.image,
-                            "command": e.command,
-                            "workdir": e.workdir,
-                            "stdin": e.stdin,
-                            "stdout": e.stdout,
-                            "stderr": e.stderr,
-                            "env": e.env,
-                            "ignore_error": e.ignore_error,
-                        }
-                        for i, e in enumerate(task.executors)
-                    ],
-                )
-                if task.inputs:
-                    await conn.execute(
-                        sa.insert(t.input_),
-                        [
-                            {
-                                "task_id": task.id,
-                                "idx": i,
-                                "path": x.path,
-                                "type": x.type,
-                                "name": x.name,
-                                "description": x.description,
-                                "url": x.url,
-                                "content": x.content,
-                                "streamable": x.streamable,
-                            }
-                            for i, x in enumerate(task.inputs)
-                        ],
+                if self._postgres:
+                    params = (
+                        row
+                        | {k: _json(row[k]) for k in _TASK_JSON}
+                        | {name: _json(rows) for name, rows in children.items()}
                     )
-                if task.outputs:
-                    await conn.execute(
-                        sa.insert(t.output),
-                        [
-                            {
-                                "task_id": task.id,
-                                "idx": i,
-                                "path": x.path,
-                                "url": x.url,
-                                "type": x.type,
-                                "name": x.name,
-                                "description": x.description,
-                                "path_prefix": x.path_prefix,
-                            }
-                            for i, x in enumerate(task.outputs)
-                        ],
-                    )
-                if task.tags:
-                    await conn.execute(
-                        sa.insert(t.tag),
-                        [{"task_id": task.id, "key": k, "value": v} for k, v in task.tags.items()],
-                    )
+                    await conn.execute(_CREATE_POSTGRES, params)
+                else:
+                    await conn.execute(sa.insert(t.task), [row])
+                    for name, rows in children.items():
+                        if rows:
+                            table = _CHILD_TABLES[name]
+                            await conn.execute(
+                                sa.insert(table),
+                                [
+                                    {c.name: r.get(c.name) for c in table.c} | {"task_id": task.id}
+                                    for r in rows
+                                ],
+                            )
                 if system_logs:
                     await self._ensure_log(conn, task.id)
                     await conn.execute(
@@ -377,6 +339,55 @@ class SqlAlchemyTaskStore:
             # Callers hold the task's row lock, so no other writer can insert it meanwhile.
             await conn.execute(sa.insert(t.task_log), [{"task_id": task_id, "attempt": ATTEMPT}])
 
+
+_CHILD_TABLES = {"executors": t.executor, "inputs": t.input_, "outputs": t.output, "tag_rows": t.tag}
+_TASK_JSON = ("volumes", "tags", "zones", "backend_parameters")
+
+
+def _children(task: Task) -> dict[str, list[dict[str, Any]]]:
+    """The child rows of a task, keyed like the JSON parameters of `_CREATE_POSTGRES`."""
+    return {
+        "executors": [{"idx": i} | msgspec.to_builtins(e) for i, e in enumerate(task.executors)],
+        "inputs": [{"idx": i} | msgspec.to_builtins(x) for i, x in enumerate(task.inputs or [])],
+        "outputs": [{"idx": i} | msgspec.to_builtins(x) for i, x in enumerate(task.outputs or [])],
+        "tag_rows": [{"key": k, "value": v} for k, v in (task.tags or {}).items()],
+    }
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else msgspec.json.encode(value).decode()
+
+
+# A task and its children in one statement, one round trip: the children travel as JSON arrays.
+# The foreign keys are checked at the end of the statement, when the task row exists.
+_CREATE_POSTGRES = sa.text(
+    """
+WITH new_task AS (
+  INSERT INTO task (id, owner, state, created_at, name, description, volumes, tags, cpu_cores, ram_gb,
+                    disk_gb, preemptible, zones, backend_parameters, backend_parameters_strict)
+  VALUES (:id, :owner, CAST(:state AS task_state), :created_at, :name, :description, CAST(:volumes AS jsonb),
+          CAST(:tags AS jsonb), :cpu_cores, :ram_gb, :disk_gb, :preemptible, CAST(:zones AS jsonb),
+          CAST(:backend_parameters AS jsonb), :backend_parameters_strict)
+), new_executor AS (
+  INSERT INTO executor (task_id, idx, image, command, workdir, stdin, stdout, stderr, env, ignore_error)
+  SELECT :id, x.idx, x.image, x.command, x.workdir, x.stdin, x.stdout, x.stderr, x.env, x.ignore_error
+  FROM jsonb_to_recordset(CAST(:executors AS jsonb)) AS x(idx int, image text, command jsonb, workdir text,
+       stdin text, stdout text, stderr text, env jsonb, ignore_error boolean)
+), new_input AS (
+  INSERT INTO input (task_id, idx, path, type, name, description, url, content, streamable)
+  SELECT :id, x.idx, x.path, CAST(x.type AS file_type), x.name, x.description, x.url, x.content, x.streamable
+  FROM jsonb_to_recordset(CAST(:inputs AS jsonb)) AS x(idx int, path text, type text, name text,
+       description text, url text, content text, streamable boolean)
+), new_output AS (
+  INSERT INTO output (task_id, idx, path, url, type, name, description, path_prefix)
+  SELECT :id, x.idx, x.path, x.url, CAST(x.type AS file_type), x.name, x.description, x.path_prefix
+  FROM jsonb_to_recordset(CAST(:outputs AS jsonb)) AS x(idx int, path text, url text, type text, name text,
+       description text, path_prefix text)
+)
+INSERT INTO tag (task_id, key, value)
+SELECT :id, x.key, x.value FROM jsonb_to_recordset(CAST(:tag_rows AS jsonb)) AS x(key text, value text)
+"""
+)
 
 _TASK_COLUMNS = (
     "id",
