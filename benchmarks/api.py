@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import os
 import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -84,6 +85,25 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
+def creates_per_second_wrk(base: str, seconds: int, concurrency: int) -> float:
+    """POST /tasks from wrk (a C load generator): a Python client would saturate before the server."""
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        body = BODY.decode()  # no single quotes or backslashes: a plain Lua string
+        script.write(
+            f"wrk.method = 'POST'\nwrk.body = '{body}'\nwrk.headers['Content-Type'] = 'application/json'\n"
+        )
+        script.flush()
+        out = subprocess.run(
+            ["wrk", "-t1", f"-c{concurrency}", f"-d{seconds}s", "-s", script.name, f"{base}/tasks"],
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout
+    if "Non-2xx" in out:
+        raise RuntimeError(f"failed creates:\n{out}")
+    return float(next(line.split()[1] for line in out.splitlines() if line.startswith("Requests/sec")))
+
+
 async def creates_per_second(base: str, total: int, concurrency: int) -> tuple[float, list[str]]:
     ids: list[str] = []
     remaining = total
@@ -130,15 +150,24 @@ LIST_QUERIES = {
 }
 
 
-async def measure(name: str, command: str, url: str, tasks: int, creates: int, log_dir: Path) -> None:
+async def measure(
+    name: str, command: str, url: str, tasks: int, creates: int, log_dir: Path, workers: int = 1
+) -> None:
     t0 = time.perf_counter()
     await seed(url, tasks)
     print(f"\n== {name}: seeded {tasks} tasks in {time.perf_counter() - t0:.1f}s", flush=True)
-    env = {"POIESIS_LOG_LEVEL": "WARNING"}
+    env = {"POIESIS_LOG_LEVEL": "WARNING", "POIESIS_WORKERS": str(workers)}
     with running_server(command, url, log_dir, env) as server:
         base = server.tes
-        rate, ids = await creates_per_second(base, creates, concurrency=32)
-        print(f"POST /tasks: {rate:.0f} creates/s ({creates} requests, 32 concurrent)")
+        if shutil.which("wrk"):
+            rate = creates_per_second_wrk(base, seconds=10, concurrency=16)
+            print(f"POST /tasks: {rate:.0f} creates/s (wrk, 10 s, 16 connections, {workers} API process(es))")
+        else:
+            rate, _ = await creates_per_second(base, creates, concurrency=16)
+            print(f"POST /tasks: {rate:.0f} creates/s (httpx client, 16 concurrent; wrk is faster)")
+        async with httpx.AsyncClient() as client:
+            listed = (await client.get(f"{base}/tasks?page_size=2000")).json()["tasks"]
+        ids = [task["id"] for task in listed]
         sample = random.Random(2).sample(ids, min(500, len(ids)))
         got = await latencies(base, [f"/tasks/{i}?view=BASIC" for i in sample])
         print(f"GET /tasks/{{id}} BASIC: p50 {pct(got, 0.5):.2f} ms, p99 {pct(got, 0.99):.2f} ms")
@@ -163,6 +192,7 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=100_000)
     parser.add_argument("--creates", type=int, default=5000)
     parser.add_argument("--database", choices=["postgres", "sqlite", "both"], default="both")
+    parser.add_argument("--workers", type=int, default=1, help="API processes for PostgreSQL")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}")
     with tempfile.TemporaryDirectory(prefix="poiesis-bench-") as tmp:
@@ -182,7 +212,9 @@ def main() -> None:
                 .splitlines()[-1]
             )
             try:
-                asyncio.run(measure("PostgreSQL", "api", url, args.tasks, args.creates, log_dir))
+                asyncio.run(
+                    measure("PostgreSQL", "api", url, args.tasks, args.creates, log_dir, args.workers)
+                )
             finally:
                 subprocess.run([script, "down", str(pg_dir)], check=False)
         if args.database in ("sqlite", "both"):

@@ -125,7 +125,7 @@ def decode_rows(raw: str | bytes | None, kind: Any) -> list[Any]:
     if raw is None:
         return []
     # Non-strict: SQLite has no boolean type and reports 0/1.
-    return msgspec.json.decode(raw, type=list[kind], strict=False)  # type: ignore[no-any-return]
+    return msgspec.json.decode(raw, type=list[kind], strict=False)
 
 
 def rfc3339_text(value: str | None) -> str | None:
