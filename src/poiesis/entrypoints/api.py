@@ -17,10 +17,10 @@ import msgspec
 from litestar import Litestar, Request, Response, Router, get, post
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.openapi import OpenAPIConfig
-from litestar.params import Dependency, Parameter
+from litestar.params import FromPath, FromQuery, QueryParameter, SkipValidation
 
 from poiesis import __version__
 from poiesis.domain.errors import Conflict, InvalidRequest, PoiesisError, TaskNotFound
@@ -83,25 +83,27 @@ def _unexpected(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody
 
 
 @get("/service-info")
-async def service_info(info: ServiceInfo) -> ServiceInfo:
+async def service_info(info: NamedDependency[ServiceInfo]) -> ServiceInfo:
     return info
 
 
 @post("/tasks", status_code=200)
-async def create_task(request: Request[Any, Any, Any], tasks: TaskService) -> CreateTaskResponse:
+async def create_task(
+    request: Request[Any, Any, Any], tasks: NamedDependency[TaskService]
+) -> CreateTaskResponse:
     return CreateTaskResponse(id=await tasks.create(await request.body(), owner=ANONYMOUS))
 
 
 @get("/tasks")
 async def list_tasks(
-    tasks: TaskService,
-    name_prefix: str | None = None,
-    state_filter: Annotated[str | None, Parameter(query="state")] = None,
-    tag_key: Annotated[list[str] | None, Parameter(query="tag_key")] = None,
-    tag_value: Annotated[list[str] | None, Parameter(query="tag_value")] = None,
-    page_size: int | None = None,
-    page_token: str | None = None,
-    view: str | None = None,
+    tasks: NamedDependency[TaskService],
+    name_prefix: FromQuery[str | None] = None,
+    state_filter: Annotated[str | None, QueryParameter(name="state")] = None,
+    tag_key: Annotated[list[str] | None, QueryParameter(name="tag_key")] = None,
+    tag_value: Annotated[list[str] | None, QueryParameter(name="tag_value")] = None,
+    page_size: FromQuery[int | None] = None,
+    page_token: FromQuery[str | None] = None,
+    view: FromQuery[str | None] = None,
 ) -> ListTasksResponse:
     query = build_query(
         owner=None,
@@ -117,13 +119,15 @@ async def list_tasks(
 
 
 @get("/tasks/{ref:str}")
-async def get_task(tasks: TaskService, ref: str, view: str | None = None) -> Task:
+async def get_task(
+    tasks: NamedDependency[TaskService], ref: FromPath[str], view: FromQuery[str | None] = None
+) -> Task:
     # Documented as tesTask; the MINIMAL view encodes the {id, state} subset of it.
     return cast(Task, await tasks.get(ref, view=parse_view(view), owner=None))
 
 
 @post("/tasks/{ref:str}", status_code=200)
-async def cancel_task(tasks: TaskService, ref: str) -> CancelTaskResponse:
+async def cancel_task(tasks: NamedDependency[TaskService], ref: FromPath[str]) -> CancelTaskResponse:
     # Litestar cannot route a parameter that shares its path segment with ":cancel".
     task_id, sep, verb = ref.rpartition(":")
     if not sep or verb != "cancel":
@@ -138,7 +142,7 @@ async def healthz() -> dict[str, str]:
 
 
 @get("/readyz", include_in_schema=False)
-async def readyz(store: Annotated[TaskStore, Dependency(skip_validation=True)]) -> Response[dict[str, str]]:
+async def readyz(store: NamedDependency[SkipValidation[TaskStore]]) -> Response[dict[str, str]]:
     try:
         await store.ping()
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready", reported as such
