@@ -16,7 +16,8 @@ ORIGIN = "https://workflows.example.org"
 
 
 def client(tmp_path: Path, **settings: object) -> Iterator[TestClient]:  # type: ignore[type-arg]
-    app = create_app(ApiContainer(settings=load({}, database_url=f"sqlite:///{tmp_path / 'p.db'}", **settings)))
+    url = f"sqlite:///{tmp_path / 'p.db'}"
+    app = create_app(ApiContainer(settings=load({}, database_url=url, **settings)))
     with TestClient(app) as c:
         yield c
 

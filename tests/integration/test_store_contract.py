@@ -266,7 +266,8 @@ async def test_each_listed_task_carries_only_its_own_children(
         )
         await store.create(task, owner="a", system_logs=[f"line {i}"])
         await store.record_executor(task.id, 0, start_time=NOW, exit_code=i)
-        await store.add_output_files(task.id, [OutputFileLog(url=f"s3://b/{i}", path=f"/out/{i}", size_bytes=str(i))])
+        files = [OutputFileLog(url=f"s3://b/{i}", path=f"/out/{i}", size_bytes=str(i))]
+        await store.add_output_files(task.id, files)
         created.append(task)
     page = await store.list_tasks(TaskQuery(view=view))
     for task, listed in zip(reversed(created), page.tasks, strict=True):

@@ -8,7 +8,8 @@ in the same transaction.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import functools
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
@@ -244,12 +245,9 @@ class SqlAlchemyTaskStore:
         return State(value)
 
     async def get(self, task_id: str, *, view: View = View.FULL, owner: str | None = None) -> Task:
-        where = [t.task.c.id == task_id]
-        if owner is not None:
-            where.append(t.task.c.owner == owner)
         async with self._reader.connect() as conn:
-            rows = (await conn.execute(_page(where, view, 1))).all()
-        if not rows:
+            rows = (await conn.execute(_details(view), {"ids": [task_id]})).all()
+        if not rows or (owner is not None and rows[0].owner != owner):
             raise TaskNotFound(task_id)
         return _task(rows[0], view)
 
@@ -266,10 +264,16 @@ class SqlAlchemyTaskStore:
             where.extend(self._tag_filters(query.tags))
         if query.after is not None:
             where.append(c.id < query.after)
+        # The page is chosen on `task` alone, where its indexes decide the plan; the details of the
+        # page's tasks then come from one prepared statement.
+        page = sa.select(c.id, c.state).where(*where).order_by(c.id.desc()).limit(query.page_size + 1)
         async with self._reader.connect() as conn:
-            rows = (await conn.execute(_page(where, query.view, query.page_size + 1))).all()
-        more = len(rows) > query.page_size
-        tasks = [_task(r, query.view) for r in rows[: query.page_size]]
+            rows = (await conn.execute(page)).all()
+            more = len(rows) > query.page_size
+            rows = rows[: query.page_size]
+            if query.view is not View.MINIMAL and rows:
+                rows = (await conn.execute(_details(query.view), {"ids": [r.id for r in rows]})).all()
+        tasks = [_task(r, query.view) for r in rows]
         return TaskPage(tasks=tasks, next_after=tasks[-1].id if more and tasks else None)
 
     async def history(self, task_id: str) -> list[Transition]:
@@ -413,37 +417,39 @@ _EXECUTOR_LOG = ["attempt", "idx", "exit_code", "start_time", "end_time"]
 _OUTPUT_FILE = ["attempt", "url", "path", "size_bytes"]
 
 
-def _page(where: Sequence[sa.ColumnElement[bool]], view: View, limit: int) -> sa.Select[Any]:
-    """The newest `limit` tasks matching `where`, with what `view` shows, in one statement.
+@functools.cache
+def _details(view: View) -> sa.Select[Any]:
+    """The tasks whose ids are bound to `ids`, newest first, with what `view` shows, in one statement.
 
-    The filter, order and limit run on `task` alone (its indexes decide the plan); the child rows are
-    aggregated only for the tasks of the page.
+    Built once per view: constructing it costs far more than running it. Each child table arrives as
+    one JSON array per task, aggregated only for the tasks asked for.
     """
     c = t.task.c
-    columns = ("id", "state") if view is View.MINIMAL else _TASK_COLUMNS
+    columns = ("id", "state", "owner") if view is View.MINIMAL else (*_TASK_COLUMNS, "owner")
     page = (
-        sa.select(*(c[n] for n in columns)).where(*where).order_by(c.id.desc()).limit(limit).subquery("page")
+        sa.select(*(c[n] for n in columns))
+        .where(c.id.in_(sa.bindparam("ids", expanding=True)))
+        .subquery("page")
     )
     if view is View.MINIMAL:
-        return sa.select(page.c.id, page.c.state).order_by(page.c.id.desc())
+        return sa.select(*page.c).order_by(page.c.id.desc())
     full = view is View.FULL
-    key = page
     children = [
-        json_rows(t.executor, _EXECUTOR, key, "idx").label("executors"),
-        json_rows(t.input_, [*_INPUT, "content"] if full else _INPUT, key, "idx").label("inputs"),
-        json_rows(t.output, _OUTPUT, key, "idx").label("outputs"),
-        json_rows(t.task_log, _LOG, key, "attempt").label("logs"),
+        json_rows(t.executor, _EXECUTOR, page, "idx").label("executors"),
+        json_rows(t.input_, [*_INPUT, "content"] if full else _INPUT, page, "idx").label("inputs"),
+        json_rows(t.output, _OUTPUT, page, "idx").label("outputs"),
+        json_rows(t.task_log, _LOG, page, "attempt").label("logs"),
         json_rows(
-            t.executor_log, [*_EXECUTOR_LOG, "stdout", "stderr"] if full else _EXECUTOR_LOG, key, "idx"
+            t.executor_log, [*_EXECUTOR_LOG, "stdout", "stderr"] if full else _EXECUTOR_LOG, page, "idx"
         ).label("executor_logs"),
-        json_rows(t.output_file_log, _OUTPUT_FILE, key, "id").label("output_files"),
+        json_rows(t.output_file_log, _OUTPUT_FILE, page, "id").label("output_files"),
     ]
     if full:
-        children.append(json_rows(t.system_log, ["attempt", "line"], key, "id").label("system_logs"))
-    return sa.select(*(page.c[n] for n in columns), *children).order_by(page.c.id.desc())
+        children.append(json_rows(t.system_log, ["attempt", "line"], page, "id").label("system_logs"))
+    return sa.select(*page.c, *children).order_by(page.c.id.desc())
 
 
-def _task(r: sa.Row[Any], view: View) -> Task:
+def _task(r: Any, view: View) -> Task:
     if view is View.MINIMAL:
         # Only id and state are loaded; the view renders nothing else.
         return Task(id=r.id, state=State(r.state), executors=[], creation_time="")
