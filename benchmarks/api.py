@@ -29,7 +29,9 @@ sys.path.insert(0, str(ROOT))
 
 from poiesis.adapters.sqlalchemy import schema as t  # noqa: E402
 from poiesis.adapters.sqlalchemy.engine import create_engine, migrate  # noqa: E402
+from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore  # noqa: E402
 from poiesis.domain.identity import new_task_id  # noqa: E402
+from poiesis.domain.listing import build_query  # noqa: E402
 from tests.support.postgres import free_port  # noqa: E402
 from tests.support.server import running_server  # noqa: E402
 
@@ -78,6 +80,34 @@ async def seed(url: str, count: int) -> None:
     async with engine.begin() as conn:
         await conn.execute(sa.text("ANALYZE"))
     await engine.dispose()
+
+
+async def explain(url: str) -> None:
+    """EXPLAIN ANALYZE the page query of every ListTasks filter combination, on fresh statistics."""
+    engine = create_engine(url)
+    store = SqlAlchemyTaskStore(engine)
+    async with engine.connect() as conn:
+        for label, params in LIST_QUERIES.items():
+            query = build_query(owner=None, page_token=None, page_size=256, view="BASIC", **_parse(params))
+            sql = store.page_query(query).compile(engine.sync_engine, compile_kwargs={"literal_binds": True})
+            plan = [r[0] for r in await conn.execute(sa.text(f"EXPLAIN ANALYZE {sql}"))]
+            top = next(line for line in plan if "->" in line).strip().removeprefix("-> ").split("  (")[0]
+            total = next(line for line in plan if line.startswith("Execution Time"))
+            print(f"  plan, {label}: {total.split(': ')[1]} via {top}")
+    await engine.dispose()
+
+
+def _parse(params: str) -> dict[str, object]:
+    out: dict[str, object] = {"name_prefix": None, "state": None, "tag_keys": [], "tag_values": []}
+    for pair in filter(None, params.split("&")):
+        key, _, value = pair.partition("=")
+        if key == "tag_key":
+            out["tag_keys"].append(value)  # type: ignore[attr-defined]
+        elif key == "tag_value":
+            out["tag_values"].append(value)  # type: ignore[attr-defined]
+        else:
+            out[key] = value
+    return out
 
 
 def pct(values: list[float], q: float) -> float:
@@ -156,6 +186,8 @@ async def measure(
     t0 = time.perf_counter()
     await seed(url, tasks)
     print(f"\n== {name}: seeded {tasks} tasks in {time.perf_counter() - t0:.1f}s", flush=True)
+    if url.startswith("postgresql"):
+        await explain(url)
     env = {"POIESIS_LOG_LEVEL": "WARNING", "POIESIS_WORKERS": str(workers)}
     with running_server(command, url, log_dir, env) as server:
         base = server.tes

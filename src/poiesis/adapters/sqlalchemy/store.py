@@ -251,7 +251,9 @@ class SqlAlchemyTaskStore:
             raise TaskNotFound(task_id)
         return _task(rows[0], view)
 
-    async def list_tasks(self, query: TaskQuery) -> TaskPage:
+    def page_query(self, query: TaskQuery) -> sa.Select[Any]:
+        """The ids and states of the page `query` asks for: chosen on `task` alone, where its indexes
+        decide the plan."""
         c = t.task.c
         where: list[sa.ColumnElement[bool]] = []
         if query.owner is not None:
@@ -264,9 +266,10 @@ class SqlAlchemyTaskStore:
             where.extend(self._tag_filters(query.tags))
         if query.after is not None:
             where.append(c.id < query.after)
-        # The page is chosen on `task` alone, where its indexes decide the plan; the details of the
-        # page's tasks then come from one prepared statement.
-        page = sa.select(c.id, c.state).where(*where).order_by(c.id.desc()).limit(query.page_size + 1)
+        return sa.select(c.id, c.state).where(*where).order_by(c.id.desc()).limit(query.page_size + 1)
+
+    async def list_tasks(self, query: TaskQuery) -> TaskPage:
+        page = self.page_query(query)
         async with self._reader.connect() as conn:
             rows = (await conn.execute(page)).all()
             more = len(rows) > query.page_size
