@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -316,7 +317,9 @@ class SqlAlchemyTaskStore:
             valued = {k: v for k, v in tags.items() if v}
             out: list[sa.ColumnElement[bool]] = []
             if valued:
-                out.append(t.task.c.tags.op("@>")(sa.cast(valued, t.JSON)))
+                out.append(
+                    t.task.c.tags.op("@>")(sa.cast(sa.literal(_json(valued), sa.Text), postgresql.JSONB))
+                )
             out.extend(t.task.c.tags.op("?")(k) for k, v in tags.items() if not v)
             return out
         filters: list[sa.ColumnElement[bool]] = []
