@@ -8,6 +8,7 @@ from poiesis.domain.identity import new_task_id
 from poiesis.domain.states import State
 from poiesis.domain.submission import NewTask, Rules, accept
 from poiesis.domain.tes import Executor, Task
+from poiesis.domain.times import rfc3339
 from tests.conftest import FakeClock
 
 
@@ -26,7 +27,7 @@ def make_task(clock: FakeClock, *, executors: int = 1, advance: bool = True, **f
     return accept(
         new,
         task_id=new_task_id(now),
-        creation_time=now.isoformat().replace("+00:00", "Z"),
+        creation_time=rfc3339(now),
         rules=Rules(),
     ).task
 

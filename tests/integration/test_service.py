@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from ulid import ULID
 
 from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore
 from poiesis.domain.errors import TaskNotFound
 from poiesis.domain.states import State
 from poiesis.domain.submission import Rules
 from poiesis.domain.tes import Task, View
+from poiesis.domain.times import rfc3339
 from poiesis.ports.cluster import ClusterUnavailable
 from poiesis.services.tasks import TaskService
 from tests.conftest import FakeClock
@@ -49,10 +51,19 @@ def service(store: SqlAlchemyTaskStore, cluster: FakeCluster, clock: FakeClock) 
     return TaskService(store=store, cluster=cluster, clock=clock, rules=Rules())
 
 
-async def test_created_tasks_are_handed_to_the_cluster(service: TaskService, cluster: FakeCluster) -> None:
+async def test_created_tasks_are_handed_to_the_cluster(
+    service: TaskService, cluster: FakeCluster, clock: FakeClock
+) -> None:
     task_id = await service.create(BODY, owner="alice")
     assert cluster.submitted == [task_id]
-    assert (await service.get(task_id, view=View.MINIMAL, owner="alice")).state is State.QUEUED
+    task = await service.get(task_id, view=View.BASIC, owner="alice")
+    assert task.state is State.QUEUED
+    assert isinstance(task, Task)
+    # One reading of the clock stamps both the id and the creation time.
+    assert ULID.from_str(task_id.upper()).datetime == clock.now().replace(
+        microsecond=clock.now().microsecond // 1000 * 1000
+    )
+    assert task.creation_time == rfc3339(clock.now())
 
 
 async def test_an_unreachable_cluster_leaves_the_task_queued_not_lost(

@@ -19,6 +19,7 @@ from poiesis.domain.listing import TaskQuery
 from poiesis.domain.states import State, is_terminal
 from poiesis.domain.submission import NewTask, Rules, accept
 from poiesis.domain.tes import ListTasksResponse, Task, TaskMinimal, View
+from poiesis.domain.times import rfc3339
 from poiesis.domain.views import render
 from poiesis.ports.clock import Clock
 from poiesis.ports.cluster import Cluster, ClusterUnavailable
@@ -28,10 +29,6 @@ log = logging.getLogger(__name__)
 
 _AT = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 _MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]+)`")
-
-
-def rfc3339(clock: Clock) -> str:
-    return clock.now().isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def decode_task(body: bytes) -> NewTask:
@@ -64,7 +61,7 @@ class TaskService:
         accepted = accept(
             new,
             task_id=new_task_id(now),
-            creation_time=rfc3339(self._clock),
+            creation_time=rfc3339(now),
             rules=self._rules,
         )
         await self._store.create(accepted.task, owner=owner, system_logs=accepted.warnings)
@@ -89,11 +86,11 @@ class TaskService:
         state = await self._store.state(task_id, owner=owner)
         if is_terminal(state):
             return
-        await self._store.transition(task_id, State.CANCELING, now=rfc3339(self._clock))
+        await self._store.transition(task_id, State.CANCELING, now=rfc3339(self._clock.now()))
         try:
             gone = await self._cluster.cancel(task_id)
         except ClusterUnavailable as exc:
             log.warning("task %s stays CANCELING: cluster unavailable: %s", task_id, exc)
             return
         if gone:
-            await self._store.transition(task_id, State.CANCELED, now=rfc3339(self._clock))
+            await self._store.transition(task_id, State.CANCELED, now=rfc3339(self._clock.now()))

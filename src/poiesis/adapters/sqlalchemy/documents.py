@@ -8,7 +8,6 @@ differently; the `@compiles` rules below hide that.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -126,15 +125,6 @@ def decode_rows(raw: str | bytes | None, kind: Any) -> list[Any]:
         return []
     # Non-strict: SQLite has no boolean type and reports 0/1.
     return msgspec.json.decode(raw, type=list[kind], strict=False)
-
-
-def rfc3339_text(value: str | None) -> str | None:
-    """Timestamps inside JSON come as text: ISO with an offset (PostgreSQL) or naive UTC (SQLite)."""
-    if value is None:
-        return None
-    parsed = datetime.fromisoformat(value)
-    parsed = parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
-    return parsed.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 __all__ = ["json_rows", "t"]

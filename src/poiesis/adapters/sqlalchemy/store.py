@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Collection
-from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -27,7 +26,6 @@ from poiesis.adapters.sqlalchemy.documents import (
     SystemLogRow,
     decode_rows,
     json_rows,
-    rfc3339_text,
 )
 from poiesis.domain.errors import Conflict, TaskNotFound
 from poiesis.domain.listing import TaskPage, TaskQuery
@@ -43,6 +41,7 @@ from poiesis.domain.tes import (
     TaskLog,
     View,
 )
+from poiesis.domain.times import parse_time, rfc3339
 from poiesis.ports.store import Transition
 
 ATTEMPT = 0  # Poiesis does not retry tasks: one task log per task.
@@ -50,16 +49,6 @@ ATTEMPT = 0  # Poiesis does not retry tasks: one task log per task.
 
 class StoreUnavailable(Exception):
     """The database could not be reached or failed for a reason that may pass."""
-
-
-def _ts(value: str) -> datetime:
-    return datetime.fromisoformat(value).astimezone(UTC)
-
-
-def rfc3339(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 def _drop_none(**values: Any) -> dict[str, Any]:
@@ -79,7 +68,7 @@ class SqlAlchemyTaskStore:
             "id": task.id,
             "owner": owner,
             "state": task.state,
-            "created_at": _ts(task.creation_time),
+            "created_at": parse_time(task.creation_time),
             "name": task.name,
             "description": task.description,
             "volumes": task.volumes,
@@ -129,7 +118,7 @@ class SqlAlchemyTaskStore:
             raise StoreUnavailable(str(exc)) from exc
 
     async def transition(self, task_id: str, target: State, *, now: str) -> bool:
-        at = _ts(now)
+        at = parse_time(now)
         async with self._engine.begin() as conn:
             current = await self._locked_state(conn, task_id)
             if not can_transition(current, target):
@@ -170,8 +159,8 @@ class SqlAlchemyTaskStore:
         stderr: str | None = None,
     ) -> None:
         values = _drop_none(
-            start_time=_ts(start_time) if start_time else None,
-            end_time=_ts(end_time) if end_time else None,
+            start_time=parse_time(start_time) if start_time else None,
+            end_time=parse_time(end_time) if end_time else None,
             exit_code=exit_code,
             stdout=stdout,
             stderr=stderr,
@@ -290,9 +279,7 @@ class SqlAlchemyTaskStore:
                     .order_by(st.c.id)
                 )
             ).all()
-        return [
-            Transition(source=State(r.source), target=State(r.target), at=rfc3339(r.at) or "") for r in rows
-        ]
+        return [Transition(source=State(r.source), target=State(r.target), at=rfc3339(r.at)) for r in rows]
 
     async def ids_in_states(self, states: Collection[State]) -> list[str]:
         async with self._reader.connect() as conn:
@@ -348,6 +335,10 @@ class SqlAlchemyTaskStore:
         if exists.first() is None:
             # Callers hold the task's row lock, so no other writer can insert it meanwhile.
             await conn.execute(sa.insert(t.task_log), [{"task_id": task_id, "attempt": ATTEMPT}])
+
+
+def _time_text(value: str | None) -> str | None:
+    return None if value is None else rfc3339(parse_time(value))
 
 
 _CHILD_TABLES = {"executors": t.executor, "inputs": t.input_, "outputs": t.output, "tag_rows": t.tag}
@@ -468,8 +459,8 @@ def _task(r: Any, view: View) -> Task:
             logs=[
                 ExecutorLog(
                     exit_code=e.exit_code,
-                    start_time=rfc3339_text(e.start_time),
-                    end_time=rfc3339_text(e.end_time),
+                    start_time=_time_text(e.start_time),
+                    end_time=_time_text(e.end_time),
                     stdout=e.stdout,
                     stderr=e.stderr,
                 )
@@ -482,8 +473,8 @@ def _task(r: Any, view: View) -> Task:
                 if f.attempt == log.attempt
             ],
             metadata=log.metadata or None,
-            start_time=rfc3339_text(log.start_time),
-            end_time=rfc3339_text(log.end_time),
+            start_time=_time_text(log.start_time),
+            end_time=_time_text(log.end_time),
             system_logs=[s.line for s in system if s.attempt == log.attempt] or None,
         )
         for log in decode_rows(r.logs, LogRow)
@@ -500,7 +491,7 @@ def _task(r: Any, view: View) -> Task:
     return Task(
         id=r.id,
         state=State(r.state),
-        creation_time=rfc3339(r.created_at) or "",
+        creation_time=rfc3339(r.created_at),
         name=r.name,
         description=r.description,
         executors=decode_rows(r.executors, Executor),
