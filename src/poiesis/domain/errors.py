@@ -33,3 +33,7 @@ class TaskNotFound(PoiesisError):
 
 class Conflict(PoiesisError):
     pass
+
+
+class Unavailable(PoiesisError):
+    pass

@@ -23,7 +23,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath, FromQuery, QueryParameter, SkipValidation
 
 from poiesis import __version__
-from poiesis.domain.errors import Conflict, InvalidRequest, PoiesisError, TaskNotFound
+from poiesis.domain.errors import Conflict, InvalidRequest, PoiesisError, TaskNotFound, Unavailable
 from poiesis.domain.listing import build_query, parse_view
 from poiesis.domain.tes import (
     CancelTaskResponse,
@@ -46,6 +46,7 @@ _STATUS: dict[type[PoiesisError], int] = {
     InvalidRequest: 400,
     TaskNotFound: 404,
     Conflict: 409,
+    Unavailable: 503,
 }
 
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from poiesis.domain.errors import PoiesisError
+from poiesis.domain.errors import Unavailable
 from poiesis.domain.tes import Task
 
 
-class ClusterUnavailable(PoiesisError):
+class ClusterUnavailable(Unavailable):
     """The cluster could not be reached or refused the request for a reason that may pass."""
 
 

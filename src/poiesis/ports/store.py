@@ -12,6 +12,7 @@ Contract, for every adapter:
 - `record_executor` upserts executor `index`'s log; fields left None keep their stored value, so a
   restarted writer may repeat a write harmlessly. A log without an exit code is not shown in views.
 - Listing is newest first, in pages bounded by `query.page_size`, continuing after `query.after`.
+- Every method raises `StoreUnavailable` when the database cannot be reached; nothing is half written.
 """
 
 from __future__ import annotations
@@ -21,9 +22,14 @@ from typing import Protocol
 
 import msgspec
 
+from poiesis.domain.errors import Unavailable
 from poiesis.domain.listing import TaskPage, TaskQuery
 from poiesis.domain.states import State
 from poiesis.domain.tes import OutputFileLog, Task, View
+
+
+class StoreUnavailable(Unavailable):
+    """The database could not be reached or failed for a reason that may pass."""
 
 
 class Transition(msgspec.Struct, frozen=True, kw_only=True):

@@ -8,14 +8,15 @@ in the same transaction.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Collection
+from collections.abc import AsyncIterator, Collection
 from typing import Any
 
 import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from poiesis.adapters.sqlalchemy import schema as t
@@ -42,23 +43,52 @@ from poiesis.domain.tes import (
     View,
 )
 from poiesis.domain.times import parse_time, rfc3339
-from poiesis.ports.store import Transition
+from poiesis.ports.store import StoreUnavailable, Transition
 
 ATTEMPT = 0  # Poiesis does not retry tasks: one task log per task.
-
-
-class StoreUnavailable(Exception):
-    """The database could not be reached or failed for a reason that may pass."""
 
 
 def _drop_none(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
+_UNAVAILABLE = (OperationalError, InterfaceError, sa.exc.TimeoutError, OSError, ConnectionError)
+
+
+class _Translated:
+    """An engine whose connections turn "the database is unreachable" into StoreUnavailable: the one
+    place where the driver's errors become the port's."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect
+
+    @contextlib.asynccontextmanager
+    async def connect(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.engine.connect() as conn:
+                yield conn
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(_reason(exc)) from exc
+
+    @contextlib.asynccontextmanager
+    async def begin(self) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with self.engine.begin() as conn:
+                yield conn
+        except _UNAVAILABLE as exc:
+            raise StoreUnavailable(_reason(exc)) from exc
+
+
+def _reason(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    return f"database unavailable: {type(orig).__name__}: {str(orig).splitlines()[0] if str(orig) else ''}"
+
+
 class SqlAlchemyTaskStore:
     def __init__(self, engine: AsyncEngine, *, reader: AsyncEngine | None = None) -> None:
-        self._engine = engine
-        self._reader = reader or engine
+        self._engine = _Translated(engine)
+        self._reader = _Translated(reader or engine)
         self._postgres = engine.dialect.name == "postgresql"
 
     # --- writes -----------------------------------------------------------------------------
@@ -114,8 +144,6 @@ class SqlAlchemyTaskStore:
                     )
         except IntegrityError as exc:
             raise Conflict(f"task {task.id} already exists") from exc
-        except (OperationalError, OSError) as exc:
-            raise StoreUnavailable(str(exc)) from exc
 
     async def transition(self, task_id: str, target: State, *, now: str) -> bool:
         at = parse_time(now)
@@ -289,11 +317,8 @@ class SqlAlchemyTaskStore:
             return [r.id for r in rows]
 
     async def ping(self) -> None:
-        try:
-            async with self._reader.connect() as conn:
-                await conn.execute(sa.select(sa.literal(1)))
-        except (DBAPIError, OSError) as exc:
-            raise StoreUnavailable(str(exc)) from exc
+        async with self._reader.connect() as conn:
+            await conn.execute(sa.select(sa.literal(1)))
 
     # --- internals ----------------------------------------------------------------------------
 
