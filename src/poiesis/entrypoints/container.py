@@ -7,8 +7,10 @@ database engines, migrations) on start and shuts them down on stop.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 from dependency_injector import containers, providers
+from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from poiesis import __version__
@@ -25,10 +27,6 @@ from poiesis.services.tasks import TaskService
 async def _writer(settings: Settings) -> AsyncIterator[AsyncEngine]:
     engine = create_engine(settings.database_url, writer=True, pool_size=settings.database_pool_size)
     if is_sqlite(settings.database_url):
-        from pathlib import Path
-
-        from sqlalchemy import make_url
-
         database = make_url(settings.database_url).database
         if database and database != ":memory:":
             Path(database).parent.mkdir(parents=True, exist_ok=True)

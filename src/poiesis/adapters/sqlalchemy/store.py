@@ -1,9 +1,10 @@
 """SqlAlchemyTaskStore: the TaskStore port on PostgreSQL and SQLite.
 
-A task is written once, relationally, in one transaction. Reads load a page of tasks with one query
-per table (`task_id IN (...)`), skipping the columns the requested view leaves out. State changes
-lock the task row, check the domain's transition table and record the move in `state_transition`
-in the same transaction.
+A task is written once, relationally, in one transaction (one statement on PostgreSQL). A read picks
+the page's task ids on `task` alone, then fetches their details in one prepared statement that
+aggregates each child table as JSON, leaving out what the requested view does not show. State
+changes lock the task row, check the domain's transition table and record the move in
+`state_transition` in the same transaction.
 """
 
 from __future__ import annotations
