@@ -8,6 +8,7 @@ differently; the `@compiles` rules below hide that.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -35,35 +36,27 @@ class json_embed(FunctionElement[Any]):
     name = "json_embed"
 
 
-@compiles(json_array_agg, "postgresql")
-def _agg_pg(element: json_array_agg, compiler: Any, **kw: Any) -> str:
-    # As text: msgspec decodes it faster than the driver's JSON codec would.
-    return f"CAST(json_agg({compiler.process(element.clauses, **kw)}) AS TEXT)"
+# How each database spells the three functions; `{}` is the arguments. PostgreSQL's aggregate is cast
+# to text so that msgspec, not the driver's JSON codec, decodes it.
+_SPELLINGS = {
+    (json_array_agg, "postgresql"): "CAST(json_agg({}) AS TEXT)",
+    (json_array_agg, "sqlite"): "json_group_array({})",
+    (json_object, "postgresql"): "json_build_object({})",
+    (json_object, "sqlite"): "json_object({})",
+    (json_embed, "postgresql"): "{}",
+    (json_embed, "sqlite"): "json({})",
+}
 
 
-@compiles(json_array_agg, "sqlite")
-def _agg_sqlite(element: json_array_agg, compiler: Any, **kw: Any) -> str:
-    return f"json_group_array({compiler.process(element.clauses, **kw)})"
+def _spell(template: str) -> Callable[..., str]:
+    def render(element: FunctionElement[Any], compiler: Any, **kw: Any) -> str:
+        return template.format(compiler.process(element.clauses, **kw))
+
+    return render
 
 
-@compiles(json_object, "postgresql")
-def _obj_pg(element: json_object, compiler: Any, **kw: Any) -> str:
-    return f"json_build_object({compiler.process(element.clauses, **kw)})"
-
-
-@compiles(json_object, "sqlite")
-def _obj_sqlite(element: json_object, compiler: Any, **kw: Any) -> str:
-    return f"json_object({compiler.process(element.clauses, **kw)})"
-
-
-@compiles(json_embed, "postgresql")
-def _embed_pg(element: json_embed, compiler: Any, **kw: Any) -> str:
-    return str(compiler.process(element.clauses, **kw))
-
-
-@compiles(json_embed, "sqlite")
-def _embed_sqlite(element: json_embed, compiler: Any, **kw: Any) -> str:
-    return f"json({compiler.process(element.clauses, **kw)})"
+for (_function, _dialect), _template in _SPELLINGS.items():
+    compiles(_function, _dialect)(_spell(_template))
 
 
 JSON_COLUMNS = {"command", "env", "metadata"}

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Collection
+from collections.abc import AsyncIterator, Callable, Collection
 from typing import Any
 
 import msgspec
@@ -64,18 +64,19 @@ class _Translated:
         self.engine = engine
         self.dialect = engine.dialect
 
-    @contextlib.asynccontextmanager
-    async def connect(self) -> AsyncIterator[AsyncConnection]:
-        try:
-            async with self.engine.connect() as conn:
-                yield conn
-        except _UNAVAILABLE as exc:
-            raise StoreUnavailable(_reason(exc)) from exc
+    def connect(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        return self._translated(self.engine.connect)
 
+    def begin(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        return self._translated(self.engine.begin)
+
+    @staticmethod
     @contextlib.asynccontextmanager
-    async def begin(self) -> AsyncIterator[AsyncConnection]:
+    async def _translated(
+        open_: Callable[[], contextlib.AbstractAsyncContextManager[AsyncConnection]],
+    ) -> AsyncIterator[AsyncConnection]:
         try:
-            async with self.engine.begin() as conn:
+            async with open_() as conn:
                 yield conn
         except _UNAVAILABLE as exc:
             raise StoreUnavailable(_reason(exc)) from exc
