@@ -1,9 +1,9 @@
-"""Read a page of tasks in one query: each child table arrives as a JSON array per task.
+"""Task details in one query: each child table arrives as a JSON array per task.
 
 `json_rows(...)` is a correlated scalar subquery that aggregates a child table's rows for one task,
-in order, into a JSON array of objects; msgspec decodes the arrays straight into domain structs. One
-round trip serves a page of 256 tasks in any view. The two databases spell the JSON functions
-differently; the `@compiles` rules below hide that.
+in order, into a JSON array of objects; msgspec decodes the arrays straight into domain structs, so
+the details of a whole page of tasks take one round trip in any view. The two databases spell the
+JSON functions differently; `_SPELLINGS` hides that.
 """
 
 from __future__ import annotations
@@ -15,8 +15,6 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.functions import FunctionElement
-
-from poiesis.adapters.sqlalchemy import schema as t
 
 
 class json_array_agg(FunctionElement[Any]):
@@ -118,6 +116,3 @@ def decode_rows(raw: str | bytes | None, kind: Any) -> list[Any]:
         return []
     # Non-strict: SQLite has no boolean type and reports 0/1.
     return msgspec.json.decode(raw, type=list[kind], strict=False)
-
-
-__all__ = ["json_rows", "t"]
