@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from poiesis.domain.identity import new_task_id
-from poiesis.domain.states import State
 from poiesis.domain.submission import NewTask, Rules, accept
 from poiesis.domain.tes import Executor, Task
 from poiesis.domain.times import rfc3339
@@ -30,6 +29,3 @@ def make_task(clock: FakeClock, *, executors: int = 1, advance: bool = True, **f
         creation_time=rfc3339(now),
         rules=Rules(),
     ).task
-
-
-__all__ = ["State", "make_executor", "make_task"]

@@ -106,16 +106,7 @@ class SqlAlchemyTaskStore:
             "volumes": task.volumes,
             "tags": task.tags or {},
         }
-        r = task.resources or Resources()
-        row |= {
-            "cpu_cores": r.cpu_cores,
-            "ram_gb": r.ram_gb,
-            "disk_gb": r.disk_gb,
-            "preemptible": r.preemptible,
-            "zones": r.zones,
-            "backend_parameters": r.backend_parameters,
-            "backend_parameters_strict": r.backend_parameters_strict,
-        }
+        row |= msgspec.structs.asdict(task.resources or Resources())  # one column per field
         children = _children(task)
         try:
             async with self._engine.begin() as conn:
@@ -417,19 +408,15 @@ SELECT :id, x.key, x.value FROM jsonb_to_recordset(CAST(:tag_rows AS jsonb)) AS 
 """
 )
 
+# The resource columns are named as the fields of tesResources.
+_RESOURCES = Resources.__struct_fields__
 _TASK_COLUMNS = (
     "id",
     "state",
     "created_at",
     "name",
     "description",
-    "cpu_cores",
-    "ram_gb",
-    "disk_gb",
-    "preemptible",
-    "zones",
-    "backend_parameters",
-    "backend_parameters_strict",
+    *_RESOURCES,
     "volumes",
     "tags",
 )
@@ -506,15 +493,7 @@ def _task(r: Any, view: View) -> Task:
         )
         for log in decode_rows(r.logs, LogRow)
     ]
-    resources = Resources(
-        cpu_cores=r.cpu_cores,
-        preemptible=r.preemptible,
-        ram_gb=r.ram_gb,
-        disk_gb=r.disk_gb,
-        zones=r.zones,
-        backend_parameters=r.backend_parameters,
-        backend_parameters_strict=r.backend_parameters_strict,
-    )
+    resources = Resources(**{name: getattr(r, name) for name in _RESOURCES})
     return Task(
         id=r.id,
         state=State(r.state),
