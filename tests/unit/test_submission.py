@@ -6,6 +6,7 @@ import msgspec
 import pytest
 
 from poiesis.domain.errors import InvalidRequest, InvalidTask
+from poiesis.domain.staging import SCHEMES
 from poiesis.domain.states import State
 from poiesis.domain.submission import Rules, accept
 from poiesis.domain.tes import FileType
@@ -16,7 +17,10 @@ EXECUTOR = {"image": "alpine", "command": ["true"]}
 
 def submit(body: dict[str, Any], rules: Rules | None = None) -> Any:
     new = decode_task(msgspec.json.encode(body))
-    return accept(new, task_id="t", creation_time="2026-01-01T00:00:00Z", rules=rules or Rules())
+    return accept(new, task_id="t", creation_time="2026-01-01T00:00:00Z", rules=rules or FILER_RULES)
+
+
+FILER_RULES = Rules(url_schemes=SCHEMES)
 
 
 @pytest.mark.parametrize(
@@ -56,12 +60,14 @@ def submit(body: dict[str, Any], rules: Rules | None = None) -> Any:
             id="dot-dot segment",
         ),
         pytest.param(
-            {"executors": [EXECUTOR], "inputs": [{"path": "/in"}]}, "inputs[0].url", id="no url no content"
+            {"executors": [EXECUTOR], "inputs": [{"path": "/data/in"}]},
+            "inputs[0].url",
+            id="no url no content",
         ),
         pytest.param(
             {
                 "executors": [EXECUTOR],
-                "inputs": [{"path": "/a", "content": "x"}, {"path": "/a/", "url": "s3://b/k"}],
+                "inputs": [{"path": "/d/a", "content": "x"}, {"path": "/d/a/", "url": "s3://b/k"}],
             },
             "inputs[1].path",
             id="two inputs at one path",
@@ -81,6 +87,32 @@ def submit(body: dict[str, Any], rules: Rules | None = None) -> Any:
         ),
         pytest.param(
             {"executors": [EXECUTOR], "outputs": [{"path": "/out/a"}]}, "outputs[0].url", id="output url"
+        ),
+        pytest.param(
+            {"executors": [EXECUTOR], "inputs": [{"path": "/in.txt", "content": "x"}]},
+            "inputs[0].path",
+            id="input file directly under /",
+        ),
+        pytest.param({"executors": [EXECUTOR], "volumes": ["/"]}, "volumes[0]", id="volume at /"),
+        pytest.param(
+            {"executors": [EXECUTOR], "outputs": [{"path": "/*.txt", "url": "s3://b/", "path_prefix": "/"}]},
+            "outputs[0].path",
+            id="wildcard at the root",
+        ),
+        pytest.param(
+            {"executors": [EXECUTOR], "inputs": [{"path": "/d/a", "url": "s4://bucket/key"}]},
+            "inputs[0].url",
+            id="unknown scheme",
+        ),
+        pytest.param(
+            {"executors": [EXECUTOR], "inputs": [{"path": "/d/a", "url": "bucket/key"}]},
+            "inputs[0].url",
+            id="no scheme",
+        ),
+        pytest.param(
+            {"executors": [EXECUTOR], "outputs": [{"path": "/d/a", "url": "gsutil://b/k"}]},
+            "outputs[0].url",
+            id="unknown output scheme",
         ),
         pytest.param(
             {"executors": [EXECUTOR], "resources": {"cpu_cores": 0}}, "resources.cpu_cores", id="zero cpu"
@@ -142,12 +174,12 @@ def test_accepted_task_is_queued_with_types_filled_and_read_only_fields_ignored(
 def test_content_wins_and_its_size_is_bounded() -> None:
     big = "x" * (1024 * 1024)
     task = submit(
-        {"executors": [EXECUTOR], "inputs": [{"path": "/a", "content": big, "url": "s3://ignored"}]}
+        {"executors": [EXECUTOR], "inputs": [{"path": "/d/a", "content": big, "url": "s3://ignored"}]}
     ).task
     assert task.inputs[0].content == big
     with pytest.raises(InvalidTask) as caught:
         submit(
-            {"executors": [EXECUTOR], "inputs": [{"path": "/a", "content": big}]},
+            {"executors": [EXECUTOR], "inputs": [{"path": "/d/a", "content": big}]},
             Rules(max_content_bytes=1000),
         )
     assert caught.value.field == "inputs[0].content"

@@ -11,14 +11,14 @@ from __future__ import annotations
 import math
 import posixpath
 from collections.abc import Iterable
+from urllib.parse import urlsplit
 
 import msgspec
 
 from poiesis.domain.errors import InvalidTask
+from poiesis.domain.staging import covering_dir, has_wildcard
 from poiesis.domain.states import State
 from poiesis.domain.tes import Executor, FileType, Input, Output, Resources, Task
-
-WILDCARD_CHARS = frozenset("*?[")
 
 
 class NewInput(msgspec.Struct, kw_only=True, frozen=True):
@@ -58,16 +58,14 @@ class Rules(msgspec.Struct, kw_only=True, frozen=True):
     """Supported `resources.backend_parameters` keys, lower-cased."""
     max_content_bytes: int = 4 * 1024 * 1024
     max_executors: int = 256
+    url_schemes: frozenset[str] = frozenset()
+    """URL schemes the filers can stage, lower-cased; empty accepts any."""
 
 
 class Accepted(msgspec.Struct, kw_only=True, frozen=True):
     task: Task
     warnings: list[str]
     """Lines for the task's `system_logs`, e.g. dropped backend parameters."""
-
-
-def has_wildcard(path: str) -> bool:
-    return any(c in WILDCARD_CHARS for c in path)
 
 
 def _absolute(field: str, path: str) -> str:
@@ -78,6 +76,28 @@ def _absolute(field: str, path: str) -> str:
     if ".." in path.split("/"):
         raise InvalidTask(field, f"must not contain '..' segments, got {path!r}")
     return path
+
+
+def _data_path(field: str, path: str, kind: FileType) -> str:
+    """An absolute path whose directory can hold the task volume: never '/' itself."""
+    _absolute(field, path)
+    if covering_dir(path, kind) == "/":
+        what = "a directory" if kind is FileType.DIRECTORY else "a file's directory"
+        raise InvalidTask(field, f"{path!r} would make '/' {what}; use a path inside a directory")
+    return path
+
+
+def _url(field: str, url: str, rules: Rules) -> None:
+    try:
+        scheme = urlsplit(url).scheme.lower()
+    except ValueError as exc:
+        raise InvalidTask(field, f"is not a valid URL: {exc}") from exc
+    if not scheme:
+        raise InvalidTask(field, f"{url!r} has no scheme (such as s3:// or https://)")
+    if rules.url_schemes and scheme not in rules.url_schemes:
+        raise InvalidTask(
+            field, f"scheme {scheme!r} is not supported; supported: {', '.join(sorted(rules.url_schemes))}"
+        )
 
 
 def _unique_paths(field: str, paths: Iterable[str]) -> None:
@@ -107,7 +127,7 @@ def _executor(i: int, e: Executor) -> Executor:
 
 def _input(i: int, new: NewInput, rules: Rules) -> Input:
     f = f"inputs[{i}]"
-    _absolute(f"{f}.path", new.path)
+    _data_path(f"{f}.path", new.path, new.type)
     if new.content:
         if len(new.content.encode()) > rules.max_content_bytes:
             raise InvalidTask(
@@ -118,6 +138,8 @@ def _input(i: int, new: NewInput, rules: Rules) -> Input:
             raise InvalidTask(f"{f}.type", "inline content makes a FILE, not a DIRECTORY")
     elif not new.url:
         raise InvalidTask(f"{f}.url", "is required unless content is set")
+    else:
+        _url(f"{f}.url", new.url, rules)
     return Input(
         path=new.path,
         type=new.type,
@@ -129,11 +151,12 @@ def _input(i: int, new: NewInput, rules: Rules) -> Input:
     )
 
 
-def _output(i: int, new: NewOutput) -> Output:
+def _output(i: int, new: NewOutput, rules: Rules) -> Output:
     f = f"outputs[{i}]"
-    _absolute(f"{f}.path", new.path)
+    _data_path(f"{f}.path", new.path, new.type)
     if not new.url:
         raise InvalidTask(f"{f}.url", "must not be empty")
+    _url(f"{f}.url", new.url, rules)
     if has_wildcard(new.path):
         if not new.path_prefix:
             raise InvalidTask(f"{f}.path_prefix", "is required when path contains wildcards")
@@ -190,9 +213,9 @@ def accept(new: NewTask, *, task_id: str, creation_time: str, rules: Rules) -> A
         raise InvalidTask("executors", f"at most {rules.max_executors} executors are allowed")
     executors = [_executor(i, e) for i, e in enumerate(new.executors)]
     inputs = [_input(i, x, rules) for i, x in enumerate(new.inputs or [])]
-    outputs = [_output(i, x) for i, x in enumerate(new.outputs or [])]
+    outputs = [_output(i, x, rules) for i, x in enumerate(new.outputs or [])]
     _unique_paths("inputs", (x.path for x in inputs))
-    volumes = [_absolute(f"volumes[{i}]", v) for i, v in enumerate(new.volumes or [])]
+    volumes = [_data_path(f"volumes[{i}]", v, FileType.DIRECTORY) for i, v in enumerate(new.volumes or [])]
     resources, warnings = _resources(new.resources, rules)
     task = Task(
         id=task_id,
