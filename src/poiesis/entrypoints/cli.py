@@ -82,13 +82,19 @@ def main(argv: list[str] | None = None) -> int:
     api.add_argument("--workers", type=int)
     migrate = sub.add_parser("migrate", help="apply the database migrations and exit")
     migrate.add_argument("--database-url")
+    filer = sub.add_parser("filer", help="stage a task's inputs or outputs (the tif/tof containers)")
+    filer.add_argument("direction", choices=["stage-in", "stage-out"])
+    filer.add_argument("--task", required=True, help="the task as JSON")
+    filer.add_argument("--root", required=True, help="the task volume")
+    filer.add_argument("--report", help="write the result as JSON here")
+    filer.add_argument("--termination-log", help="write a failure's message here")
     args = parser.parse_args(argv)
 
     try:
         settings = load(
             host=getattr(args, "host", None),
             port=getattr(args, "port", None),
-            database_url=args.database_url,
+            database_url=getattr(args, "database_url", None),
             workers=getattr(args, "workers", None),
         )
     except SettingsError as exc:
@@ -96,6 +102,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure(settings.log_level, settings.log_format)
 
+    if args.command == "filer":
+        from poiesis.entrypoints import filer as filer_process
+
+        return filer_process.main(
+            settings, args.direction, args.task, args.root, args.report, args.termination_log
+        )
     if args.command == "migrate":
         _migrate(settings)
     elif args.command == "serve":

@@ -18,6 +18,7 @@ from poiesis.adapters.clock import SystemClock
 from poiesis.adapters.sqlalchemy.engine import create_engine, is_sqlite, migrate
 from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore
 from poiesis.adapters.unattached import UnattachedCluster
+from poiesis.domain.staging import SCHEMES
 from poiesis.domain.submission import Rules
 from poiesis.domain.tes import Organization, ServiceInfo, ServiceType
 from poiesis.entrypoints.settings import Settings
@@ -53,6 +54,7 @@ def _rules(settings: Settings) -> Rules:
     return Rules(
         backend_parameters=frozenset(k.lower() for k in settings.backend_parameters),
         max_content_bytes=settings.max_content_bytes,
+        url_schemes=SCHEMES,
     )
 
 

@@ -51,6 +51,16 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     contact_url: str | None = None
     documentation_url: str | None = None
     environment: str | None = None
+    storage_endpoints_file: str | None = None
+    """TOML file giving storage endpoints their own credentials and options (see the README)."""
+    file_roots: list[str] = []
+    """Directories `file://` inputs and outputs may use; empty disables `file://`."""
+    filer_parallel: int = 8
+    """Transfers at once per task."""
+    filer_retry_seconds: float = 10.0
+    """How long transient storage errors are retried before a transfer fails."""
+    filer_part_mib: int = 16
+    """Part size of multipart uploads, and the download chunk size."""
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 

@@ -36,6 +36,10 @@ def _label(kind: str, index: int, item: Input | Output) -> str:
     return f"{kind} {index} ({item.name or item.path})"
 
 
+def _local_failure(what: str, path: str, error: OSError) -> StagingFailed:
+    return StagingFailed(f"{what}: cannot use {path} on the task volume: {error.strerror or error}")
+
+
 def _failure(what: str, url: str, error: StorageError) -> StagingFailed:
     detail = f": {error.detail}" if error.detail else ""
     way = "from" if what.startswith("input") else "to"
@@ -73,7 +77,10 @@ class Stager:
             what = _label("input", i, item)
             if item.content is not None:
                 data = item.content.encode()
-                await workspace.write(item.path, data)
+                try:
+                    await workspace.write(item.path, data)
+                except OSError as exc:
+                    raise _local_failure(what, item.path, exc) from exc
                 staged += len(data)
                 continue
             url = item.url or ""
@@ -98,6 +105,8 @@ class Stager:
                     sizes.append(await self._storage.download(t.url, workspace.local(t.path)))
                 except StorageError as exc:
                     raise _failure(t.what, t.url, exc) from exc
+                except OSError as exc:
+                    raise _local_failure(t.what, t.path, exc) from exc
 
             return run
 
@@ -132,6 +141,8 @@ class Stager:
                     sizes[n] = await self._storage.upload(workspace.local(t.path), t.url)
                 except StorageError as exc:
                     raise _failure(t.what, t.url, exc) from exc
+                except OSError as exc:
+                    raise _local_failure(t.what, t.path, exc) from exc
 
             return run
 

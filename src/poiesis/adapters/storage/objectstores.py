@@ -9,6 +9,7 @@ Retries with backoff are obstore's own, capped at `retry_seconds` in all.
 
 from __future__ import annotations
 
+import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -61,6 +62,15 @@ def _classify(url: str, exc: Exception) -> Reason:
     return Reason.FAILED
 
 
+def _plain_http(options: dict[str, Any]) -> bool:
+    """Whether the store's endpoint is plain http (a local MinIO, moto, Azurite): from its options,
+    or from the environment variables obstore reads itself."""
+    endpoint = str(
+        options.get("endpoint") or os.environ.get("AWS_ENDPOINT") or os.environ.get("AWS_ENDPOINT_URL") or ""
+    )
+    return endpoint.startswith("http://") or os.environ.get("AWS_ALLOW_HTTP", "").lower() == "true"
+
+
 class ObjectStores:
     def __init__(
         self,
@@ -90,7 +100,7 @@ class ObjectStores:
             options = dict(endpoint.options) if endpoint else {}
             client: dict[str, Any] = {"connect_timeout": self._connect}
             client |= endpoint.client if endpoint else {}
-            if str(options.get("endpoint", "")).startswith("http://"):
+            if _plain_http(options):
                 client.setdefault("allow_http", True)
             try:
                 store = from_url(  # type: ignore[call-overload]

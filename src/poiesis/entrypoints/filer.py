@@ -1,0 +1,83 @@
+"""`poiesis filer stage-in|stage-out`: the filers as a process (the `tif`/`tof` init containers).
+
+The task comes as a JSON file (in a Pod, the task's ConfigMap); the task volume is `--root`. On
+success the filer writes a JSON report (`--report`; for stage-out, the output file logs) and exits 0.
+On failure it writes the `system_logs` line to stderr, to the report and to `--termination-log` (a
+Pod's termination message, which the recorder reads from the Pod status), and exits 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from pathlib import Path
+
+import msgspec
+
+from poiesis.adapters.storage.endpoints import load_endpoints
+from poiesis.adapters.storage.router import StorageRouter
+from poiesis.adapters.storage.workspace import LocalWorkspace
+from poiesis.domain.tes import OutputFileLog, Task
+from poiesis.entrypoints.settings import Settings
+from poiesis.services.staging import Stager, StagingFailed
+
+log = logging.getLogger("poiesis.filer")
+
+
+class Report(msgspec.Struct, omit_defaults=True):
+    direction: str
+    ok: bool
+    bytes: int = 0
+    seconds: float = 0.0
+    outputs: list[OutputFileLog] = []
+    error: str | None = None
+
+
+def router(settings: Settings) -> StorageRouter:
+    return StorageRouter(
+        endpoints=load_endpoints(settings.storage_endpoints_file),
+        file_roots=settings.file_roots,
+        retry_seconds=settings.filer_retry_seconds,
+        part_bytes=settings.filer_part_mib * 1024 * 1024,
+    )
+
+
+async def stage(settings: Settings, direction: str, task: Task, root: str) -> Report:
+    workspace = LocalWorkspace(root)
+    started = time.monotonic()
+    async with router(settings) as storage:
+        stager = Stager(storage, parallel=settings.filer_parallel)
+        try:
+            if direction == "stage-in":
+                size = await stager.stage_in(task, workspace)
+                return Report(direction, True, bytes=size, seconds=time.monotonic() - started)
+            outputs = await stager.stage_out(task, workspace)
+            size = sum(int(o.size_bytes) for o in outputs)
+            return Report(direction, True, bytes=size, seconds=time.monotonic() - started, outputs=outputs)
+        except StagingFailed as exc:
+            return Report(direction, False, seconds=time.monotonic() - started, error=str(exc))
+
+
+def main(
+    settings: Settings, direction: str, task_file: str, root: str, report: str | None, termination: str | None
+) -> int:
+    try:
+        task = msgspec.json.decode(Path(task_file).read_bytes(), type=Task)
+    except (OSError, msgspec.ValidationError) as exc:
+        print(f"poiesis filer: cannot read the task from {task_file}: {exc}", file=sys.stderr)
+        return 2
+    result = asyncio.run(stage(settings, direction, task, root))
+    if report:
+        Path(report).parent.mkdir(parents=True, exist_ok=True)
+        Path(report).write_bytes(msgspec.json.encode(result))
+    if result.ok:
+        log.info("%s of task %s: %d bytes in %.1f s", direction, task.id, result.bytes, result.seconds)
+        return 0
+    print(result.error, file=sys.stderr)
+    if termination:
+        with contextlib.suppress(OSError):
+            Path(termination).write_text(result.error or "")
+    return 1
