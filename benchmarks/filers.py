@@ -146,7 +146,9 @@ def bench(name: str, s3: storage.S3, work: Path, files: int, size: int, parallel
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--big-gb", type=float, default=2.0)
     parser.add_argument("--small", type=int, default=2000)
     parser.add_argument("--small-kb", type=int, default=100)

@@ -25,7 +25,12 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     else:
         pg = request.getfixturevalue("postgres_server")
         command, url = "api", fresh_postgres_url_sync(pg, request.getfixturevalue("postgres_template"))
-    env = {"POIESIS_BACKEND_PARAMETERS": "Queue", "POIESIS_STORAGE": "s3://bucket/,file:///data/"}
+    # backend none: this module checks what the API stores and shows, with tasks left QUEUED
+    env = {
+        "POIESIS_BACKEND": "none",
+        "POIESIS_BACKEND_PARAMETERS": "Queue",
+        "POIESIS_STORAGE": "s3://bucket/,file:///data/",
+    }
     with running_server(command, url, tmp, env) as s:
         yield s
 

@@ -165,7 +165,7 @@ def create_app(container: ApiContainer) -> Litestar:
             # Providers that depend on async resources hand out awaitables: resolve them once.
             app.state.tasks = await _resolved(container.tasks())
             app.state.store = await _resolved(container.store())
-            app.state.info = container.service_info()
+            app.state.info = await _resolved(container.service_info())
             yield
         finally:
             await container.shutdown_resources()  # type: ignore[misc]

@@ -8,6 +8,8 @@ import logging
 import os
 import sys
 
+import msgspec
+
 from poiesis import __version__
 from poiesis.entrypoints.logs import configure
 from poiesis.entrypoints.settings import Settings, SettingsError, load
@@ -23,7 +25,7 @@ def _serve_api(settings: Settings, *, workers: int) -> None:
         os.environ.update(
             {
                 "POIESIS_DATABASE_URL": settings.database_url,
-                "POIESIS_BACKEND": settings.backend,
+                "POIESIS_BACKEND": settings.backend or "none",
             }
         )
         uvicorn.run(
@@ -111,8 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "migrate":
         _migrate(settings)
     elif args.command == "serve":
-        _serve_api(settings, workers=1)
+        _serve_api(msgspec.structs.replace(settings, backend=settings.backend or "local"), workers=1)
     else:
+        settings = msgspec.structs.replace(settings, backend=settings.backend or "none")
+        if settings.backend == "local" and settings.workers > 1:
+            print("poiesis: the local backend runs in one process; use workers = 1", file=sys.stderr)
+            return 2
         _serve_api(settings, workers=settings.workers)
     return 0
 

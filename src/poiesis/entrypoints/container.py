@@ -6,6 +6,7 @@ database engines, migrations) on start and shuts them down on stop.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,7 +23,12 @@ from poiesis.domain.staging import SCHEMES
 from poiesis.domain.submission import Rules
 from poiesis.domain.tes import Organization, ServiceInfo, ServiceType
 from poiesis.entrypoints.settings import Settings
+from poiesis.ports.cluster import Cluster
+from poiesis.ports.store import TaskStore
+from poiesis.services.staging import Stager
 from poiesis.services.tasks import TaskService
+
+log = logging.getLogger("poiesis")
 
 
 async def _writer(settings: Settings) -> AsyncIterator[AsyncEngine]:
@@ -58,14 +64,51 @@ def _rules(settings: Settings) -> Rules:
     )
 
 
-def _service_info(settings: Settings) -> ServiceInfo:
+async def _cluster(settings: Settings, store: TaskStore, clock: SystemClock) -> AsyncIterator[Cluster]:
+    if settings.backend != "local":
+        yield UnattachedCluster()
+        return
+    from poiesis.adapters.local.cluster import LocalCluster
+    from poiesis.adapters.local.sandbox import choose
+    from poiesis.entrypoints.filer import router
+
+    storage = router(settings)
+    cluster = LocalCluster(
+        store=store,
+        stager=Stager(storage, parallel=settings.filer_parallel),
+        runtime=choose(settings.local_runtime),
+        clock=clock,
+        workspaces=settings.local_workspaces,
+        max_tasks=settings.local_max_tasks,
+        tail_bytes=settings.executor_log_tail_bytes,
+        keep_workspaces=settings.keep_workspaces,
+    )
+    log.info(
+        "local backend: executors run with %s, %d task(s) at once",
+        cluster.runtime.name,
+        settings.local_max_tasks,
+    )
+    await cluster.start()
+    try:
+        yield cluster
+    finally:
+        await cluster.stop()
+        await storage.aclose()
+
+
+def _backend(settings: Settings, cluster: Cluster) -> str:
+    runtime = getattr(cluster, "runtime", None)
+    return f"{cluster.name}, executors run with {runtime.name}" if runtime else cluster.name
+
+
+def _service_info(settings: Settings, cluster: Cluster) -> ServiceInfo:
     return ServiceInfo(
         id=settings.service_id,
         name=settings.service_name,
         type=ServiceType(group="org.ga4gh", artifact="tes", version="1.1.0"),
         organization=Organization(name=settings.organization_name, url=settings.organization_url),
         version=__version__,
-        description=f"{settings.service_description} (backend: {settings.backend})",
+        description=f"{settings.service_description} (backend: {_backend(settings, cluster)})",
         contact_url=settings.contact_url,
         documentation_url=settings.documentation_url,
         environment=settings.environment,
@@ -80,10 +123,7 @@ class ApiContainer(containers.DeclarativeContainer):
     writer = providers.Resource(_writer, settings)
     reader = providers.Resource(_reader, settings, writer)
     store = providers.Singleton(SqlAlchemyTaskStore, writer, reader=reader)
-    cluster = providers.Selector(
-        providers.Callable(lambda s: s.backend, settings),
-        none=providers.Singleton(UnattachedCluster),
-    )
+    cluster = providers.Resource(_cluster, settings, store, clock)
     rules = providers.Callable(_rules, settings)
-    service_info = providers.Singleton(_service_info, settings)
+    service_info = providers.Singleton(_service_info, settings, cluster)
     tasks = providers.Singleton(TaskService, store=store, cluster=cluster, clock=clock, rules=rules)

@@ -17,9 +17,12 @@ import msgspec
 PREFIX = "POIESIS_"
 
 
+def _data_dir() -> Path:
+    return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "poiesis"
+
+
 def default_database_url() -> str:
-    data = Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "poiesis"
-    return f"sqlite:///{data / 'poiesis.db'}"
+    return f"sqlite:///{_data_dir() / 'poiesis.db'}"
 
 
 class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -32,8 +35,20 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     port: int = 8000
     workers: int = 1
     """API processes (`poiesis api`); embedded mode always runs one."""
-    backend: Literal["none"] = "none"
-    """Where tasks run. `none` stores tasks and leaves them QUEUED."""
+    backend: Literal["none", "local"] | None = None
+    """Where tasks run: `local` (this machine; the default of `poiesis serve`) or `none` (tasks are
+    stored and stay QUEUED; the default of `poiesis api` until a cluster backend is configured)."""
+    local_runtime: Literal["auto", "docker", "podman", "bwrap"] = "auto"
+    """How the local backend runs executors: `auto` uses Docker or Podman when its engine answers,
+    otherwise the bubblewrap sandbox."""
+    local_max_tasks: int = max(1, os.cpu_count() or 1)
+    """Tasks the local backend runs at once; the rest wait QUEUED."""
+    local_workspaces: str = msgspec.field(default_factory=lambda: str(_data_dir() / "workspaces"))
+    """Where the local backend keeps each running task's volume."""
+    keep_workspaces: bool = False
+    """Keep a task's workspace after it ends (for debugging)."""
+    executor_log_tail_bytes: int = 64 * 1024
+    """How much of the end of each executor's stdout and stderr its log keeps."""
     cors_allow_origins: list[str] = []
     """Origins allowed to call the API from a browser; empty disables CORS."""
     max_body_bytes: int = 16 * 1024 * 1024

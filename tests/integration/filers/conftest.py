@@ -6,7 +6,7 @@ A `Remote` is one scheme's server seen from the test: how to write and read obje
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,33 +35,6 @@ class Remote:
             retry_seconds=2.0,
             **kwargs,  # type: ignore[arg-type]
         )
-
-
-@pytest.fixture(scope="session")
-def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[storage.S3]:
-    with storage.moto_s3(tmp_path_factory.mktemp("moto")) as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def ftp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[storage.Ftp]:
-    with storage.ftp_server(tmp_path_factory.mktemp("ftp")) as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def http(tmp_path_factory: pytest.TempPathFactory) -> Iterator[storage.Http]:
-    with storage.http_server(tmp_path_factory.mktemp("www")) as server:
-        yield server
-
-
-@pytest.fixture(scope="session")
-def azure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[storage.Azure]:
-    missing = storage.azurite_missing()
-    if missing:
-        pytest.skip(missing)
-    with storage.azurite(tmp_path_factory.mktemp("azurite")) as server:
-        yield server
 
 
 def _s3_remote(server: storage.S3, bucket: str) -> Remote:

@@ -25,6 +25,12 @@ class LocalWorkspace:
         os.makedirs(os.path.dirname(target), exist_ok=True)
         return target
 
+    def directory(self, path: str) -> str:
+        """Where the TES directory `path` is on this machine, created if missing."""
+        target = self.root + posixpath.normpath("/" + path)
+        os.makedirs(target, exist_ok=True)
+        return target
+
     def tes_path(self, local: str) -> str:
         return "/" + os.path.relpath(local, self.root)
 

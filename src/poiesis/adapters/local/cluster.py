@@ -1,0 +1,231 @@
+"""LocalCluster: the embedded backend behind `poiesis serve`.
+
+It runs the same plan the Kubernetes backend renders (stage in, executors in order, stage out) on
+this machine, recording every step through the TaskStore as it happens:
+
+- at most `max_tasks` tasks at once; the rest stay QUEUED in submission order;
+- each task gets a workspace directory holding its volume (`<workspaces>/<task id>/volume`);
+  executors see it at the task's directories (`domain.staging.mount_dirs`);
+- `lifecycle.apply`/`next_step` decide what runs next, so an executor exiting non-zero stops the
+  task unless `ignore_error`, and every executor that ran keeps its real exit code;
+- stdin/stdout/stderr are files on the task volume (or anywhere in the workspace for paths outside
+  it); a bounded tail of each stream goes to the executor log;
+- cancel stops the running executor's process tree, removes the workspace, then reports CANCELED;
+- on start, tasks a previous process left INITIALIZING or RUNNING become SYSTEM_ERROR with a
+  `system_logs` line saying why, CANCELING ones CANCELED, and QUEUED ones are run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+from pathlib import Path
+
+from poiesis.adapters.local.sandbox import Launch, Runtime
+from poiesis.adapters.storage.workspace import LocalWorkspace
+from poiesis.domain import lifecycle
+from poiesis.domain.staging import mount_dirs
+from poiesis.domain.states import State, is_terminal
+from poiesis.domain.tes import Task, View
+from poiesis.domain.times import rfc3339
+from poiesis.ports.clock import Clock
+from poiesis.ports.store import TaskStore
+from poiesis.services.staging import Stager, StagingFailed
+
+log = logging.getLogger("poiesis.local")
+
+IN_FLIGHT = (State.INITIALIZING, State.RUNNING)
+
+
+class LocalCluster:
+    name = "local"
+
+    def __init__(
+        self,
+        *,
+        store: TaskStore,
+        stager: Stager,
+        runtime: Runtime,
+        clock: Clock,
+        workspaces: str,
+        max_tasks: int = 4,
+        tail_bytes: int = 64 * 1024,
+        keep_workspaces: bool = False,
+    ) -> None:
+        self._store = store
+        self._stager = stager
+        self.runtime = runtime
+        self._clock = clock
+        self._workspaces = Path(workspaces)
+        self._slots = asyncio.Semaphore(max(1, max_tasks))
+        self._tail_bytes = tail_bytes
+        self._keep = keep_workspaces
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._notice = (
+            None
+            if runtime.uses_images
+            else "executors run in a bubblewrap sandbox on the server's own system directories; "
+            "the executor images are not used"
+        )
+
+    def _now(self) -> str:
+        return rfc3339(self._clock.now())
+
+    # The Cluster port
+
+    async def submit(self, task: Task) -> None:
+        if task.id in self._running:
+            return
+        job = asyncio.create_task(self._run(task), name=f"task-{task.id}")
+        self._running[task.id] = job
+        job.add_done_callback(lambda _: self._running.pop(task.id, None))
+
+    async def cancel(self, task_id: str) -> bool:
+        job = self._running.get(task_id)
+        if job is not None:
+            job.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await job
+        self._remove_workspace(task_id)
+        return True
+
+    # Start and stop
+
+    async def start(self) -> None:
+        """Settle what a previous process left behind, then run the tasks still QUEUED."""
+        self._workspaces.mkdir(parents=True, exist_ok=True)
+        for task_id in await self._store.ids_in_states(IN_FLIGHT):
+            await self._store.append_system_log(
+                task_id, "the server stopped while this task was running; its progress is lost"
+            )
+            await self._store.transition(task_id, State.SYSTEM_ERROR, now=self._now())
+            self._remove_workspace(task_id)
+            log.warning("task %s was in flight when the server stopped: SYSTEM_ERROR", task_id)
+        for task_id in await self._store.ids_in_states([State.CANCELING]):
+            self._remove_workspace(task_id)
+            await self._store.transition(task_id, State.CANCELED, now=self._now())
+        for task_id in sorted(await self._store.ids_in_states([State.QUEUED])):
+            await self.submit(await self._store.get(task_id, view=View.FULL))
+
+    async def stop(self) -> None:
+        """Stop every running executor; their tasks end as SYSTEM_ERROR, QUEUED ones wait for the
+        next start."""
+        jobs = dict(self._running)
+        for job in jobs.values():
+            job.cancel()
+        await asyncio.gather(*jobs.values(), return_exceptions=True)
+        for task_id in jobs:
+            with contextlib.suppress(Exception):
+                if await self._store.state(task_id) in IN_FLIGHT:
+                    await self._fail(task_id, "the server was stopped while this task was running")
+                self._remove_workspace(task_id)
+
+    # One task
+
+    def _remove_workspace(self, task_id: str) -> None:
+        if not self._keep:
+            shutil.rmtree(self._workspaces / task_id, ignore_errors=True)
+
+    async def _run(self, task: Task) -> None:
+        async with self._slots:
+            try:
+                await self._plan(task)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.exception("task %s failed in the local backend", task.id)
+                await self._fail(task.id, f"the local backend failed: {type(exc).__name__}: {exc}")
+            finally:
+                if not asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                    self._remove_workspace(task.id)
+
+    async def _fail(self, task_id: str, line: str) -> None:
+        if await self._store.transition(task_id, State.SYSTEM_ERROR, now=self._now()):
+            await self._store.append_system_log(task_id, line)
+
+    async def _plan(self, task: Task) -> None:
+        if not await self._store.transition(task.id, State.INITIALIZING, now=self._now()):
+            return  # canceled while it waited
+        if self._notice:
+            await self._store.append_system_log(task.id, self._notice)
+        root = self._workspaces / task.id / "volume"
+        root.mkdir(parents=True, exist_ok=True)
+        workspace = LocalWorkspace(str(root))
+        mounts = {d: workspace.directory(d) for d in mount_dirs(task)}
+        if task.inputs:
+            try:
+                await self._stager.stage_in(task, workspace)
+            except StagingFailed as exc:
+                await self._fail(task.id, str(exc))
+                return
+        executors = task.executors
+        has_outputs = bool(task.outputs)
+        progress = lifecycle.Progress(state=State.INITIALIZING)
+        while True:
+            if is_terminal(progress.state):
+                await self._store.transition(task.id, progress.state, now=self._now())
+                return
+            step = lifecycle.next_step(executors, has_outputs, progress)
+            match step:
+                case lifecycle.RunExecutor(index=index):
+                    progress = await self._executor(task, index, workspace, mounts, progress)
+                case lifecycle.StageOut():
+                    try:
+                        files = await self._stager.stage_out(task, workspace)
+                    except StagingFailed as exc:
+                        await self._fail(task.id, str(exc))
+                        return
+                    await self._store.add_output_files(task.id, files)
+                    progress = lifecycle.apply(executors, has_outputs, progress, lifecycle.OutputsUploaded())
+                case lifecycle.Finish(state=state):
+                    await self._store.transition(task.id, state, now=self._now())
+                    return
+                case _:
+                    return
+
+    async def _executor(
+        self,
+        task: Task,
+        index: int,
+        workspace: LocalWorkspace,
+        mounts: dict[str, str],
+        progress: lifecycle.Progress,
+    ) -> lifecycle.Progress:
+        executor = task.executors[index]
+        started = self._now()
+        progress = lifecycle.apply(
+            task.executors, bool(task.outputs), progress, lifecycle.ExecutorStarted(index, started)
+        )
+        await self._store.transition(task.id, State.RUNNING, now=started)
+        await self._store.record_executor(task.id, index, start_time=started)
+        workdir = executor.workdir
+        if workdir and any(workdir == d or workdir.startswith(d + "/") for d in mounts):
+            workspace.directory(workdir)
+        resources = task.resources
+        launch = Launch(
+            name=f"poiesis-{task.id}-{index}",
+            image=executor.image,
+            command=executor.command,
+            mounts=mounts,
+            env=dict(executor.env or {}),
+            workdir=executor.workdir,
+            stdin=workspace.local(executor.stdin) if executor.stdin else None,
+            stdout=workspace.local(executor.stdout) if executor.stdout else None,
+            stderr=workspace.local(executor.stderr) if executor.stderr else None,
+            cpu_cores=resources.cpu_cores if resources else None,
+            ram_bytes=int(resources.ram_gb * 1e9) if resources and resources.ram_gb else None,
+        )
+        outcome = await self.runtime.run(launch, tail_bytes=self._tail_bytes)
+        outcome_code, out, err = outcome.exit_code, outcome.stdout_tail, outcome.stderr_tail
+        ended = self._now()
+        await self._store.record_executor(
+            task.id, index, end_time=ended, exit_code=outcome_code, stdout=out, stderr=err
+        )
+        return lifecycle.apply(
+            task.executors,
+            bool(task.outputs),
+            progress,
+            lifecycle.ExecutorExited(index, outcome_code, ended),
+        )

@@ -1,0 +1,304 @@
+"""`poiesis serve` runs real tasks: py-tes submits, the local backend stages, runs and uploads."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+import tes
+
+from tests.support import storage
+from tests.support.server import Server, running_server
+
+TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED"}
+
+if not Path("/usr/bin/bwrap").exists():
+    pytest.skip(
+        "bubblewrap is not installed: run scripts/test, or apt-get install bubblewrap",
+        allow_module_level=True,
+    )
+
+
+class Env:
+    def __init__(self, root: Path, s3: storage.S3, http: storage.Http) -> None:
+        self.root = root
+        self.shared = root / "shared"
+        self.shared.mkdir()
+        self.workspaces = root / "workspaces"
+        self.s3 = s3
+        self.http = http
+        endpoints = root / "endpoints.toml"
+        endpoints.write_text(
+            '[[endpoint]]\nurl = "s3://"\noptions = { '
+            + ", ".join(f'{k} = "{v}"' for k, v in s3.options().items())
+            + " }\n"
+        )
+        self.vars = {
+            "POIESIS_BACKEND": "local",
+            "POIESIS_LOCAL_RUNTIME": "bwrap",
+            "POIESIS_LOCAL_WORKSPACES": str(self.workspaces),
+            "POIESIS_LOCAL_MAX_TASKS": "8",
+            "POIESIS_FILE_ROOTS": str(self.shared),
+            "POIESIS_STORAGE_ENDPOINTS_FILE": str(endpoints),
+            "POIESIS_FILER_RETRY_SECONDS": "2",
+            "POIESIS_LOG_FORMAT": "text",
+        }
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory, s3_server: storage.S3, http: storage.Http) -> Env:
+    return Env(tmp_path_factory.mktemp("local"), s3_server, http)
+
+
+@pytest.fixture(scope="module")
+def server(env: Env) -> Iterator[Server]:
+    with running_server("serve", f"sqlite:///{env.root / 'tes.db'}", env.root, env.vars) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(server: Server) -> tes.HTTPClient:
+    return tes.HTTPClient(server.url, timeout=10)
+
+
+def run(client: tes.HTTPClient, task: tes.Task, timeout: float = 60) -> tes.Task:
+    task_id = client.create_task(task)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        got = client.get_task(task_id, view="FULL")
+        if got.state in TERMINAL:
+            return got
+        time.sleep(0.1)
+    raise AssertionError(f"task {task_id} still {got.state} after {timeout} s")
+
+
+def executor(*command: str, **fields: object) -> tes.Executor:
+    return tes.Executor(image="alpine", command=list(command), **fields)
+
+
+def sh(script: str, **fields: object) -> tes.Executor:
+    return executor("sh", "-c", script, **fields)
+
+
+def test_two_executors_share_a_volume(client: tes.HTTPClient, env: Env) -> None:
+    task = run(
+        client,
+        tes.Task(
+            executors=[sh("echo from-first > /data/shared/x"), executor("cat", "/data/shared/x")],
+            volumes=["/data/shared"],
+        ),
+    )
+    assert task.state == "COMPLETE"
+    logs = task.logs[0].logs
+    assert [log.exit_code for log in logs] == [0, 0]
+    assert logs[1].stdout == "from-first\n"
+    assert logs[0].start_time <= logs[0].end_time <= logs[1].start_time <= logs[1].end_time
+    assert not (env.workspaces / task.id).exists()  # the workspace is removed when the task ends
+
+
+def test_a_failing_first_executor_stops_the_task(client: tes.HTTPClient) -> None:
+    task = run(client, tes.Task(executors=[sh("echo failing >&2; exit 3"), sh("echo never")]))
+    assert task.state == "EXECUTOR_ERROR"
+    logs = task.logs[0].logs
+    assert len(logs) == 1
+    assert logs[0].exit_code == 3
+    assert logs[0].stderr == "failing\n"
+
+
+def test_ignore_error_runs_the_next_executor_and_keeps_the_real_code(client: tes.HTTPClient) -> None:
+    task = run(client, tes.Task(executors=[sh("exit 3", ignore_error=True), sh("echo went-on")]))
+    # Documented: an executor that failed under ignore_error still makes the task EXECUTOR_ERROR.
+    assert task.state == "EXECUTOR_ERROR"
+    logs = task.logs[0].logs
+    assert [log.exit_code for log in logs] == [3, 0]
+    assert logs[1].stdout == "went-on\n"
+
+
+def test_stdin_stdout_and_stderr_files(client: tes.HTTPClient, env: Env) -> None:
+    task = run(
+        client,
+        tes.Task(
+            inputs=[tes.Input(path="/data/in/words.txt", content="b\na\nc\n")],
+            executors=[
+                executor("sort", stdin="/data/in/words.txt", stdout="/data/out/sorted.txt"),
+                sh("echo problem >&2; cat /data/out/sorted.txt", stderr="/data/out/err.txt"),
+            ],
+            outputs=[
+                tes.Output(path="/data/out/sorted.txt", url=f"file://{env.shared}/sorted.txt"),
+                tes.Output(path="/data/out/err.txt", url=f"file://{env.shared}/err.txt"),
+            ],
+        ),
+    )
+    assert task.state == "COMPLETE", task.logs[0].system_logs
+    assert (env.shared / "sorted.txt").read_text() == "a\nb\nc\n"
+    assert (env.shared / "err.txt").read_text() == "problem\n"
+    logs = task.logs[0].logs
+    assert logs[0].stdout == "a\nb\nc\n"  # the tail is kept even when the stream goes to a file
+    assert logs[1].stderr == "problem\n"
+
+
+def test_env_and_workdir(client: tes.HTTPClient) -> None:
+    task = run(
+        client,
+        tes.Task(
+            executors=[
+                sh('pwd; echo "$GREETING"; touch made-here', workdir="/data/work", env={"GREETING": "hi"})
+            ],
+            volumes=["/data/work"],
+        ),
+    )
+    assert task.state == "COMPLETE"
+    assert task.logs[0].logs[0].stdout == "/data/work\nhi\n"
+
+
+def test_a_command_that_does_not_exist_gets_a_log_with_a_non_zero_code(client: tes.HTTPClient) -> None:
+    task = run(client, tes.Task(executors=[executor("no-such-program-anywhere", "--flag")]))
+    assert task.state == "EXECUTOR_ERROR"
+    log = task.logs[0].logs[0]
+    assert log.exit_code != 0
+    assert "no-such-program-anywhere" in log.stderr
+
+
+def test_inputs_from_content_file_http_and_s3(client: tes.HTTPClient, env: Env) -> None:
+    (env.shared / "local.txt").write_text("from-file\n")
+    (env.http.root / "web.txt").write_text("from-http\n")
+    client_s3 = env.s3.client()
+    client_s3.create_bucket(Bucket="local-inputs")
+    client_s3.put_object(Bucket="local-inputs", Key="dir/s3.txt", Body=b"from-s3\n")
+    task = run(
+        client,
+        tes.Task(
+            inputs=[
+                tes.Input(path="/data/in/content.txt", content="from-content\n"),
+                tes.Input(path="/data/in/file.txt", url=f"file://{env.shared}/local.txt"),
+                tes.Input(path="/data/in/web.txt", url=f"{env.http.base}/web.txt"),
+                tes.Input(path="/data/in/s3.txt", url="s3://local-inputs/dir/s3.txt"),
+            ],
+            executors=[
+                executor(
+                    "cat", "/data/in/content.txt", "/data/in/file.txt", "/data/in/web.txt", "/data/in/s3.txt"
+                )
+            ],
+        ),
+    )
+    assert task.state == "COMPLETE", task.logs[0].system_logs
+    assert task.logs[0].logs[0].stdout == "from-content\nfrom-file\nfrom-http\nfrom-s3\n"
+
+
+def test_wildcard_outputs_to_s3_with_path_prefix_and_sizes(client: tes.HTTPClient, env: Env) -> None:
+    s3 = env.s3.client()
+    s3.create_bucket(Bucket="local-outputs")
+    task = run(
+        client,
+        tes.Task(
+            executors=[
+                sh("mkdir -p /data/out/sub && printf 1 > /data/out/a.txt && printf 22 > /data/out/b.txt")
+            ],
+            outputs=[
+                tes.Output(path="/data/out/*.txt", url="s3://local-outputs/run/", path_prefix="/data/out/")
+            ],
+        ),
+    )
+    assert task.state == "COMPLETE", task.logs[0].system_logs
+    listed = s3.list_objects_v2(Bucket="local-outputs", Prefix="run/")["Contents"]
+    assert sorted((o["Key"], o["Size"]) for o in listed) == [("run/a.txt", 1), ("run/b.txt", 2)]
+    outputs = sorted((o.url, o.path, int(o.size_bytes)) for o in task.logs[0].outputs)
+    assert outputs == [
+        ("s3://local-outputs/run/a.txt", "/data/out/a.txt", 1),
+        ("s3://local-outputs/run/b.txt", "/data/out/b.txt", 2),
+    ]
+
+
+def test_an_input_that_404s_is_a_system_error_naming_it(client: tes.HTTPClient, env: Env) -> None:
+    url = f"{env.http.base}/not-there.txt"
+    task = run(
+        client, tes.Task(inputs=[tes.Input(path="/data/in/x.txt", url=url)], executors=[executor("true")])
+    )
+    assert task.state == "SYSTEM_ERROR"
+    assert any(
+        line.startswith(f"input 0 (/data/in/x.txt) from {url}: not found")
+        for line in task.logs[0].system_logs
+    )
+    assert not task.logs[0].logs  # no executor ran
+
+
+def _sleepers(marker: str) -> list[psutil.Process]:
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        cmdline = p.info["cmdline"] or []
+        if cmdline[:1] == ["sleep"] and marker in cmdline:
+            found.append(p)
+    return found
+
+
+def test_cancel_stops_a_running_executor(client: tes.HTTPClient, env: Env) -> None:
+    task_id = client.create_task(tes.Task(executors=[executor("sleep", "600.123")]))
+    deadline = time.monotonic() + 30
+    while client.get_task(task_id).state != "RUNNING" or not _sleepers("600.123"):
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    client.cancel_task(task_id)
+    assert client.get_task(task_id).state in ("CANCELING", "CANCELED")
+    deadline = time.monotonic() + 30
+    while client.get_task(task_id).state != "CANCELED":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert _sleepers("600.123") == []
+    assert not (env.workspaces / task_id).exists()
+    assert client.get_task(task_id, view="FULL").logs[0].logs == []  # the executor never exited
+
+
+def test_fifty_tasks_at_once_all_finish_correctly(client: tes.HTTPClient) -> None:
+    ids = [
+        client.create_task(
+            tes.Task(
+                executors=[
+                    sh(f"echo {n} > /data/v/n"),
+                    sh("cat /data/v/n; exit $(( $(cat /data/v/n) % 2 ))"),
+                ],
+                volumes=["/data/v"],
+            )
+        )
+        for n in range(50)
+    ]
+    deadline = time.monotonic() + 180
+    tasks: dict[str, tes.Task] = {}
+    while len(tasks) < len(ids):
+        assert time.monotonic() < deadline, f"{len(tasks)} of {len(ids)} finished"
+        for task_id in ids:
+            if task_id not in tasks:
+                got = client.get_task(task_id, view="FULL")
+                if got.state in TERMINAL:
+                    tasks[task_id] = got
+        time.sleep(0.2)
+    for n, task_id in enumerate(ids):
+        task = tasks[task_id]
+        assert task.state == ("COMPLETE" if n % 2 == 0 else "EXECUTOR_ERROR")
+        assert [log.exit_code for log in task.logs[0].logs] == [0, n % 2]
+        assert task.logs[0].logs[1].stdout == f"{n}\n"
+
+
+def test_a_task_in_flight_when_the_server_is_killed_ends_as_system_error(env: Env, tmp_path: Path) -> None:
+    database = f"sqlite:///{tmp_path / 'restart.db'}"
+    with running_server("serve", database, tmp_path, env.vars) as first:
+        client = tes.HTTPClient(first.url, timeout=10)
+        task_id = client.create_task(tes.Task(executors=[executor("sleep", "600.456")]))
+        deadline = time.monotonic() + 30
+        while client.get_task(task_id).state != "RUNNING" or not _sleepers("600.456"):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        os.kill(first.process.pid, signal.SIGKILL)
+        first.process.wait()
+    deadline = time.monotonic() + 10
+    while _sleepers("600.456"):  # the sandbox dies with its parent
+        assert time.monotonic() < deadline, "the executor outlived the server"
+        time.sleep(0.1)
+    with running_server("serve", database, tmp_path, env.vars) as second:
+        task = tes.HTTPClient(second.url, timeout=10).get_task(task_id, view="FULL")
+    assert task.state == "SYSTEM_ERROR"
+    assert "the server stopped while this task was running; its progress is lost" in task.logs[0].system_logs
