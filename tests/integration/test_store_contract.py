@@ -130,6 +130,9 @@ async def test_outputs_metadata_and_system_logs(store: SqlAlchemyTaskStore, cloc
     await store.add_output_files(
         task.id, [OutputFileLog(url="s3://b/a", path="/out/a", size_bytes=str(5 * 2**40))]
     )
+    await store.add_output_files(  # a restarted writer repeats itself: nothing is added twice
+        task.id, [OutputFileLog(url="s3://b/a", path="/out/a", size_bytes=str(5 * 2**40))]
+    )
     await store.set_metadata(task.id, {"node": "n1"})
     await store.set_metadata(task.id, {"termination_reason": "OOMKilled"})
     await store.append_system_log(task.id, "first")

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import os
 import sys
+import time
 
 import msgspec
 
@@ -71,6 +72,18 @@ def _migrate(settings: Settings) -> None:
     asyncio.run(run())
 
 
+def _wait_file(path: str, timeout: float) -> int:
+    """Exit 0 once `path` exists, 1 after `timeout` seconds (the Job then fails and the controller
+    settles the task from what the Pod shows)."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            print(f"poiesis wait-file: {path} did not appear in {timeout:.0f} s", file=sys.stderr)
+            return 1
+        time.sleep(0.1)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="poiesis", description="GA4GH TES v1.1.0 for Kubernetes")
     parser.add_argument("--version", action="version", version=f"poiesis {__version__}")
@@ -90,7 +103,13 @@ def main(argv: list[str] | None = None) -> int:
     filer.add_argument("--root", required=True, help="the task volume")
     filer.add_argument("--report", help="write the result as JSON here")
     filer.add_argument("--termination-log", help="write a failure's message here")
+    sub.add_parser("trec", help="the Task Recorder (the sidecar of each task Pod)")
+    wait_file = sub.add_parser("wait-file", help="wait until a file exists (the task Pod's main container)")
+    wait_file.add_argument("path")
+    wait_file.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args(argv)
+    if args.command == "wait-file":
+        return _wait_file(args.path, args.timeout)
 
     try:
         settings = load(
@@ -104,6 +123,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure(settings.log_level, settings.log_format)
 
+    if args.command == "trec":
+        from poiesis.entrypoints import trec
+
+        return asyncio.run(trec.run(trec.config_from_env()))
     if args.command == "filer":
         from poiesis.entrypoints import filer as filer_process
 

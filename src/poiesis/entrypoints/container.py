@@ -64,7 +64,24 @@ def _rules(settings: Settings) -> Rules:
     )
 
 
+async def _kubernetes(settings: Settings) -> AsyncIterator[Cluster]:
+    from poiesis.adapters.kubernetes.cluster import KubernetesCluster, api_client
+
+    api = api_client(settings.kubeconfig)
+    cluster = KubernetesCluster(api, settings.kubernetes)
+    cluster.start()
+    log.info("kubernetes backend: task Jobs in namespace %s", settings.kubernetes.namespace)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
 async def _cluster(settings: Settings, store: TaskStore, clock: SystemClock) -> AsyncIterator[Cluster]:
+    if settings.backend == "kubernetes":
+        async for cluster in _kubernetes(settings):
+            yield cluster
+        return
     if settings.backend != "local":
         yield UnattachedCluster()
         return

@@ -14,6 +14,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from poiesis.adapters.kubernetes.render import PodSettings
+
 PREFIX = "POIESIS_"
 
 
@@ -35,9 +37,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     port: int = 8000
     workers: int = 1
     """API processes (`poiesis api`); embedded mode always runs one."""
-    backend: Literal["none", "local"] | None = None
-    """Where tasks run: `local` (this machine; the default of `poiesis serve`) or `none` (tasks are
-    stored and stay QUEUED; the default of `poiesis api` until a cluster backend is configured)."""
+    backend: Literal["none", "local", "kubernetes"] | None = None
+    """Where tasks run: `kubernetes`, `local` (this machine; the default of `poiesis serve`) or
+    `none` (tasks are stored and stay QUEUED; the default of `poiesis api`)."""
+    kubeconfig: str | None = None
+    """Kubernetes backend: a kubeconfig file; unset, the in-cluster service account."""
+    kubernetes: PodSettings = PodSettings()
+    """Kubernetes backend: how task Pods are made (a `[kubernetes]` table in the TOML file)."""
     local_runtime: Literal["auto", "docker", "podman", "bwrap"] = "auto"
     """How the local backend runs executors: `auto` uses Docker or Podman when its engine answers,
     otherwise the bubblewrap sandbox."""

@@ -11,6 +11,7 @@ Contract, for every adapter:
   terminal state stamps its end time.
 - `record_executor` upserts executor `index`'s log; fields left None keep their stored value, so a
   restarted writer may repeat a write harmlessly. A log without an exit code is not shown in views.
+- `add_output_files` records each output URL once: repeating it (a restarted writer) adds nothing.
 - Listing is newest first, in pages bounded by `query.page_size`, continuing after `query.after`.
 - Every method raises `StoreUnavailable` when the database cannot be reached; nothing is half written.
 """

@@ -16,6 +16,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import NullPool
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -49,7 +50,8 @@ def _sqlite_pragmas(dbapi_connection: Any, immediate: bool) -> None:
 
 
 def create_engine(url: str, *, writer: bool = True, pool_size: int = 20) -> AsyncEngine:
-    """An engine for `url`. For SQLite, `writer` chooses BEGIN IMMEDIATE (writes) or deferred (reads)."""
+    """An engine for `url`. For SQLite, `writer` chooses BEGIN IMMEDIATE (writes) or deferred (reads).
+    `pool_size=0` keeps no connection open between uses (PostgreSQL)."""
     if is_sqlite(url):
         engine = create_async_engine(async_url(url), connect_args={"timeout": 30})
 
@@ -62,6 +64,10 @@ def create_engine(url: str, *, writer: bool = True, pool_size: int = 20) -> Asyn
             conn.exec_driver_sql("BEGIN IMMEDIATE" if writer else "BEGIN")
 
         return engine
+    if pool_size == 0:
+        # No pool: each use opens a connection and closes it (the recorder of thousands of Pods
+        # must not hold idle connections).
+        return create_async_engine(async_url(url), poolclass=NullPool)
     # No overflow: connections above the pool size would be closed on every return, and each new
     # asyncpg connection costs a backend start and type introspection. Excess requests queue instead.
     # pre_ping finds connections a database restart has broken before a request uses one.

@@ -210,7 +210,17 @@ class SqlAlchemyTaskStore:
         async with self._engine.begin() as conn:
             await self._locked_state(conn, task_id)
             await self._ensure_log(conn, task_id)
-            if files:
+            recorded = set(
+                (
+                    await conn.execute(
+                        sa.select(t.output_file_log.c.url).where(
+                            t.output_file_log.c.task_id == task_id, t.output_file_log.c.attempt == ATTEMPT
+                        )
+                    )
+                ).scalars()
+            )
+            fresh = {f.url: f for f in files if f.url not in recorded}
+            if fresh:
                 await conn.execute(
                     sa.insert(t.output_file_log),
                     [
@@ -221,7 +231,7 @@ class SqlAlchemyTaskStore:
                             "path": f.path,
                             "size_bytes": int(f.size_bytes),
                         }
-                        for f in files
+                        for f in fresh.values()
                     ],
                 )
 

@@ -1,0 +1,3 @@
+module github.com/poiesis-tes/poiesis/launcher
+
+go 1.21

@@ -1,0 +1,185 @@
+// Command launcher runs one TES executor in an image that may have no shell.
+//
+// An init container copies this static binary into a shared emptyDir; each executor container then
+// runs it as its entrypoint:
+//
+//	launcher [--stdin F] [--stdout F] [--stderr F] [--ignore-error] [--status PREFIX] -- cmd args...
+//
+// stdin is read from F; stdout and stderr go both to the container's own streams (so the container
+// log holds them) and to F when given. The real exit code (128+n for signal n) is written to the
+// container's termination message as "exit_code=N", and PREFIX.stdout / PREFIX.stderr receive the
+// last 64 KiB of each stream. The launcher exits with the real code, or 0 with --ignore-error so that
+// the Pod goes on to the next executor. A command that cannot be started exits 127.
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"sync"
+	"syscall"
+)
+
+const tailBytes = 64 * 1024
+
+type tail struct {
+	mu   sync.Mutex
+	data []byte
+}
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.data = append(t.data, p...)
+	if len(t.data) > 2*tailBytes {
+		t.data = append([]byte(nil), t.data[len(t.data)-tailBytes:]...)
+	}
+	return len(p), nil
+}
+
+func (t *tail) bytes() []byte {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.data) > tailBytes {
+		return t.data[len(t.data)-tailBytes:]
+	}
+	return t.data
+}
+
+type options struct {
+	stdin, stdout, stderr, status, termination string
+	ignoreError                                bool
+	command                                    []string
+}
+
+func parse(args []string) (options, error) {
+	o := options{termination: "/dev/termination-log"}
+	for i := 0; i < len(args); i++ {
+		value := func() (string, error) {
+			if i+1 >= len(args) {
+				return "", fmt.Errorf("%s needs a value", args[i])
+			}
+			i++
+			return args[i], nil
+		}
+		var err error
+		switch args[i] {
+		case "--stdin":
+			o.stdin, err = value()
+		case "--stdout":
+			o.stdout, err = value()
+		case "--stderr":
+			o.stderr, err = value()
+		case "--status":
+			o.status, err = value()
+		case "--termination-log":
+			o.termination, err = value()
+		case "--ignore-error":
+			o.ignoreError = true
+		case "--":
+			o.command = args[i+1:]
+			i = len(args)
+		default:
+			return o, fmt.Errorf("unknown argument %q (the command follows --)", args[i])
+		}
+		if err != nil {
+			return o, err
+		}
+	}
+	if len(o.command) == 0 {
+		return o, errors.New("no command after --")
+	}
+	return o, nil
+}
+
+func output(own *os.File, path string, t *tail) (io.Writer, *os.File, error) {
+	if path == "" {
+		return io.MultiWriter(own, t), nil, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	return io.MultiWriter(own, f, t), f, nil
+}
+
+func finish(o options, code int, stdout, stderr *tail) {
+	if o.termination != "" {
+		_ = os.WriteFile(o.termination, []byte(fmt.Sprintf("exit_code=%d", code)), 0o644)
+	}
+	if o.status != "" {
+		_ = os.WriteFile(o.status+".stdout", stdout.bytes(), 0o644)
+		_ = os.WriteFile(o.status+".stderr", stderr.bytes(), 0o644)
+	}
+	if o.ignoreError {
+		os.Exit(0)
+	}
+	os.Exit(code)
+}
+
+func main() {
+	o, err := parse(os.Args[1:])
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "launcher: %v\n", err)
+		os.Exit(2)
+	}
+	stdoutTail, stderrTail := &tail{}, &tail{}
+	fail := func(format string, args ...any) {
+		message := fmt.Sprintf("launcher: "+format+"\n", args...)
+		fmt.Fprint(os.Stderr, message)
+		_, _ = stderrTail.Write([]byte(message))
+		finish(o, 127, stdoutTail, stderrTail)
+	}
+
+	cmd := exec.Command(o.command[0], o.command[1:]...)
+	if o.stdin != "" {
+		in, err := os.Open(o.stdin)
+		if err != nil {
+			fail("cannot open stdin: %v", err)
+		}
+		defer in.Close()
+		cmd.Stdin = in
+	}
+	var files []*os.File
+	var f *os.File
+	if cmd.Stdout, f, err = output(os.Stdout, o.stdout, stdoutTail); err != nil {
+		fail("cannot open stdout: %v", err)
+	}
+	files = append(files, f)
+	if cmd.Stderr, f, err = output(os.Stderr, o.stderr, stderrTail); err != nil {
+		fail("cannot open stderr: %v", err)
+	}
+	files = append(files, f)
+
+	if err := cmd.Start(); err != nil {
+		fail("cannot run %s: %v", o.command[0], err)
+	}
+	signals := make(chan os.Signal, 4)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
+	go func() {
+		for s := range signals {
+			_ = cmd.Process.Signal(s)
+		}
+	}()
+	code := 0
+	if err := cmd.Wait(); err != nil {
+		var exit *exec.ExitError
+		if !errors.As(err, &exit) {
+			fail("waiting for %s: %v", o.command[0], err)
+		}
+		if status, ok := exit.Sys().(syscall.WaitStatus); ok && status.Signaled() {
+			code = 128 + int(status.Signal())
+		} else {
+			code = exit.ExitCode()
+		}
+	}
+	for _, f := range files {
+		if f != nil {
+			_ = f.Close()
+		}
+	}
+	finish(o, code, stdoutTail, stderrTail)
+}

@@ -1,0 +1,205 @@
+"""KubernetesCluster: a task becomes its TaskPod (see `render`).
+
+`submit` is idempotent (deterministic names; 409 Conflict means it is already there):
+
+1. the Job, suspended, so that its Pod cannot be created before what it needs exists;
+2. the ConfigMap with the task and trec's ServiceAccount, both owned by the Job (garbage collected
+   with it, by Kubernetes);
+3. the Job released (`suspend: false`), unless Kueue is configured, which releases it on admission.
+
+Once the Job controller has created the Pod, `grant` gives the task's ServiceAccount read access to
+that one Pod and its log (a Role naming it). `watch_grants` does this for every task Pod in the
+namespace; it runs in the API process and is idempotent, so any number of replicas may run it.
+
+`cancel` deletes the Job and its Pods (with a short grace period) and reports True once no Pod of
+the task is left. Errors that may pass (the apiserver unreachable, 5xx, 429) raise
+`ClusterUnavailable`; the task stays where it is and is retried.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import urllib3
+from kubernetes import client, config, watch
+from kubernetes.client.exceptions import ApiException
+
+from poiesis.adapters.kubernetes.render import (
+    TASK_LABEL,
+    PodSettings,
+    job_name,
+    render_config_map,
+    render_grant,
+    render_job,
+    render_service_account,
+)
+from poiesis.domain.tes import Task
+from poiesis.ports.cluster import ClusterUnavailable
+
+log = logging.getLogger("poiesis.kubernetes")
+T = TypeVar("T")
+
+
+def api_client(kubeconfig: str | None) -> client.ApiClient:
+    """A client from a kubeconfig file, or from the service account mounted in this container."""
+    if kubeconfig:
+        api: client.ApiClient = config.new_client_from_config(config_file=kubeconfig)
+        return api
+    config.load_incluster_config()
+    return client.ApiClient()
+
+
+def _transient(exc: Exception) -> bool:
+    if isinstance(exc, ApiException):
+        return exc.status in (0, 429) or exc.status >= 500
+    return isinstance(exc, urllib3.exceptions.HTTPError | OSError)
+
+
+class KubernetesCluster:
+    name = "kubernetes"
+
+    def __init__(
+        self, api: client.ApiClient, settings: PodSettings, *, cancel_grace_seconds: int = 5
+    ) -> None:
+        self._api = api
+        # Typed as Any: the manifests are plain dicts, which the client accepts as bodies.
+        self._core: Any = client.CoreV1Api(api)
+        self._batch: Any = client.BatchV1Api(api)
+        self._rbac: Any = client.RbacAuthorizationV1Api(api)
+        self.settings = settings
+        self._grace = cancel_grace_seconds
+        self.writes = 0
+        """Kubernetes API write calls made (for benchmarks)."""
+        self._stop = threading.Event()
+        self._watcher: threading.Thread | None = None
+
+    @property
+    def namespace(self) -> str:
+        return self.settings.namespace
+
+    async def _call(self, action: Callable[[], T]) -> T:
+        try:
+            return await asyncio.to_thread(action)
+        except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+            if _transient(exc):
+                raise ClusterUnavailable(f"Kubernetes API: {exc}") from exc
+            raise
+
+    def _create(self, create: Callable[[], Any]) -> Any:
+        """Create, counting the write; an object that already exists is fine (None)."""
+        self.writes += 1
+        try:
+            return create()
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise
+
+    # The Cluster port
+
+    def _submit(self, task: Task) -> None:
+        ns = self.namespace
+        name = job_name(task.id)
+        created = self._create(lambda: self._batch.create_namespaced_job(ns, render_job(task, self.settings)))
+        job = self._api.sanitize_for_serialization(created) if created is not None else None
+        if job is None:
+            existing = self._batch.read_namespaced_job(name, ns)
+            job = self._api.sanitize_for_serialization(existing)
+            if not existing.spec.suspend:
+                return  # released already: an earlier submit finished
+        self._create(
+            lambda: self._core.create_namespaced_config_map(ns, render_config_map(task, self.settings, job))
+        )
+        self._create(
+            lambda: self._core.create_namespaced_service_account(
+                ns, render_service_account(task, self.settings, job)
+            )
+        )
+        if not self.settings.kueue_queue:
+            self.writes += 1
+            self._batch.patch_namespaced_job(name, ns, {"spec": {"suspend": False}})
+
+    async def submit(self, task: Task) -> None:
+        await self._call(lambda: self._submit(task))
+
+    def _cancel(self, task_id: str) -> bool:
+        ns = self.namespace
+        selector = f"{TASK_LABEL}={task_id}"
+        try:
+            self.writes += 1
+            self._batch.delete_namespaced_job(job_name(task_id), ns, propagation_policy="Background")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        pods = self._core.list_namespaced_pod(ns, label_selector=selector).items
+        for pod in pods:
+            if pod.metadata.deletion_timestamp is None:
+                self.writes += 1
+                try:
+                    self._core.delete_namespaced_pod(pod.metadata.name, ns, grace_period_seconds=self._grace)
+                except ApiException as exc:
+                    if exc.status != 404:
+                        raise
+        deadline = time.monotonic() + self._grace + 10
+        while time.monotonic() < deadline:
+            if not self._core.list_namespaced_pod(ns, label_selector=selector).items:
+                return True
+            time.sleep(0.2)
+        return False
+
+    async def cancel(self, task_id: str) -> bool:
+        return await self._call(lambda: self._cancel(task_id))
+
+    # trec's access to its own Pod
+
+    def grant(self, pod: Any) -> bool:
+        """Let the Pod's trec read that Pod and its log. Idempotent; False for a Pod not of a Job."""
+        task_id = (pod.metadata.labels or {}).get(TASK_LABEL)
+        owner = next(
+            (o for o in pod.metadata.owner_references or [] if o.kind == "Job" and o.controller), None
+        )
+        if not task_id or owner is None:
+            return False
+        job = {"metadata": {"name": owner.name, "uid": owner.uid}}
+        role, binding = render_grant(task_id, pod.metadata.name, self.settings, job)
+        ns = self.namespace
+        self._create(lambda: self._rbac.create_namespaced_role(ns, role))
+        self._create(lambda: self._rbac.create_namespaced_role_binding(ns, binding))
+        return True
+
+    def _watch_grants(self) -> None:
+        while not self._stop.is_set():
+            stream = watch.Watch()
+            try:
+                for event in stream.stream(
+                    self._core.list_namespaced_pod,
+                    self.namespace,
+                    label_selector=TASK_LABEL,
+                    timeout_seconds=30,
+                ):
+                    if self._stop.is_set():
+                        break
+                    if event["type"] == "ADDED":
+                        try:
+                            self.grant(event["object"])
+                        except ApiException as exc:
+                            log.warning("granting trec its Pod failed: %s", exc.reason)
+            except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+                log.warning("watching task Pods failed, retrying: %s", exc)
+                self._stop.wait(1)
+            finally:
+                stream.stop()
+
+    def start(self) -> None:
+        if self._watcher is None:
+            self._watcher = threading.Thread(target=self._watch_grants, name="trec-grants", daemon=True)
+            self._watcher.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._api.close()

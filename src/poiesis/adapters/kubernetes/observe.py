@@ -1,0 +1,97 @@
+"""What a TaskPod's status says about its task, as lifecycle events (pure: a Pod as a JSON dict).
+
+The status of every init container stays in the Pod, so the whole history can be read again from
+any one status: a restarted recorder derives the same events, and the writes they cause are
+idempotent. The launcher puts an executor's real exit code in its termination message
+(`exit_code=N`); that wins over the container's own exit code (0 under `ignore_error`).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+
+from poiesis.domain import lifecycle
+from poiesis.domain.tes import Task
+
+_EXIT = re.compile(r"^exit_code=(-?\d+)")
+
+
+class ContainerSeen(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    started: str | None = None
+    finished: str | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    message: str | None = None
+
+
+def _seen(status: dict[str, Any]) -> ContainerSeen:
+    state = status.get("state") or {}
+    if "running" in state:
+        return ContainerSeen(name=status["name"], started=(state["running"] or {}).get("startedAt"))
+    if "terminated" in state:
+        t = state["terminated"] or {}
+        message = (t.get("message") or "").strip() or None
+        code = t.get("exitCode")
+        match = _EXIT.match(message or "")
+        if match:
+            code = int(match.group(1))
+        return ContainerSeen(
+            name=status["name"],
+            started=t.get("startedAt") or t.get("finishedAt"),
+            finished=t.get("finishedAt"),
+            exit_code=code,
+            reason=t.get("reason"),
+            message=message,
+        )
+    return ContainerSeen(name=status["name"])
+
+
+def containers(pod: dict[str, Any]) -> dict[str, ContainerSeen]:
+    statuses = (pod.get("status") or {}).get("initContainerStatuses") or []
+    return {s["name"]: _seen(s) for s in statuses}
+
+
+def _filer_failure(seen: ContainerSeen, what: str) -> str:
+    if seen.message and not _EXIT.match(seen.message):
+        return seen.message
+    reason = seen.reason or "Error"
+    return f"{what} failed: container exited with {seen.exit_code} ({reason})"
+
+
+def events(task: Task, pod: dict[str, Any]) -> list[lifecycle.Event]:
+    """The events the Pod's status shows so far, in the order they happened."""
+    seen = containers(pod)
+    found: list[lifecycle.Event] = []
+    tif = seen.get("tif")
+    first = seen.get("executor-0")
+    if (tif and (tif.started or tif.finished)) or (first and first.started):
+        found.append(lifecycle.StagingStarted())
+    if tif and tif.finished and tif.exit_code not in (0, None):
+        found.append(lifecycle.SystemFailure(_filer_failure(tif, "staging the inputs")))
+        return found
+    for index in range(len(task.executors)):
+        executor = seen.get(f"executor-{index}")
+        if executor is None or not executor.started:
+            break
+        found.append(lifecycle.ExecutorStarted(index, executor.started))
+        if executor.finished is None or executor.exit_code is None:
+            break
+        found.append(lifecycle.ExecutorExited(index, executor.exit_code, executor.finished))
+    tof = seen.get("tof")
+    if tof and tof.finished:
+        if tof.exit_code == 0:
+            found.append(lifecycle.OutputsUploaded())
+        else:
+            found.append(lifecycle.SystemFailure(_filer_failure(tof, "uploading the outputs")))
+    return found
+
+
+def progress(task: Task, pod: dict[str, Any]) -> lifecycle.Progress:
+    result = lifecycle.Progress()
+    for event in events(task, pod):
+        result = lifecycle.apply(task.executors, bool(task.outputs), result, event)
+    return result

@@ -1,0 +1,398 @@
+"""The TaskPod: a task as Kubernetes objects (plain manifests, so the apiserver is the only judge).
+
+One task is one Job (backoffLimit 0, TTL after it finishes) wrapping one Pod:
+
+    init  trec         native sidecar: the Task Recorder (the only container with an API token
+                       and the database credentials)
+    init  setup        copies the static launcher into a shared emptyDir
+    init  tif          stages the inputs (left out when there are none)
+    init  executor-N   the user's images, in order, through the launcher: redirection without a
+                       shell, the real exit code in the termination message
+    init  tof          uploads the outputs (left out when there are none)
+    main  done         waits until trec has recorded the end, so the Job completes after it
+
+Plus a ConfigMap with the task (what the filers need, no credentials) and a ServiceAccount for
+trec, both owned by the Job, and the task volume: a generic ephemeral volume whose claim lives and
+dies with the Pod. Every object carries `poiesis.io/task=<id>`.
+"""
+
+from __future__ import annotations
+
+import math
+import posixpath
+from typing import Any
+
+import msgspec
+
+from poiesis.domain.staging import mount_dirs
+from poiesis.domain.tes import Executor, Task
+
+TASK_LABEL = "poiesis.io/task"
+VOLUME_ROOT = "/tes/volume"
+TASK_DIR = "/tes/task"
+BIN_DIR = "/tes/bin"
+STATUS_DIR = "/tes/status"
+OUTPUTS_REPORT = "/.poiesis/outputs.json"
+RECORDED_MARK = f"{STATUS_DIR}/recorded"
+TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+
+class PodSettings(msgspec.Struct, kw_only=True, frozen=True):
+    namespace: str = "default"
+    image: str = "ghcr.io/poiesis-tes/poiesis:latest"
+    """The poiesis image: trec, setup (it holds /usr/local/bin/poiesis-launcher), filers, done."""
+    image_pull_policy: str = "IfNotPresent"
+    ttl_seconds_after_finished: int = 3600
+    default_disk_gb: float = 10.0
+    storage_class: str | None = None
+    limits: bool = True
+    """Set limits equal to the requests (Guaranteed QoS) besides the requests."""
+    database_secret: str = "poiesis-database"
+    """Secret with key `url`: the database URL, mounted into trec alone."""
+    storage_secret: str | None = None
+    """Secret with key `endpoints.toml` for the filers (storage credentials)."""
+    labels: dict[str, str] = {}
+    annotations: dict[str, str] = {}
+    node_selector: dict[str, str] = {}
+    preemptible_node_selector: dict[str, str] = {}
+    """Added when a task says `preemptible: true`."""
+    tolerations: list[dict[str, Any]] = []
+    preemptible_tolerations: list[dict[str, Any]] = []
+    priority_class: str | None = None
+    runtime_class: str | None = None
+    kueue_queue: str | None = None
+    """Kueue LocalQueue: the Job is created suspended with the queue-name label, Kueue admits it."""
+    zone_label: str = "topology.kubernetes.io/zone"
+    tail_bytes: int = 64 * 1024
+    filer_env: dict[str, str] = {}
+
+
+def job_name(task_id: str) -> str:
+    return f"tes-{task_id}"
+
+
+def sub_path(directory: str) -> str:
+    """Where a TES directory lives on the task volume (the volume holds `/a/b` at `a/b`)."""
+    return directory.strip("/")
+
+
+def _quantity_bytes(gb: float) -> str:
+    return str(math.ceil(gb * 1e9))
+
+
+def _resources(task: Task, settings: PodSettings) -> dict[str, Any]:
+    requests: dict[str, str] = {}
+    r = task.resources
+    if r and r.cpu_cores:
+        requests["cpu"] = str(r.cpu_cores)
+    if r and r.ram_gb:
+        requests["memory"] = _quantity_bytes(r.ram_gb)
+    if not requests:
+        return {}
+    return {"requests": requests, "limits": dict(requests)} if settings.limits else {"requests": requests}
+
+
+def _launcher(executor: Executor, index: int) -> list[str]:
+    args = [f"{BIN_DIR}/launcher", "--status", f"{STATUS_DIR}/executor-{index}"]
+    for flag, value in (
+        ("--stdin", executor.stdin),
+        ("--stdout", executor.stdout),
+        ("--stderr", executor.stderr),
+    ):
+        if value:
+            args += [flag, value]
+    if executor.ignore_error:
+        args.append("--ignore-error")
+    return [*args, "--", *executor.command]
+
+
+def _data_mounts(task: Task) -> list[dict[str, Any]]:
+    return [{"name": "task-volume", "mountPath": d, "subPath": sub_path(d)} for d in mount_dirs(task)]
+
+
+def _redirect_dirs(task: Task) -> list[str]:
+    """Directories of redirections that are not on a task directory: they get an emptyDir each."""
+    covered = mount_dirs(task)
+    extra: set[str] = set()
+    for e in task.executors:
+        for path in (e.stdout, e.stderr):
+            if path and not any(path.startswith(d + "/") for d in covered):
+                extra.add(posixpath.dirname(path))
+    return sorted(extra)
+
+
+def _poiesis(name: str, settings: PodSettings, command: list[str], **extra: Any) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": name,
+        "image": settings.image,
+        "imagePullPolicy": settings.image_pull_policy,
+        "command": command,
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+        "securityContext": {"allowPrivilegeEscalation": False},
+    }
+    container.update(extra)
+    return container
+
+
+def _filer(name: str, direction: str, task: Task, settings: PodSettings) -> dict[str, Any]:
+    command = [
+        "poiesis",
+        "filer",
+        direction,
+        "--task",
+        f"{TASK_DIR}/task.json",
+        "--root",
+        VOLUME_ROOT,
+        "--termination-log",
+        "/dev/termination-log",
+    ]
+    if direction == "stage-out":
+        command += ["--report", VOLUME_ROOT + OUTPUTS_REPORT]
+    mounts = [
+        {"name": "task", "mountPath": TASK_DIR, "readOnly": True},
+        {"name": "task-volume", "mountPath": VOLUME_ROOT},
+    ]
+    env = [{"name": k, "value": v} for k, v in sorted(settings.filer_env.items())]
+    if settings.storage_secret:
+        mounts.append({"name": "storage", "mountPath": "/tes/storage", "readOnly": True})
+        env.append({"name": "POIESIS_STORAGE_ENDPOINTS_FILE", "value": "/tes/storage/endpoints.toml"})
+    return _poiesis(name, settings, command, volumeMounts=mounts, env=env)
+
+
+def _scheduling(task: Task, settings: PodSettings) -> dict[str, Any]:
+    spec: dict[str, Any] = {}
+    preemptible = bool(task.resources and task.resources.preemptible)
+    selector = dict(settings.node_selector)
+    tolerations = list(settings.tolerations)
+    if preemptible:
+        selector |= settings.preemptible_node_selector
+        tolerations += settings.preemptible_tolerations
+    if selector:
+        spec["nodeSelector"] = selector
+    if tolerations:
+        spec["tolerations"] = tolerations
+    zones = task.resources.zones if task.resources else None
+    if zones:
+        term = {"matchExpressions": [{"key": settings.zone_label, "operator": "In", "values": list(zones)}]}
+        spec["affinity"] = {
+            "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}
+        }
+    if settings.priority_class:
+        spec["priorityClassName"] = settings.priority_class
+    if settings.runtime_class:
+        spec["runtimeClassName"] = settings.runtime_class
+    return spec
+
+
+def render_pod_spec(task: Task, settings: PodSettings) -> dict[str, Any]:
+    name = job_name(task.id)
+    data_mounts = _data_mounts(task)
+    redirects = _redirect_dirs(task)
+    trec = _poiesis(
+        "trec",
+        settings,
+        ["poiesis", "trec"],
+        restartPolicy="Always",
+        env=[
+            {"name": "POIESIS_TASK_ID", "value": task.id},
+            {"name": "POIESIS_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "POIESIS_POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+            {"name": "POIESIS_EXECUTOR_LOG_TAIL_BYTES", "value": str(settings.tail_bytes)},
+            {
+                "name": "POIESIS_DATABASE_URL",
+                "valueFrom": {"secretKeyRef": {"name": settings.database_secret, "key": "url"}},
+            },
+        ],
+        volumeMounts=[
+            {"name": "trec-token", "mountPath": TOKEN_DIR, "readOnly": True},
+            {"name": "task-volume", "mountPath": VOLUME_ROOT, "readOnly": True},
+            {"name": "status", "mountPath": STATUS_DIR},
+        ],
+    )
+    setup = _poiesis(
+        "setup",
+        settings,
+        ["cp", "/usr/local/bin/poiesis-launcher", f"{BIN_DIR}/launcher"],
+        volumeMounts=[{"name": "bin", "mountPath": BIN_DIR}],
+    )
+    init: list[dict[str, Any]] = [trec, setup]
+    if task.inputs:
+        init.append(_filer("tif", "stage-in", task, settings))
+    resources = _resources(task, settings)
+    for i, executor in enumerate(task.executors):
+        container: dict[str, Any] = {
+            "name": f"executor-{i}",
+            "image": executor.image,
+            "command": _launcher(executor, i),
+            "volumeMounts": [
+                {"name": "bin", "mountPath": BIN_DIR, "readOnly": True},
+                {"name": "status", "mountPath": STATUS_DIR},
+                *data_mounts,
+                *({"name": f"redirect-{n}", "mountPath": d} for n, d in enumerate(redirects)),
+            ],
+            "terminationMessagePolicy": "File",
+        }
+        if executor.workdir:
+            container["workingDir"] = executor.workdir
+        if executor.env:
+            container["env"] = [{"name": k, "value": v} for k, v in executor.env.items()]
+        if resources:
+            container["resources"] = resources
+        init.append(container)
+    if task.outputs:
+        init.append(_filer("tof", "stage-out", task, settings))
+    done = _poiesis(
+        "done",
+        settings,
+        ["poiesis", "wait-file", RECORDED_MARK, "--timeout", "120"],
+        volumeMounts=[{"name": "status", "mountPath": STATUS_DIR, "readOnly": True}],
+    )
+    disk_gb = (task.resources.disk_gb if task.resources else None) or settings.default_disk_gb
+    claim: dict[str, Any] = {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": _quantity_bytes(disk_gb)}},
+    }
+    if settings.storage_class:
+        claim["storageClassName"] = settings.storage_class
+    volumes: list[dict[str, Any]] = [
+        {
+            "name": "task-volume",
+            "ephemeral": {
+                "volumeClaimTemplate": {"metadata": {"labels": {TASK_LABEL: task.id}}, "spec": claim}
+            },
+        },
+        {"name": "task", "configMap": {"name": name}},
+        {"name": "bin", "emptyDir": {"sizeLimit": "64Mi"}},
+        {"name": "status", "emptyDir": {"sizeLimit": "64Mi"}},
+        {
+            "name": "trec-token",
+            "projected": {
+                "sources": [
+                    {"serviceAccountToken": {"path": "token", "expirationSeconds": 3600}},
+                    {
+                        "configMap": {
+                            "name": "kube-root-ca.crt",
+                            "items": [{"key": "ca.crt", "path": "ca.crt"}],
+                        }
+                    },
+                    {
+                        "downwardAPI": {
+                            "items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]
+                        }
+                    },
+                ]
+            },
+        },
+        *({"name": f"redirect-{n}", "emptyDir": {}} for n in range(len(redirects))),
+    ]
+    if settings.storage_secret:
+        volumes.append({"name": "storage", "secret": {"secretName": settings.storage_secret}})
+    return {
+        "serviceAccountName": name,
+        "automountServiceAccountToken": False,
+        "restartPolicy": "Never",
+        "enableServiceLinks": False,
+        "initContainers": init,
+        "containers": [done],
+        "volumes": volumes,
+        **_scheduling(task, settings),
+    }
+
+
+def _metadata(task: Task, settings: PodSettings, name: str) -> dict[str, Any]:
+    labels = dict(settings.labels) | {TASK_LABEL: task.id, "app.kubernetes.io/managed-by": "poiesis"}
+    meta: dict[str, Any] = {"name": name, "namespace": settings.namespace, "labels": labels}
+    if settings.annotations:
+        meta["annotations"] = dict(settings.annotations)
+    return meta
+
+
+def render_job(task: Task, settings: PodSettings) -> dict[str, Any]:
+    name = job_name(task.id)
+    meta = _metadata(task, settings, name)
+    if settings.kueue_queue:
+        meta["labels"]["kueue.x-k8s.io/queue-name"] = settings.kueue_queue
+    template_meta = {
+        k: v for k, v in _metadata(task, settings, name).items() if k in ("labels", "annotations")
+    }
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": meta,
+        "spec": {
+            "backoffLimit": 0,
+            "ttlSecondsAfterFinished": settings.ttl_seconds_after_finished,
+            "suspend": True,  # released once the objects it needs exist (or by Kueue)
+            "template": {"metadata": template_meta, "spec": render_pod_spec(task, settings)},
+        },
+    }
+
+
+def _owned(job: dict[str, Any]) -> list[dict[str, Any]]:
+    meta = job["metadata"]
+    return [
+        {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "name": meta["name"],
+            "uid": meta["uid"],
+            "controller": True,
+            "blockOwnerDeletion": False,
+        }
+    ]
+
+
+def render_config_map(task: Task, settings: PodSettings, job: dict[str, Any]) -> dict[str, Any]:
+    meta = _metadata(task, settings, job_name(task.id)) | {"ownerReferences": _owned(job)}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": meta,
+        "data": {"task.json": msgspec.json.encode(task).decode()},
+    }
+
+
+def render_service_account(task: Task, settings: PodSettings, job: dict[str, Any]) -> dict[str, Any]:
+    meta = _metadata(task, settings, job_name(task.id)) | {"ownerReferences": _owned(job)}
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": meta,
+        "automountServiceAccountToken": False,
+    }
+
+
+def render_grant(
+    task_id: str, pod_name: str, settings: PodSettings, job: dict[str, Any]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The Role and RoleBinding that let the task's trec read its own Pod and that Pod's log, and
+    nothing else. They name the Pod, so they are made once the Job controller has created it."""
+    name = job_name(task_id)
+    meta = {
+        "name": name,
+        "namespace": settings.namespace,
+        "labels": {TASK_LABEL: task_id, "app.kubernetes.io/managed-by": "poiesis"},
+        "ownerReferences": _owned(job),
+    }
+    role = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "Role",
+        "metadata": meta,
+        "rules": [
+            {
+                "apiGroups": [""],
+                "resources": ["pods"],
+                "resourceNames": [pod_name],
+                "verbs": ["get", "watch", "list"],
+            },
+            {"apiGroups": [""], "resources": ["pods/log"], "resourceNames": [pod_name], "verbs": ["get"]},
+        ],
+    }
+    binding = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "RoleBinding",
+        "metadata": meta,
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": settings.namespace}],
+    }
+    return role, binding
