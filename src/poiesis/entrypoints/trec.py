@@ -19,18 +19,15 @@ import contextlib
 import logging
 import os
 import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgspec
-import urllib3
-from kubernetes import client, watch
-from kubernetes.client.exceptions import ApiException
 
 from poiesis.adapters.kubernetes import observe
-from poiesis.adapters.kubernetes.cluster import api_client
+from poiesis.adapters.kubernetes.podapi import IN_CLUSTER, ApiError, PodApi
 from poiesis.adapters.kubernetes.render import OUTPUTS_REPORT, STATUS_DIR, VOLUME_ROOT
 from poiesis.adapters.sqlalchemy.engine import create_engine
 from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore
@@ -48,8 +45,10 @@ class Config(msgspec.Struct, kw_only=True, frozen=True):
     pod_name: str
     namespace: str
     database_url: str
-    kubeconfig: str | None = None
-    """None: the in-cluster token mounted into this container."""
+    api_server: str | None = None
+    """The Kubernetes API; None: in-cluster (KUBERNETES_SERVICE_HOST, the mounted token and CA)."""
+    token_file: str = f"{IN_CLUSTER}/token"
+    ca_file: str | None = f"{IN_CLUSTER}/ca.crt"
     volume: str = VOLUME_ROOT
     status_dir: str = STATUS_DIR
     tail_bytes: int = 64 * 1024
@@ -61,32 +60,38 @@ def _iso(value: Any) -> str:
 
 
 class Recorder:
-    def __init__(self, cfg: Config, store: SqlAlchemyTaskStore, core: Any) -> None:
+    def __init__(self, cfg: Config, store: SqlAlchemyTaskStore, api: PodApi) -> None:
         self.cfg = cfg
         self.store = store
-        self.core = core
+        self.api = api
         self.task: Task | None = None
         self._ended: set[int] = set()
         self._written: State | None = None
         self.recorded = False
 
-    def _tail(self, index: int) -> tuple[str, str]:
+    async def _tail(self, index: int) -> tuple[str, str]:
+        """stdout and stderr tails: the launcher's files on the status volume, or else the
+        container log (both streams, as Kubernetes keeps them) as stdout."""
         prefix = Path(self.cfg.status_dir) / f"executor-{index}"
         limit = self.cfg.tail_bytes
-        try:
-            out = prefix.with_suffix(".stdout").read_bytes()[-limit:]
-            err = prefix.with_suffix(".stderr").read_bytes()[-limit:]
+
+        def files() -> tuple[str, str] | None:
+            try:
+                out = prefix.with_suffix(".stdout").read_bytes()[-limit:]
+                err = prefix.with_suffix(".stderr").read_bytes()[-limit:]
+            except OSError:
+                return None
             return out.decode("utf-8", "replace"), err.decode("utf-8", "replace")
-        except OSError:
-            pass
+
+        found = await asyncio.to_thread(files)
+        if found is not None:
+            return found
         try:
-            text = self.core.read_namespaced_pod_log(
-                self.cfg.pod_name, self.cfg.namespace, container=f"executor-{index}", limit_bytes=limit
-            )
-        except ApiException as exc:
-            log.warning("reading executor %d's log failed: %s", index, exc.reason)
+            text = await self.api.log_tail(self.cfg.namespace, self.cfg.pod_name, f"executor-{index}", limit)
+        except (ApiError, httpx.HTTPError) as exc:
+            log.warning("reading executor %d's log failed: %s", index, exc)
             text = ""
-        return text[-limit:] if isinstance(text, str) else "", ""
+        return text, ""
 
     def _outputs(self) -> list[OutputFileLog]:
         path = Path(self.cfg.volume + OUTPUTS_REPORT)
@@ -114,7 +119,7 @@ class Recorder:
                         await store.record_executor(task_id, index, start_time=_iso(at))
                 case lifecycle.ExecutorExited(index=index, exit_code=code, at=at):
                     if index not in self._ended:
-                        out, err = await asyncio.to_thread(self._tail, index)
+                        out, err = await self._tail(index)
                         await store.record_executor(
                             task_id, index, end_time=_iso(at), exit_code=code, stdout=out, stderr=err
                         )
@@ -143,99 +148,74 @@ def rfc3339_now() -> str:
     return rfc3339(datetime.now(UTC))
 
 
-def _pod_events(
-    core: Any,
-    cfg: Config,
-    stop: threading.Event,
-    loop: asyncio.AbstractEventLoop,
-    queue: asyncio.Queue[dict[str, Any] | None],
-) -> None:
-    """Feed the Pod's states into `queue` (in a thread): a first GET, then a watch, reconnecting."""
-    api = core.api_client
+def _phase(pod: dict[str, Any]) -> str:
+    return str((pod.get("status") or {}).get("phase") or "")
+
+
+async def follow(recorder: Recorder, api: PodApi, cfg: Config) -> None:
+    """Reconcile every state of the Pod until its end is recorded or the Pod is gone."""
     deadline = time.monotonic() + cfg.grant_wait_seconds
-    version = None
-    while not stop.is_set():
+    first = True
+    while True:
         try:
-            pod = core.read_namespaced_pod(cfg.pod_name, cfg.namespace)
-            version = pod.metadata.resource_version
-            loop.call_soon_threadsafe(queue.put_nowait, api.sanitize_for_serialization(pod))
-            stream = watch.Watch()
-            for event in stream.stream(
-                core.list_namespaced_pod,
-                cfg.namespace,
-                field_selector=f"metadata.name={cfg.pod_name}",
-                resource_version=version,
-                timeout_seconds=60,
-            ):
-                if stop.is_set():
-                    stream.stop()
-                    break
-                if event["type"] in ("ADDED", "MODIFIED"):
-                    loop.call_soon_threadsafe(
-                        queue.put_nowait, api.sanitize_for_serialization(event["object"])
-                    )
-                elif event["type"] == "DELETED":
-                    loop.call_soon_threadsafe(queue.put_nowait, None)
-                    return
-        except ApiException as exc:
-            if exc.status in (403, 404) and time.monotonic() < deadline:
-                stop.wait(0.2)  # the grant (or the Pod) is not there yet
-                continue
-            if exc.status == 404:
-                loop.call_soon_threadsafe(queue.put_nowait, None)
+            pod = await api.pod(cfg.namespace, cfg.pod_name)
+            if first:
+                log.info("recording task %s from Pod %s", cfg.task_id, cfg.pod_name)
+                first = False
+            await _reconcile(recorder, pod)
+            if recorder.recorded and _phase(pod) in ("Succeeded", "Failed"):
                 return
-            log.warning("watching the Pod failed, retrying: %s", exc.reason)
-            stop.wait(1)
-        except (urllib3.exceptions.HTTPError, OSError) as exc:
-            log.warning("watching the Pod failed, retrying: %s", exc)
-            stop.wait(1)
+            version = str(pod["metadata"]["resourceVersion"])
+            async for kind, obj in api.watch_pod(cfg.namespace, cfg.pod_name, version):
+                if kind == "DELETED":
+                    await _reconcile(recorder, obj)
+                    return
+                await _reconcile(recorder, obj)
+                if recorder.recorded and _phase(obj) in ("Succeeded", "Failed"):
+                    return
+        except ApiError as exc:
+            if exc.status in (401, 403, 404) and time.monotonic() < deadline:
+                # Just after the Pod starts: its grant (403), or the apiserver's view of the fresh
+                # ServiceAccount behind the token (401), may not be there yet.
+                await asyncio.sleep(0.2)
+                continue
+            if exc.status in (401, 403, 404):
+                log.warning("cannot read the Pod (%s): nothing more to record", exc)
+                return
+            if exc.status != 410:  # 410: the watch's version expired; start again from a GET
+                log.warning("watching the Pod failed, retrying: %s", exc)
+                await asyncio.sleep(1)
+        except httpx.HTTPError as exc:
+            log.warning("the Kubernetes API did not answer, retrying: %s", exc)
+            await asyncio.sleep(1)
 
 
 async def run(cfg: Config) -> int:
     engine = create_engine(cfg.database_url, writer=True, pool_size=0)
     store = SqlAlchemyTaskStore(engine, reader=engine)
-    api = api_client(cfg.kubeconfig)
-    core: Any = client.CoreV1Api(api)
-    recorder = Recorder(cfg, store, core)
+    api = PodApi(cfg.api_server, cfg.token_file, cfg.ca_file) if cfg.api_server else PodApi.in_cluster()
+    recorder = Recorder(cfg, store, api)
     stopping = asyncio.Event()
-    stop = threading.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stopping.set)
-    queue: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
-    feeder = threading.Thread(target=_pod_events, args=(core, cfg, stop, loop, queue), daemon=True)
-    feeder.start()
-    latest: dict[str, Any] | None = None
+    following = asyncio.create_task(follow(recorder, api, cfg))
+    stopped = asyncio.create_task(stopping.wait())
     try:
-        while not stopping.is_set():
-            getter = asyncio.ensure_future(queue.get())
-            stopper = asyncio.ensure_future(stopping.wait())
-            done, _ = await asyncio.wait({getter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-            stopper.cancel()
-            if getter not in done:
-                getter.cancel()
-                break
-            pod = getter.result()
-            while not queue.empty():  # only the newest state matters
-                pod = queue.get_nowait()
-            if pod is None:
-                break
-            latest = pod
-            await _reconcile(recorder, pod)
-            phase = (pod.get("status") or {}).get("phase")
-            if recorder.recorded and phase in ("Succeeded", "Failed"):
-                break
-        if latest is not None and not recorder.recorded:
-            # Stopping (the Pod ends, say): one last look at the Pod as it is now.
-            try:
-                fresh = await asyncio.to_thread(core.read_namespaced_pod, cfg.pod_name, cfg.namespace)
-                await _reconcile(recorder, api.sanitize_for_serialization(fresh))
-            except ApiException:
-                pass
+        await asyncio.wait({following, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not following.done():
+            # Stopping (the Pod is ending): one last look at the Pod as it is now.
+            following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await following
+            with contextlib.suppress(ApiError, httpx.HTTPError):
+                await _reconcile(recorder, await api.pod(cfg.namespace, cfg.pod_name))
+        else:
+            following.result()
     finally:
-        stop.set()
+        stopped.cancel()
+        await api.aclose()
         await engine.dispose()
-        api.close()
     return 0
 
 
@@ -256,7 +236,9 @@ def config_from_env(environ: dict[str, str] | None = None) -> Config:
         pod_name=env["POIESIS_POD_NAME"],
         namespace=env["POIESIS_POD_NAMESPACE"],
         database_url=env["POIESIS_DATABASE_URL"],
-        kubeconfig=env.get("POIESIS_TREC_KUBECONFIG"),
+        api_server=env.get("POIESIS_TREC_API_SERVER"),
+        token_file=env.get("POIESIS_TREC_TOKEN_FILE", f"{IN_CLUSTER}/token"),
+        ca_file=env.get("POIESIS_TREC_CA_FILE", f"{IN_CLUSTER}/ca.crt") or None,
         volume=env.get("POIESIS_TREC_VOLUME", VOLUME_ROOT),
         status_dir=env.get("POIESIS_TREC_STATUS_DIR", STATUS_DIR),
         tail_bytes=int(env.get("POIESIS_EXECUTOR_LOG_TAIL_BYTES", 64 * 1024)),

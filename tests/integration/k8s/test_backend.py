@@ -1,0 +1,362 @@
+"""The Kubernetes backend end to end on the test cluster: the real API creates TaskPods, kwok plays
+the kubelet (outcomes through each container's KWOK_* env), and one `poiesis trec` process per Pod
+records what happens, with a token bound to the task's own ServiceAccount."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tes
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from poiesis.adapters.sqlalchemy.engine import create_engine
+from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore
+from tests.conftest import fresh_postgres_url_sync
+from tests.integration.k8s.conftest import wait_until
+from tests.support.recorders import Recorders, service_account_token, token_kubeconfig
+from tests.support.server import Server, running_server
+
+pytestmark = pytest.mark.postgres
+TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED"}
+LABEL = "poiesis.io/task"
+
+
+@dataclass
+class Backend:
+    server: Server
+    client: tes.HTTPClient
+    recorders: Recorders
+    namespace: str
+    database_url: str
+    core: Any
+    batch: Any
+
+    def wait(self, task_id: str, timeout: float = 60) -> tes.Task:
+        return wait_until(
+            lambda: (t := self.client.get_task(task_id, view="FULL")).state in TERMINAL and t,
+            timeout=timeout,
+            what=f"task {task_id} to end",
+        )
+
+    def pods(self, task_id: str) -> list[Any]:
+        return self.core.list_namespaced_pod(self.namespace, label_selector=f"{LABEL}={task_id}").items
+
+    def history(self, task_id: str) -> list[str]:
+        async def read() -> list[str]:
+            engine = create_engine(self.database_url, pool_size=0)
+            try:
+                moves = await SqlAlchemyTaskStore(engine, reader=engine).history(task_id)
+            finally:
+                await engine.dispose()
+            return [str(m.target) for m in moves]
+
+        return asyncio.run(read())
+
+
+@pytest.fixture(scope="module")
+def namespace(api_client: client.ApiClient) -> Iterator[str]:
+    core: Any = client.CoreV1Api(api_client)
+    name = f"b-{uuid.uuid4().hex[:10]}"
+    core.create_namespace({"metadata": {"name": name}})
+    wait_until(lambda: core.list_namespaced_service_account(name).items, timeout=30, what="default account")
+    yield name
+    core.delete_namespace(name, propagation_policy="Background")
+
+
+@contextmanager
+def backend(
+    api_client: client.ApiClient, kubeconfig: str, namespace: str, database_url: str, work: Path, **pods: Any
+) -> Iterator[Backend]:
+    settings = {
+        "namespace": namespace,
+        "storage_class": "kwok-volume",
+        "ttl_seconds_after_finished": 30,
+        "image": "poiesis:test",
+    } | pods
+    config = work / "poiesis.toml"
+    config.write_text(
+        f'backend = "kubernetes"\nkubeconfig = "{kubeconfig}"\n[kubernetes]\n'
+        + "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items() if not isinstance(v, dict))
+        + "".join(
+            f"[kubernetes.{k}]\n" + "".join(f"{kk} = {json.dumps(vv)}\n" for kk, vv in v.items())
+            for k, v in settings.items()
+            if isinstance(v, dict)
+        )
+    )
+    env = {"POIESIS_CONFIG": str(config), "POIESIS_LOG_FORMAT": "text"}
+    with (
+        running_server("api", database_url, work, env) as server,
+        Recorders(api_client, kubeconfig, namespace, database_url, work) as recorders,
+    ):
+        yield Backend(
+            server=server,
+            client=tes.HTTPClient(server.url, timeout=10),
+            recorders=recorders,
+            namespace=namespace,
+            database_url=database_url,
+            core=client.CoreV1Api(api_client),
+            batch=client.BatchV1Api(api_client),
+        )
+
+
+@pytest.fixture(scope="module")
+def database_url(postgres_server: str, postgres_template: str) -> str:
+    return fresh_postgres_url_sync(postgres_server, postgres_template)
+
+
+@pytest.fixture(scope="module")
+def k8s(
+    api_client: client.ApiClient,
+    kubeconfig: str,
+    namespace: str,
+    database_url: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Backend]:
+    with backend(api_client, kubeconfig, namespace, database_url, tmp_path_factory.mktemp("k8s")) as running:
+        yield running
+
+
+def ex(name: str, **env: str) -> tes.Executor:
+    return tes.Executor(image=f"registry.example/{name}:1", command=[name, "--run"], env=env or None)
+
+
+def test_a_three_executor_task_with_inputs_and_outputs(k8s: Backend) -> None:
+    task_id = k8s.client.create_task(
+        tes.Task(
+            inputs=[
+                tes.Input(path="/data/in/a.txt", url="s3://bucket/a.txt"),
+                tes.Input(path="/data/in/b.txt", url="s3://bucket/b.txt"),
+                tes.Input(path="/ref/genome/x.fa", url="s3://bucket/x.fa"),
+            ],
+            executors=[ex("align"), ex("sort"), ex("call")],
+            outputs=[tes.Output(path="/data/out/calls.vcf", url="s3://bucket/out/calls.vcf")],
+            volumes=["/scratch"],
+        )
+    )
+    pod = wait_until(lambda: (p := k8s.pods(task_id)) and p[0], what="the task's Pod")
+    report = k8s.recorders.work / pod.metadata.name / "volume" / ".poiesis" / "outputs.json"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(
+        json.dumps(
+            {
+                "outputs": [
+                    {"url": "s3://bucket/out/calls.vcf", "path": "/data/out/calls.vcf", "size_bytes": "42"}
+                ]
+            }
+        )
+    )
+    task = k8s.wait(task_id)
+    assert task.state == "COMPLETE"
+    assert [log.exit_code for log in task.logs[0].logs] == [0, 0, 0]
+    assert [(o.url, int(o.size_bytes)) for o in task.logs[0].outputs] == [("s3://bucket/out/calls.vcf", 42)]
+    assert k8s.history(task_id) == ["INITIALIZING", "RUNNING", "COMPLETE"]  # from QUEUED
+
+    spec = pod.spec
+    names = [c.name for c in spec.init_containers]
+    assert names == ["trec", "setup", "tif", "executor-0", "executor-1", "executor-2", "tof"]
+    assert spec.init_containers[0].restart_policy == "Always"
+    assert spec.automount_service_account_token is False
+    executor = spec.init_containers[3]
+    mounts = {m.mount_path: m.sub_path for m in executor.volume_mounts if m.name == "task-volume"}
+    assert mounts == {
+        "/data/in": "data/in",
+        "/data/out": "data/out",
+        "/ref/genome": "ref/genome",
+        "/scratch": "scratch",
+    }
+    for container in spec.init_containers[1:]:
+        assert not any(e.name == "POIESIS_DATABASE_URL" for e in container.env or [])
+        assert not any("token" in m.name for m in container.volume_mounts or [])
+    selector = f"{LABEL}={task_id}"
+    assert len(k8s.batch.list_namespaced_job(k8s.namespace, label_selector=selector).items) == 1
+    assert len(k8s.pods(task_id)) == 1
+    claims = k8s.core.list_namespaced_persistent_volume_claim(k8s.namespace).items
+    assert [c.metadata.name for c in claims if c.metadata.labels.get(LABEL) == task_id] == [
+        f"{pod.metadata.name}-task-volume"
+    ]
+
+
+def test_executor_two_exits_3(k8s: Backend) -> None:
+    task = k8s.wait(
+        k8s.client.create_task(tes.Task(executors=[ex("a"), ex("b", KWOK_EXIT_CODE="3"), ex("c")]))
+    )
+    assert task.state == "EXECUTOR_ERROR"
+    assert [log.exit_code for log in task.logs[0].logs] == [0, 3]
+
+
+def test_ignore_error_keeps_the_real_code_from_the_launcher(k8s: Backend) -> None:
+    # Under ignore_error the launcher exits 0 and puts the real code in the termination message.
+    failing = tes.Executor(
+        image="registry.example/b:1",
+        command=["b"],
+        ignore_error=True,
+        env={"KWOK_EXIT_CODE": "0", "KWOK_MESSAGE": "exit_code=3"},
+    )
+    task = k8s.wait(k8s.client.create_task(tes.Task(executors=[ex("a"), failing, ex("c")])))
+    assert [log.exit_code for log in task.logs[0].logs] == [0, 3, 0]
+    assert task.state == "EXECUTOR_ERROR"
+
+
+def test_an_executor_without_a_shell_redirects_through_the_launcher(k8s: Backend) -> None:
+    task_id = k8s.client.create_task(
+        tes.Task(
+            executors=[
+                tes.Executor(
+                    image="gcr.io/distroless/static:nonroot",
+                    command=["/app", "--x"],
+                    stdout="/data/out/app.log",
+                    stdin="/data/in/x",
+                )
+            ],
+            inputs=[tes.Input(path="/data/in/x", content="x")],
+        )
+    )
+    pod = wait_until(lambda: (p := k8s.pods(task_id)) and p[0], what="the task's Pod")
+    executor = next(c for c in pod.spec.init_containers if c.name == "executor-0")
+    assert executor.command[0] == "/tes/bin/launcher"
+    assert executor.command[-3:] == ["--", "/app", "--x"]
+    assert executor.command[3:5] == ["--stdout", "/data/out/app.log"] or "--stdout" in executor.command
+    assert not any(part in ("sh", "/bin/sh", "-c") for part in executor.command)
+    assert k8s.wait(task_id).state == "COMPLETE"
+
+
+def test_cancel_in_the_middle_of_an_executor(k8s: Backend) -> None:
+    task_id = k8s.client.create_task(tes.Task(executors=[ex("a"), ex("hang", KWOK_HANG="true")]))
+    wait_until(lambda: k8s.client.get_task(task_id).state == "RUNNING", what="RUNNING")
+    wait_until(
+        lambda: (
+            (p := k8s.pods(task_id))
+            and any(
+                s.name == "executor-1" and s.state.running for s in p[0].status.init_container_statuses or []
+            )
+        ),
+        what="executor-1 running",
+    )
+    k8s.client.cancel_task(task_id)
+    assert k8s.wait(task_id).state == "CANCELED"
+    selector = f"{LABEL}={task_id}"
+    assert k8s.pods(task_id) == []
+    assert k8s.batch.list_namespaced_job(k8s.namespace, label_selector=selector).items == []
+    wait_until(
+        lambda: (
+            not k8s.core.list_namespaced_config_map(k8s.namespace, label_selector=selector).items
+            and not k8s.core.list_namespaced_service_account(k8s.namespace, label_selector=selector).items
+        ),
+        what="the owned objects collected",
+    )
+
+
+def test_trec_token_reads_its_own_pod_and_log_and_nothing_else(
+    k8s: Backend, kubeconfig: str, tmp_path: Path
+) -> None:
+    ids = [k8s.client.create_task(tes.Task(executors=[ex("hang", KWOK_HANG="true")])) for _ in range(2)]
+    pods = [wait_until(lambda t=t: (p := k8s.pods(t)) and p[0], what="Pod") for t in ids]
+    token = service_account_token(k8s.core, k8s.namespace, f"tes-{ids[0]}")
+    own: Any = client.CoreV1Api(
+        __import__("kubernetes").config.new_client_from_config(
+            config_file=str(token_kubeconfig(kubeconfig, token, tmp_path / "kc"))
+        )
+    )
+
+    def status(call: Any) -> int:
+        try:
+            call()
+        except ApiException as exc:
+            return int(exc.status)
+        return 200
+
+    name = pods[0].metadata.name
+    wait_until(lambda: status(lambda: own.read_namespaced_pod(name, k8s.namespace)) == 200, what="the grant")
+    # authorised (kwok may have no log to serve, but the answer is not 403)
+    assert status(lambda: own.read_namespaced_pod_log(name, k8s.namespace, container="trec")) != 403
+    for forbidden in (
+        lambda: own.read_namespaced_pod(pods[1].metadata.name, k8s.namespace),
+        lambda: own.read_namespaced_pod_log(pods[1].metadata.name, k8s.namespace, container="trec"),
+        lambda: own.list_namespaced_pod(k8s.namespace),
+        lambda: own.list_namespaced_secret(k8s.namespace),
+    ):
+        with pytest.raises(ApiException) as denied:
+            forbidden()
+        assert denied.value.status == 403
+    for task_id in ids:
+        k8s.client.cancel_task(task_id)
+        assert k8s.wait(task_id).state == "CANCELED"
+
+
+def test_the_stage_in_filer_fails(
+    api_client: client.ApiClient,
+    kubeconfig: str,
+    namespace: str,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    line = "input 0 (/data/in/x) from s3://bucket/missing: not found"
+    filer = {"KWOK_EXIT_CODE": "1", "KWOK_MESSAGE": line}
+    with backend(api_client, kubeconfig, namespace, database_url, tmp_path, filer_env=filer) as failing:
+        task_id = failing.client.create_task(
+            tes.Task(inputs=[tes.Input(path="/data/in/x", url="s3://bucket/missing")], executors=[ex("a")])
+        )
+        task = failing.wait(task_id)
+    assert task.state == "SYSTEM_ERROR"
+    assert line in task.logs[0].system_logs
+    assert not task.logs[0].logs
+
+
+def test_two_hundred_tasks_reach_the_right_end_and_leave_nothing_behind(
+    api_client: client.ApiClient,
+    kubeconfig: str,
+    namespace: str,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    with backend(
+        api_client, kubeconfig, namespace, database_url, tmp_path, ttl_seconds_after_finished=60
+    ) as k:
+        ids = [
+            k.client.create_task(
+                tes.Task(executors=[ex("a"), ex("b", KWOK_EXIT_CODE=str(3 * (n % 2)))], tags={"batch": "200"})
+            )
+            for n in range(200)
+        ]
+        states: dict[str, str] = {}
+        deadline = time.monotonic() + 600
+        while len(states) < len(ids):
+            assert time.monotonic() < deadline, f"{len(states)} of 200 ended"
+            for task_id in ids:
+                if task_id not in states and (s := k.client.get_task(task_id).state) in TERMINAL:
+                    states[task_id] = s
+            time.sleep(1)
+        assert [states[t] for t in ids] == [
+            "COMPLETE" if n % 2 == 0 else "EXECUTOR_ERROR" for n in range(200)
+        ]
+        owned = set(ids)
+
+        def leftovers() -> list[str]:
+            found = []
+            for kind, items in (
+                ("job", k.batch.list_namespaced_job(namespace).items),
+                ("pod", k.core.list_namespaced_pod(namespace).items),
+                ("configmap", k.core.list_namespaced_config_map(namespace).items),
+                ("serviceaccount", k.core.list_namespaced_service_account(namespace).items),
+                ("claim", k.core.list_namespaced_persistent_volume_claim(namespace).items),
+            ):
+                found += [
+                    f"{kind}/{i.metadata.name}"
+                    for i in items
+                    if (i.metadata.labels or {}).get(LABEL) in owned
+                ]
+            return found
+
+        wait_until(
+            lambda: not leftovers(), timeout=180, interval=2, what="every object collected after the TTL"
+        )
