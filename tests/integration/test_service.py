@@ -11,7 +11,7 @@ from poiesis.domain.states import State
 from poiesis.domain.submission import Rules
 from poiesis.domain.tes import Task, View
 from poiesis.domain.times import rfc3339
-from poiesis.ports.cluster import ClusterUnavailable
+from poiesis.ports.cluster import ClusterRefused, ClusterUnavailable
 from poiesis.services.tasks import TaskService
 from tests.conftest import FakeClock
 
@@ -25,6 +25,7 @@ class FakeCluster:
 
     def __init__(self) -> None:
         self.reachable = True
+        self.refusal: str | None = None
         self.removal_done = True
         self.submitted: list[str] = []
         self.cancelled: list[str] = []
@@ -32,6 +33,8 @@ class FakeCluster:
     async def submit(self, task: Task) -> None:
         if not self.reachable:
             raise ClusterUnavailable("connection refused")
+        if self.refusal:
+            raise ClusterRefused(self.refusal)
         self.submitted.append(task.id)
 
     async def cancel(self, task_id: str) -> bool:
@@ -73,6 +76,16 @@ async def test_an_unreachable_cluster_leaves_the_task_queued_not_lost(
     task_id = await service.create(BODY, owner="alice")
     assert await store.state(task_id) is State.QUEUED
     assert await store.ids_in_states([State.QUEUED]) == [task_id]
+
+
+async def test_a_task_the_cluster_refuses_is_a_system_error_saying_why(
+    service: TaskService, cluster: FakeCluster, store: SqlAlchemyTaskStore
+) -> None:
+    cluster.refusal = "Kubernetes refused the task's objects: 403 exceeded quota: compute-resources"
+    task_id = await service.create(BODY, owner="alice")
+    task = await store.get(task_id)
+    assert task.state is State.SYSTEM_ERROR
+    assert task.logs[0].system_logs == [cluster.refusal]  # type: ignore[index]
 
 
 async def test_cancel_waits_for_the_cluster_to_remove_the_task(

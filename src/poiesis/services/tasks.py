@@ -22,7 +22,7 @@ from poiesis.domain.tes import ListTasksResponse, Task, TaskMinimal, View
 from poiesis.domain.times import rfc3339
 from poiesis.domain.views import render
 from poiesis.ports.clock import Clock
-from poiesis.ports.cluster import Cluster, ClusterUnavailable
+from poiesis.ports.cluster import Cluster, ClusterRefused, ClusterUnavailable
 from poiesis.ports.store import TaskStore
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,12 @@ class TaskService:
             await self._cluster.submit(accepted.task)
         except ClusterUnavailable as exc:
             log.warning("task %s stays QUEUED: cluster unavailable: %s", accepted.task.id, exc)
+        except ClusterRefused as exc:
+            log.warning("task %s: the cluster refused it: %s", accepted.task.id, exc)
+            if await self._store.transition(
+                accepted.task.id, State.SYSTEM_ERROR, now=rfc3339(self._clock.now())
+            ):
+                await self._store.append_system_log(accepted.task.id, str(exc))
         return accepted.task.id
 
     async def get(self, task_id: str, *, view: View, owner: str | None) -> Task | TaskMinimal:

@@ -19,6 +19,7 @@ the task is left. Errors that may pass (the apiserver unreachable, 5xx, 429) rai
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 import time
@@ -39,7 +40,7 @@ from poiesis.adapters.kubernetes.render import (
     render_service_account,
 )
 from poiesis.domain.tes import Task
-from poiesis.ports.cluster import ClusterUnavailable
+from poiesis.ports.cluster import ClusterRefused, ClusterUnavailable
 
 log = logging.getLogger("poiesis.kubernetes")
 T = TypeVar("T")
@@ -52,6 +53,13 @@ def api_client(kubeconfig: str | None) -> client.ApiClient:
         return api
     config.load_incluster_config()
     return client.ApiClient()
+
+
+def _message(exc: ApiException) -> str:
+    try:
+        return str(json.loads(exc.body or "{}").get("message") or exc.reason)
+    except ValueError:
+        return str(exc.reason)
 
 
 def _transient(exc: Exception) -> bool:
@@ -88,6 +96,10 @@ class KubernetesCluster:
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
             if _transient(exc):
                 raise ClusterUnavailable(f"Kubernetes API: {exc}") from exc
+            if isinstance(exc, ApiException):
+                raise ClusterRefused(
+                    f"Kubernetes refused the task's objects: {exc.status} {_message(exc)}"
+                ) from exc
             raise
 
     def _create(self, create: Callable[[], Any]) -> Any:
