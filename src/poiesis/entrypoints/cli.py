@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import time
+from typing import NoReturn
 
 import msgspec
 
@@ -84,6 +85,16 @@ def _wait_file(path: str, timeout: float) -> int:
     return 0
 
 
+def _exit_now(code: int) -> NoReturn:
+    """End a short-lived process without interpreter finalization. The object-store client's
+    runtime threads keep running until the process ends and, caught while the interpreter tears
+    itself down, can abort it (exit by SIGABRT) after all the work is done and reported."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="poiesis", description="GA4GH TES v1.1.0 for Kubernetes")
     parser.add_argument("--version", action="version", version=f"poiesis {__version__}")
@@ -130,9 +141,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "filer":
         from poiesis.entrypoints import filer as filer_process
 
-        return filer_process.main(
+        code = filer_process.main(
             settings, args.direction, args.task, args.root, args.report, args.termination_log
         )
+        _exit_now(code)
     if args.command == "migrate":
         _migrate(settings)
     elif args.command == "serve":
