@@ -106,6 +106,17 @@ async def test_transitions_are_guarded_and_recorded(store: SqlAlchemyTaskStore, 
     assert log.end_time == "2026-01-02T03:04:09.000000Z"
 
 
+async def test_a_reason_is_written_with_its_transition_and_only_then(
+    store: SqlAlchemyTaskStore, clock: FakeClock
+) -> None:
+    task = make_task(clock)
+    await store.create(task, owner="a", system_logs=[])
+    assert await store.transition(task.id, State.SYSTEM_ERROR, now=NOW, reason="input 0: not found")
+    assert not await store.transition(task.id, State.SYSTEM_ERROR, now=NOW, reason="again")
+    assert not await store.transition(task.id, State.EXECUTOR_ERROR, now=NOW, reason="late")
+    assert (await store.get(task.id)).logs[0].system_logs == ["input 0: not found"]  # type: ignore[index]
+
+
 async def test_executor_logs_upsert_and_hide_until_the_exit_code_is_known(
     store: SqlAlchemyTaskStore, clock: FakeClock
 ) -> None:

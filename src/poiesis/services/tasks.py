@@ -71,10 +71,9 @@ class TaskService:
             log.warning("task %s stays QUEUED: cluster unavailable: %s", accepted.task.id, exc)
         except ClusterRefused as exc:
             log.warning("task %s: the cluster refused it: %s", accepted.task.id, exc)
-            if await self._store.transition(
-                accepted.task.id, State.SYSTEM_ERROR, now=rfc3339(self._clock.now())
-            ):
-                await self._store.append_system_log(accepted.task.id, str(exc))
+            await self._store.transition(
+                accepted.task.id, State.SYSTEM_ERROR, now=rfc3339(self._clock.now()), reason=str(exc)
+            )
         return accepted.task.id
 
     async def get(self, task_id: str, *, view: View, owner: str | None) -> Task | TaskMinimal:

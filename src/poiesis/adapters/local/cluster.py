@@ -97,10 +97,12 @@ class LocalCluster:
         """Settle what a previous process left behind, then run the tasks still QUEUED."""
         self._workspaces.mkdir(parents=True, exist_ok=True)
         for task_id in await self._store.ids_in_states(IN_FLIGHT):
-            await self._store.append_system_log(
-                task_id, "the server stopped while this task was running; its progress is lost"
+            await self._store.transition(
+                task_id,
+                State.SYSTEM_ERROR,
+                now=self._now(),
+                reason="the server stopped while this task was running; its progress is lost",
             )
-            await self._store.transition(task_id, State.SYSTEM_ERROR, now=self._now())
             self._remove_workspace(task_id)
             log.warning("task %s was in flight when the server stopped: SYSTEM_ERROR", task_id)
         for task_id in await self._store.ids_in_states([State.CANCELING]):
@@ -142,8 +144,7 @@ class LocalCluster:
                     self._remove_workspace(task.id)
 
     async def _fail(self, task_id: str, line: str) -> None:
-        if await self._store.transition(task_id, State.SYSTEM_ERROR, now=self._now()):
-            await self._store.append_system_log(task_id, line)
+        await self._store.transition(task_id, State.SYSTEM_ERROR, now=self._now(), reason=line)
 
     async def _plan(self, task: Task) -> None:
         if not await self._store.transition(task.id, State.INITIALIZING, now=self._now()):

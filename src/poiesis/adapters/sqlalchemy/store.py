@@ -138,7 +138,7 @@ class SqlAlchemyTaskStore:
         except IntegrityError as exc:
             raise Conflict(f"task {task.id} already exists") from exc
 
-    async def transition(self, task_id: str, target: State, *, now: str) -> bool:
+    async def transition(self, task_id: str, target: State, *, now: str, reason: str | None = None) -> bool:
         at = parse_time(now)
         async with self._engine.begin() as conn:
             current = await self._locked_state(conn, task_id)
@@ -165,6 +165,12 @@ class SqlAlchemyTaskStore:
                     sa.update(t.task_log)
                     .where(t.task_log.c.task_id == task_id, t.task_log.c.end_time.is_(None))
                     .values(end_time=at)
+                )
+            if reason is not None:
+                await self._ensure_log(conn, task_id)
+                await conn.execute(
+                    sa.insert(t.system_log),
+                    [{"task_id": task_id, "attempt": ATTEMPT, "line": reason}],
                 )
             return True
 
