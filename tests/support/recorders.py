@@ -6,6 +6,7 @@ an API token bound to the task's ServiceAccount (a TokenRequest), written into a
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from typing import Any
 
 import yaml
 from kubernetes import client, watch
+from kubernetes.client.exceptions import ApiException
 
 TASK_LABEL = "poiesis.io/task"
 
@@ -136,7 +138,12 @@ class Recorders:
         with self.slots:
             if self.stopped.is_set():
                 return
-            process = self.start(pod_name, task_id)
+            try:
+                process = self.start(pod_name, task_id)
+            except ApiException as exc:
+                if exc.status == 404:
+                    return  # the task's objects are gone already (cancelled, or cleaned up)
+                raise
             _, status, usage = os.wait4(process.pid, 0)  # reaped here, to read its peak RSS
             process.returncode = os.waitstatus_to_exitcode(status)
             self.peak_rss[pod_name] = usage.ru_maxrss * 1024
@@ -154,6 +161,8 @@ class Recorders:
                 ):
                     pod = event["object"]
                     name = pod.metadata.name
+                    if self.stopped.is_set():
+                        break
                     if event["type"] == "ADDED" and name not in seen:
                         seen.add(name)
                         task_id = pod.metadata.labels[TASK_LABEL]
@@ -162,5 +171,96 @@ class Recorders:
                         break
             except Exception:  # noqa: BLE001 (a dropped watch is reopened)
                 self.stopped.wait(0.5)
+            finally:
+                stream.stop()
+
+
+class InProcessRecorders:
+    """One recorder per task Pod like `Recorders`, but as coroutines of this process sharing one
+    database pool: for hundreds of Pods at once on a two-core machine, where a process per Pod
+    (each on its own node in a real cluster) would measure the machine, not Poiesis. Each still
+    reads its Pod with a token bound to its task's own ServiceAccount."""
+
+    def __init__(
+        self, api: client.ApiClient, kubeconfig: str, namespace: str, database_url: str, work: Path
+    ) -> None:
+        self.helper = Recorders(api, kubeconfig, namespace, database_url, work)
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.watcher = threading.Thread(target=self._watch, daemon=True)
+        self.stopping: asyncio.Event | None = None
+        self.failures: list[BaseException] = []
+
+    def __enter__(self) -> InProcessRecorders:
+        from poiesis.adapters.sqlalchemy.engine import create_engine
+        from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore
+
+        self.thread.start()
+
+        async def setup() -> None:
+            self.stopping = asyncio.Event()
+            self.engine = create_engine(self.helper.database_url, pool_size=10)
+            self.store = SqlAlchemyTaskStore(self.engine, reader=self.engine)
+
+        asyncio.run_coroutine_threadsafe(setup(), self.loop).result()
+        self.watcher.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.helper.stopped.set()
+
+        async def teardown() -> None:
+            assert self.stopping is not None
+            self.stopping.set()
+            pending = asyncio.all_tasks() - {asyncio.current_task()}
+            if pending:
+                _, late = await asyncio.wait(pending, timeout=15)
+                for task in late:
+                    task.cancel()
+                await asyncio.gather(*late, return_exceptions=True)
+            await self.engine.dispose()
+
+        asyncio.run_coroutine_threadsafe(teardown(), self.loop).result(30)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.watcher.join(10)
+        self.loop.close()
+
+    async def _record(self, pod_name: str, task_id: str) -> None:
+        from poiesis.adapters.kubernetes.podapi import PodApi
+        from poiesis.entrypoints.trec import config_from_env, record
+
+        env = await asyncio.to_thread(self.helper.env_for, pod_name, task_id)
+        cfg = config_from_env(env | {"POIESIS_DATABASE_URL": self.helper.database_url})
+        api = PodApi(cfg.api_server or "", cfg.token_file, cfg.ca_file)
+        try:
+            assert self.stopping is not None
+            await record(cfg, self.store, api, self.stopping)
+        except BaseException as exc:  # noqa: BLE001 (kept for the test to report)
+            self.failures.append(exc)
+        finally:
+            await api.aclose()
+
+    def _watch(self) -> None:
+        seen: set[str] = set()
+        core = self.helper.core
+        while not self.helper.stopped.is_set():
+            stream = watch.Watch()
+            try:
+                for event in stream.stream(
+                    core.list_namespaced_pod,
+                    self.helper.namespace,
+                    label_selector=TASK_LABEL,
+                    timeout_seconds=5,
+                ):
+                    pod = event["object"]
+                    if event["type"] == "ADDED" and pod.metadata.name not in seen:
+                        seen.add(pod.metadata.name)
+                        coro = self._record(pod.metadata.name, pod.metadata.labels[TASK_LABEL])
+                        asyncio.run_coroutine_threadsafe(coro, self.loop)
+                    if self.helper.stopped.is_set():
+                        break
+            except Exception:  # noqa: BLE001 (a dropped watch is reopened)
+                self.helper.stopped.wait(0.5)
             finally:
                 stream.stop()

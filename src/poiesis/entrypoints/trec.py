@@ -127,8 +127,7 @@ class Recorder:
                 case lifecycle.OutputsUploaded():
                     await store.add_output_files(task_id, await asyncio.to_thread(self._outputs))
                 case lifecycle.SystemFailure(reason=reason):
-                    if await store.transition(task_id, State.SYSTEM_ERROR, now=now):
-                        await store.append_system_log(task_id, reason)
+                    await store.transition(task_id, State.SYSTEM_ERROR, now=now, reason=reason)
         if is_terminal(progress.state) and self._written is None:
             await store.transition(task_id, progress.state, now=now)
             self._written = progress.state
@@ -190,21 +189,15 @@ async def follow(recorder: Recorder, api: PodApi, cfg: Config) -> None:
             await asyncio.sleep(1)
 
 
-async def run(cfg: Config) -> int:
-    engine = create_engine(cfg.database_url, writer=True, pool_size=0)
-    store = SqlAlchemyTaskStore(engine, reader=engine)
-    api = PodApi(cfg.api_server, cfg.token_file, cfg.ca_file) if cfg.api_server else PodApi.in_cluster()
+async def record(cfg: Config, store: SqlAlchemyTaskStore, api: PodApi, stopping: asyncio.Event) -> None:
+    """Follow the Pod until its end is recorded, it is gone, or `stopping` is set; then, if stopped
+    early, look at the Pod once more (it is ending) and record what it shows."""
     recorder = Recorder(cfg, store, api)
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stopping.set)
     following = asyncio.create_task(follow(recorder, api, cfg))
     stopped = asyncio.create_task(stopping.wait())
     try:
         await asyncio.wait({following, stopped}, return_when=asyncio.FIRST_COMPLETED)
         if not following.done():
-            # Stopping (the Pod is ending): one last look at the Pod as it is now.
             following.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await following
@@ -214,6 +207,19 @@ async def run(cfg: Config) -> int:
             following.result()
     finally:
         stopped.cancel()
+
+
+async def run(cfg: Config) -> int:
+    engine = create_engine(cfg.database_url, writer=True, pool_size=0)
+    store = SqlAlchemyTaskStore(engine, reader=engine)
+    api = PodApi(cfg.api_server, cfg.token_file, cfg.ca_file) if cfg.api_server else PodApi.in_cluster()
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        await record(cfg, store, api, stopping)
+    finally:
         await api.aclose()
         await engine.dispose()
     return 0

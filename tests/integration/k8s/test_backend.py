@@ -23,7 +23,7 @@ from poiesis.adapters.sqlalchemy.engine import create_engine
 from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore
 from tests.conftest import fresh_postgres_url_sync
 from tests.integration.k8s.conftest import wait_until
-from tests.support.recorders import Recorders, service_account_token, token_kubeconfig
+from tests.support.recorders import InProcessRecorders, Recorders, service_account_token, token_kubeconfig
 from tests.support.server import Server, running_server
 
 pytestmark = pytest.mark.postgres
@@ -35,7 +35,7 @@ LABEL = "poiesis.io/task"
 class Backend:
     server: Server
     client: tes.HTTPClient
-    recorders: Recorders
+    recorders: Any
     namespace: str
     database_url: str
     core: Any
@@ -75,7 +75,13 @@ def namespace(api_client: client.ApiClient) -> Iterator[str]:
 
 @contextmanager
 def backend(
-    api_client: client.ApiClient, kubeconfig: str, namespace: str, database_url: str, work: Path, **pods: Any
+    api_client: client.ApiClient,
+    kubeconfig: str,
+    namespace: str,
+    database_url: str,
+    work: Path,
+    recorders: type[Recorders] | type[InProcessRecorders] = Recorders,
+    **pods: Any,
 ) -> Iterator[Backend]:
     settings = {
         "namespace": namespace,
@@ -96,12 +102,12 @@ def backend(
     env = {"POIESIS_CONFIG": str(config), "POIESIS_LOG_FORMAT": "text"}
     with (
         running_server("api", database_url, work, env) as server,
-        Recorders(api_client, kubeconfig, namespace, database_url, work) as recorders,
+        recorders(api_client, kubeconfig, namespace, database_url, work) as running_recorders,
     ):
         yield Backend(
             server=server,
             client=tes.HTTPClient(server.url, timeout=10),
-            recorders=recorders,
+            recorders=running_recorders,
             namespace=namespace,
             database_url=database_url,
             core=client.CoreV1Api(api_client),
@@ -320,7 +326,13 @@ def test_two_hundred_tasks_reach_the_right_end_and_leave_nothing_behind(
     tmp_path: Path,
 ) -> None:
     with backend(
-        api_client, kubeconfig, namespace, database_url, tmp_path, ttl_seconds_after_finished=60
+        api_client,
+        kubeconfig,
+        namespace,
+        database_url,
+        tmp_path,
+        InProcessRecorders,
+        ttl_seconds_after_finished=30,
     ) as k:
         ids = [
             k.client.create_task(

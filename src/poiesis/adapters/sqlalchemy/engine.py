@@ -9,14 +9,15 @@ read-then-update never fails half-way with "database is locked", and they wait f
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import NullPool
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -77,6 +78,9 @@ def create_engine(url: str, *, writer: bool = True, pool_size: int = 20) -> Asyn
 
 
 def alembic_config(connection: Connection | None = None) -> Config:
+    # alembic is imported where it is used: the recorder in every task Pod never migrates.
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
     cfg.attributes["connection"] = connection
@@ -85,6 +89,8 @@ def alembic_config(connection: Connection | None = None) -> Config:
 
 async def migrate(engine: AsyncEngine, revision: str = "head") -> None:
     """Bring the schema to `revision`. Safe to run concurrently on PostgreSQL (an advisory lock)."""
+
+    from alembic import command
 
     def upgrade(connection: Connection) -> None:
         if connection.dialect.name == "postgresql":
