@@ -115,6 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     filer.add_argument("--report", help="write the result as JSON here")
     filer.add_argument("--termination-log", help="write a failure's message here")
     sub.add_parser("trec", help="the Task Recorder (the sidecar of each task Pod)")
+    sub.add_parser("tctl", help="the Task Controller (leader-elected; heals what trec cannot record)")
     wait_file = sub.add_parser("wait-file", help="wait until a file exists (the task Pod's main container)")
     wait_file.add_argument("path")
     wait_file.add_argument("--timeout", type=float, default=120.0)
@@ -138,6 +139,10 @@ def main(argv: list[str] | None = None) -> int:
         from poiesis.entrypoints import trec
 
         return asyncio.run(trec.run(trec.config_from_env()))
+    if args.command == "tctl":
+        from poiesis.entrypoints import tctl
+
+        return asyncio.run(tctl.run(settings))
     if args.command == "filer":
         from poiesis.entrypoints import filer as filer_process
 

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from poiesis.adapters.kubernetes.controller import ControllerSettings
 from poiesis.adapters.kubernetes.render import PodSettings
 
 PREFIX = "POIESIS_"
@@ -44,6 +45,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """Kubernetes backend: a kubeconfig file; unset, the in-cluster service account."""
     kubernetes: PodSettings = PodSettings()
     """Kubernetes backend: how task Pods are made (a `[kubernetes]` table in the TOML file)."""
+    tctl: ControllerSettings = ControllerSettings()
+    """The Task Controller (`poiesis tctl`; a `[tctl]` table in the TOML file)."""
     local_runtime: Literal["auto", "docker", "podman", "bwrap"] = "auto"
     """How the local backend runs executors: `auto` uses Docker or Podman when its engine answers,
     otherwise the bubblewrap sandbox."""

@@ -90,7 +90,9 @@ class KubernetesCluster:
     def namespace(self) -> str:
         return self.settings.namespace
 
-    async def _call(self, action: Callable[[], T]) -> T:
+    async def call(self, action: Callable[[], T]) -> T:
+        """Run a blocking API call in a thread; transient errors raise ClusterUnavailable, other
+        refusals ClusterRefused."""
         try:
             return await asyncio.to_thread(action)
         except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
@@ -137,7 +139,7 @@ class KubernetesCluster:
             self._batch.patch_namespaced_job(name, ns, {"spec": {"suspend": False}})
 
     async def submit(self, task: Task) -> None:
-        await self._call(lambda: self._submit(task))
+        await self.call(lambda: self._submit(task))
 
     def _cancel(self, task_id: str) -> bool:
         ns = self.namespace
@@ -165,7 +167,7 @@ class KubernetesCluster:
         return False
 
     async def cancel(self, task_id: str) -> bool:
-        return await self._call(lambda: self._cancel(task_id))
+        return await self.call(lambda: self._cancel(task_id))
 
     # trec's access to its own Pod
 

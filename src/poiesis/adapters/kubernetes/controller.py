@@ -1,0 +1,341 @@
+"""The Task Controller's reconciler: the backstop that brings every task to a true terminal state.
+
+The recorder in each Pod writes every state as it happens; this covers what it cannot: a Pod that
+ended or vanished with no terminal state written (recorder killed, node lost, Pod evicted), a Pod
+that cannot start, a QUEUED task whose Job was never created (the API died after the commit, or the
+cluster was unreachable), a CANCELING task whose objects remain, and objects of tasks the database
+does not know.
+
+A pass reconciles one task id from the database and the cluster as they are now (level-triggered):
+a second pass changes nothing, a missed event costs latency, never correctness. The work queue
+holds each id once and gives it to one worker at a time; different tasks run in parallel.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Hashable
+from typing import Any, Protocol
+
+import msgspec
+
+from poiesis.adapters.kubernetes import diagnose, observe
+from poiesis.domain import lifecycle
+from poiesis.domain.errors import TaskNotFound
+from poiesis.domain.states import State, is_terminal
+from poiesis.domain.tes import Task, View
+from poiesis.domain.times import parse_time, rfc3339
+from poiesis.ports.cluster import ClusterRefused, ClusterUnavailable
+from poiesis.ports.store import StoreUnavailable, TaskStore
+
+log = logging.getLogger("poiesis.tctl")
+
+NON_TERMINAL = [State.QUEUED, State.INITIALIZING, State.RUNNING, State.CANCELING]
+
+
+class ControllerSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
+    lease_name: str = "poiesis-tctl"
+    lease_seconds: float = 15.0
+    """Another replica takes over this long after the leader stops renewing."""
+    renew_deadline_seconds: float = 10.0
+    """The leader stops acting when it could not renew for this long."""
+    retry_seconds: float = 2.0
+    workers: int = 8
+    """Tasks reconciled at once."""
+    resync_seconds: float = 60.0
+    """Every non-terminal task is reconciled at least this often, events or not."""
+    ended_grace_seconds: float = 10.0
+    """How long after its Pod ended a task's recorder is given to record the end itself."""
+    queued_grace_seconds: float = 30.0
+    """How old a QUEUED task with no Job must be before the controller creates the Job."""
+    start_timeout_seconds: float = 600.0
+    """How long a Pod may be unable to start (image not pulled, no node fits) before the task
+    fails as SYSTEM_ERROR and its Job is removed."""
+    delete_orphans: bool = True
+    """Remove Jobs and Pods labelled for a task the database does not know."""
+
+
+class TaskObjects(Protocol):
+    """The controller's view of the cluster: an informer's cache of task Pods, plus reads and writes."""
+
+    def pod(self, task_id: str) -> tuple[dict[str, Any], bool] | None:
+        """The task's Pod as last seen, and whether it was deleted (then this is its last status)."""
+        ...
+
+    def forget(self, task_id: str) -> None:
+        """Drop what is kept of a deleted Pod once its task is settled."""
+        ...
+
+    async def job(self, task_id: str) -> dict[str, Any] | None: ...
+
+    def needs_release(self, job: dict[str, Any]) -> bool:
+        """The Job is still suspended and no admission controller (Kueue) will release it."""
+        ...
+
+    async def known(self) -> set[str]:
+        """Every task id the cluster holds a Job or Pod for."""
+        ...
+
+    async def submit(self, task: Task) -> None: ...
+
+    async def remove(self, task_id: str) -> bool:
+        """Delete the task's Job and Pods; True once no Pod of the task is left."""
+        ...
+
+    async def event(self, task_id: str, reason: str, message: str, *, warning: bool) -> None:
+        """A Kubernetes event on the task's Job (best effort)."""
+        ...
+
+
+class WorkQueue:
+    """Ids to reconcile: each held once, each handed to one worker at a time. An id added while a
+    worker has it is handed out again when that worker is done."""
+
+    def __init__(self) -> None:
+        self._ready: asyncio.Queue[Hashable] = asyncio.Queue()
+        self._queued: set[Hashable] = set()
+        self._active: set[Hashable] = set()
+        self._again: set[Hashable] = set()
+
+    def __len__(self) -> int:
+        return len(self._queued)
+
+    def add(self, key: Hashable) -> None:
+        if key in self._active:
+            self._again.add(key)
+        elif key not in self._queued:
+            self._queued.add(key)
+            self._ready.put_nowait(key)
+
+    def add_after(self, key: Hashable, seconds: float) -> None:
+        asyncio.get_running_loop().call_later(max(0.0, seconds), self.add, key)
+
+    async def get(self) -> Hashable:
+        key = await self._ready.get()
+        self._queued.discard(key)
+        self._active.add(key)
+        return key
+
+    def done(self, key: Hashable) -> None:
+        self._active.discard(key)
+        if key in self._again:
+            self._again.discard(key)
+            self.add(key)
+
+
+class Controller:
+    def __init__(
+        self,
+        store: TaskStore,
+        objects: TaskObjects,
+        settings: ControllerSettings,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        now: Callable[[], str] | None = None,
+    ) -> None:
+        self.store = store
+        self.objects = objects
+        self.settings = settings
+        self.queue = WorkQueue()
+        self._monotonic = monotonic
+        self._now = now or (lambda: rfc3339_now())
+        self._ended_seen: dict[str, float] = {}
+        self._stuck_seen: dict[str, float] = {}
+        self.actions: list[tuple[str, str]] = []
+        """(task id, action) in the order taken, for tests and benchmarks."""
+
+    # One pass
+
+    async def reconcile(self, task_id: str) -> None:
+        try:
+            task = await self.store.get(task_id, view=View.FULL)
+        except TaskNotFound:
+            await self._orphan(task_id)
+            return
+        if is_terminal(task.state):
+            self._settled(task_id)
+            return
+        if task.state is State.CANCELING:
+            await self._finish_cancel(task)
+            return
+        seen = self.objects.pod(task_id)
+        if seen is not None:
+            pod, deleted = seen
+            if await self._pod_ended(task, pod, deleted):
+                return
+            await self._pod_cannot_start(task, pod)
+            return
+        if task.state is State.QUEUED:
+            await self._queued_without_pod(task)
+            return
+        # INITIALIZING or RUNNING, and no Pod in the cache: ask the API itself.
+        job = await self.objects.job(task_id)
+        if job is None:
+            await self._write(
+                task,
+                diagnose.Verdict(
+                    State.SYSTEM_ERROR,
+                    "Gone",
+                    "the task's Job and Pod are gone and nothing recorded the task's end",
+                ),
+            )
+        elif (failed := diagnose.job_failed(job)) is not None:
+            await self._write(task, failed)
+
+    async def _pod_ended(self, task: Task, pod: dict[str, Any], deleted: bool) -> bool:
+        verdict = diagnose.ended(task, pod, deleted=deleted)
+        if verdict is None:
+            self._ended_seen.pop(task.id, None)
+            return False
+        # The recorder writes the end itself as the Pod ends; give it time before writing for it.
+        first = self._ended_seen.setdefault(task.id, self._monotonic())
+        wait = self.settings.ended_grace_seconds - (self._monotonic() - first)
+        if wait > 0 and not deleted:
+            self.queue.add_after(task.id, wait)
+            return True
+        await self._record_steps(task, pod)
+        await self._write(task, verdict)
+        return True
+
+    async def _pod_cannot_start(self, task: Task, pod: dict[str, Any]) -> None:
+        found = diagnose.stuck(pod)
+        if found is None:
+            self._stuck_seen.pop(task.id, None)
+            return
+        first = self._stuck_seen.setdefault(task.id, self._monotonic())
+        wait = self.settings.start_timeout_seconds - (self._monotonic() - first)
+        if wait > 0:
+            self.queue.add_after(task.id, min(wait, self.settings.resync_seconds))
+            return
+        line = f"{found.line} (for {self.settings.start_timeout_seconds:g} s); the task's Job was removed"
+        await self.objects.remove(task.id)
+        await self._write(task, diagnose.Verdict(State.SYSTEM_ERROR, found.reason, line))
+
+    async def _queued_without_pod(self, task: Task) -> None:
+        age = (parse_time(self._now()) - parse_time(task.creation_time or self._now())).total_seconds()
+        if age < self.settings.queued_grace_seconds:
+            self.queue.add_after(task.id, self.settings.queued_grace_seconds - age)
+            return
+        job = await self.objects.job(task.id)
+        if job is not None:
+            if (failed := diagnose.job_failed(job)) is not None:
+                await self._write(task, failed)
+            if not self.objects.needs_release(job):
+                return  # its Pod is on the way (or Kueue holds the Job)
+        try:
+            await self.objects.submit(task)
+        except ClusterRefused as exc:
+            await self._write(task, diagnose.Verdict(State.SYSTEM_ERROR, "Refused", str(exc)))
+            return
+        what = "created the missing Job" if job is None else "released the Job left suspended"
+        self._act(task.id, what)
+        await self.objects.event(task.id, "JobSubmitted", f"the Task Controller {what}", warning=False)
+
+    async def _finish_cancel(self, task: Task) -> None:
+        if not await self.objects.remove(task.id):
+            self.queue.add_after(task.id, 2.0)
+            return
+        if await self.store.transition(task.id, State.CANCELED, now=self._now()):
+            self._act(task.id, "CANCELED: the task's objects are gone")
+        self._settled(task.id)
+
+    async def _orphan(self, task_id: str) -> None:
+        if not self.settings.delete_orphans:
+            return
+        if self.objects.pod(task_id) is None and await self.objects.job(task_id) is None:
+            return
+        if await self.objects.remove(task_id):
+            self._act(task_id, "removed the objects of a task the database does not know")
+            self.objects.forget(task_id)
+        else:
+            self.queue.add_after(task_id, 2.0)
+
+    # Writes
+
+    async def _record_steps(self, task: Task, pod: dict[str, Any]) -> None:
+        """Executor logs and the states on the way, as far as the Pod status shows them."""
+        for event in observe.events(task, pod):
+            match event:
+                case lifecycle.StagingStarted():
+                    await self.store.transition(task.id, State.INITIALIZING, now=self._now())
+                case lifecycle.ExecutorStarted(index=index, at=at):
+                    await self.store.transition(task.id, State.RUNNING, now=_iso(at))
+                    await self.store.record_executor(task.id, index, start_time=_iso(at))
+                case lifecycle.ExecutorExited(index=index, exit_code=code, at=at):
+                    await self.store.record_executor(task.id, index, end_time=_iso(at), exit_code=code)
+
+    async def _write(self, task: Task, verdict: diagnose.Verdict) -> None:
+        if await self.store.transition(task.id, verdict.state, now=self._now(), reason=verdict.line):
+            await self.store.set_metadata(task.id, {"termination_reason": verdict.reason})
+            self._act(task.id, f"{verdict.state.value} ({verdict.reason}): {verdict.line}")
+            await self.objects.event(
+                task.id,
+                f"Task{verdict.state.value.title().replace('_', '')}",
+                verdict.line,
+                warning=verdict.state is not State.COMPLETE,
+            )
+        self._settled(task.id)
+
+    def _act(self, task_id: str, action: str) -> None:
+        self.actions.append((task_id, action))
+        log.info("task %s: %s", task_id, action)
+
+    def _settled(self, task_id: str) -> None:
+        self._ended_seen.pop(task_id, None)
+        self._stuck_seen.pop(task_id, None)
+        self.objects.forget(task_id)
+
+    # Running
+
+    async def worker(self) -> None:
+        while True:
+            task_id = str(await self.queue.get())
+            try:
+                await self.reconcile(task_id)
+            except (ClusterUnavailable, StoreUnavailable) as exc:
+                log.warning("task %s: will retry: %s", task_id, exc)
+                self.queue.add_after(task_id, 2.0)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("task %s: reconciling failed; will retry", task_id)
+                self.queue.add_after(task_id, 5.0)
+            finally:
+                self.queue.done(task_id)
+
+    async def resync(self) -> None:
+        """Queue every non-terminal task, and every task the cluster holds objects for, now and
+        every `resync_seconds`."""
+        while True:
+            ids: set[str] = set()
+            try:
+                ids.update(await self.store.ids_in_states(NON_TERMINAL))
+            except StoreUnavailable as exc:
+                log.warning("resync: the database is unavailable: %s", exc)
+            if self.settings.delete_orphans:
+                try:
+                    ids.update(await self.objects.known())
+                except ClusterUnavailable as exc:
+                    log.warning("resync: the Kubernetes API is unavailable: %s", exc)
+            for task_id in sorted(ids):
+                self.queue.add(task_id)
+            await asyncio.sleep(self.settings.resync_seconds)
+
+    async def run(self) -> None:
+        """Act until cancelled (leadership lost): the workers and the resync."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self.resync())
+            for _ in range(self.settings.workers):
+                group.create_task(self.worker())
+
+
+def _iso(value: Any) -> str:
+    return value if isinstance(value, str) else rfc3339(value)
+
+
+def rfc3339_now() -> str:
+    from datetime import UTC, datetime
+
+    return rfc3339(datetime.now(UTC))

@@ -1,0 +1,189 @@
+"""What Kubernetes says about a task whose recorder could not say it (pure: Pods and Jobs as dicts).
+
+The Task Controller uses this when a Pod has ended, was deleted, or cannot start, and the database
+still holds no terminal state. The state follows from the Pod's own status, never from a timer
+guess:
+
+| what Kubernetes shows                                              | state          |
+|--------------------------------------------------------------------|----------------|
+| the recorded steps already decide it (an executor exited non-zero, | as the steps   |
+| the outputs were uploaded, a filer failed)                         |                |
+| an executor container `OOMKilled`                                  | EXECUTOR_ERROR |
+| a Poiesis container (trec, setup, the filers) `OOMKilled`          | SYSTEM_ERROR   |
+| evicted (`Evicted`, node pressure, the Eviction API), preempted by | PREEMPTED      |
+| the scheduler, or the node was lost (deleted, tainted away):       |                |
+| capacity the cluster took back; the task itself did not fail       |                |
+| the Job's deadline (`DeadlineExceeded`) or any other Pod failure   | SYSTEM_ERROR   |
+| an image that cannot be pulled, no node that fits, a volume claim  | SYSTEM_ERROR   |
+| that never binds (after the controller's start timeout)            |                |
+
+`reason` is a short machine-readable word (the Kubernetes reason where there is one); it goes to
+the task log's `metadata` as `termination_reason`, and `line` to `system_logs`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from poiesis.adapters.kubernetes import observe
+from poiesis.domain.states import State, is_terminal
+from poiesis.domain.tes import Task
+
+# Conditions of type DisruptionTarget: the Pod is being removed by the cluster, not by its own end.
+_TAKEN_BACK = {
+    "PreemptionByScheduler": "preempted by a higher-priority Pod",
+    "EvictionByEvictionAPI": "evicted through the Eviction API (e.g. a node drain)",
+    "TerminationByKubelet": "evicted by the node (resource pressure or shutdown)",
+    "DeletionByTaintManager": "removed from a node that became unavailable (taint)",
+    "DeletionByPodGC": "the node it ran on was lost",
+}
+
+_CANNOT_START = {
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+}
+
+_UNSCHEDULABLE = ("PodScheduled", "False", "Unschedulable")
+
+POIESIS_CONTAINERS = {"trec", "setup", "tif", "tof", "done"}
+
+
+class Verdict(msgspec.Struct, frozen=True):
+    state: State
+    reason: str
+    line: str
+
+
+class Stuck(msgspec.Struct, frozen=True):
+    reason: str
+    line: str
+
+
+def _status(obj: dict[str, Any]) -> dict[str, Any]:
+    return obj.get("status") or {}
+
+
+def phase(pod: dict[str, Any]) -> str:
+    return str(_status(pod).get("phase") or "")
+
+
+def has_ended(pod: dict[str, Any]) -> bool:
+    return phase(pod) in ("Succeeded", "Failed")
+
+
+def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    for cond in _status(obj).get("conditions") or []:
+        if cond.get("type") == kind and cond.get("status") == "True":
+            return dict(cond)
+    return None
+
+
+def _all_statuses(pod: dict[str, Any]) -> list[dict[str, Any]]:
+    status = _status(pod)
+    return list(status.get("initContainerStatuses") or []) + list(status.get("containerStatuses") or [])
+
+
+def _taken_back(pod: dict[str, Any]) -> Verdict | None:
+    status = _status(pod)
+    disruption = _condition(pod, "DisruptionTarget")
+    if status.get("reason") == "Evicted" or disruption is not None:
+        kind = (disruption or {}).get("reason") or "Evicted"
+        why = _TAKEN_BACK.get(kind, "evicted")
+        detail = status.get("message") or (disruption or {}).get("message") or ""
+        line = f"the cluster took the task's Pod back: {why} ({kind})"
+        return Verdict(State.PREEMPTED, kind, f"{line}: {detail}" if detail else line)
+    return None
+
+
+def _oom(task: Task, pod: dict[str, Any]) -> Verdict | None:
+    for status in _all_statuses(pod):
+        terminated = (status.get("state") or {}).get("terminated") or {}
+        if terminated.get("reason") != "OOMKilled":
+            continue
+        name = str(status.get("name"))
+        if name.startswith("executor-"):
+            ram = task.resources.ram_gb if task.resources else None
+            limit = f" of {ram:g} GB" if ram else ""
+            return Verdict(
+                State.EXECUTOR_ERROR,
+                "OOMKilled",
+                f"executor {name.removeprefix('executor-')} was killed for using more than its memory"
+                f"{limit} (OOMKilled, exit code {terminated.get('exitCode')})",
+            )
+        return Verdict(
+            State.SYSTEM_ERROR, "OOMKilled", f"the Poiesis container {name} ran out of memory (OOMKilled)"
+        )
+    return None
+
+
+def ended(task: Task, pod: dict[str, Any], *, deleted: bool = False) -> Verdict | None:
+    """The task's end as the Pod shows it: the Pod has ended, or it was deleted (`deleted`, this is
+    its last known status). None while the Pod is still going."""
+    if not (has_ended(pod) or deleted):
+        return None
+    for found in (_taken_back(pod), _oom(task, pod)):
+        if found is not None:
+            return found
+    progress = observe.progress(task, pod)
+    if is_terminal(progress.state):
+        if progress.state is State.SYSTEM_ERROR and progress.system_logs:
+            return Verdict(State.SYSTEM_ERROR, "Error", progress.system_logs[-1])
+        line = "the recorder did not record the task's end (Kubernetes shows it)"
+        if task.outputs and progress.state is State.COMPLETE:
+            line += "; the output file logs are not known"
+        reason = "Completed" if progress.state is State.COMPLETE else "Error"
+        return Verdict(progress.state, reason, line)
+    status = _status(pod)
+    if deleted and not has_ended(pod):
+        return Verdict(State.SYSTEM_ERROR, "Deleted", "the task's Pod was deleted before the task finished")
+    reason = str(status.get("reason") or "Error")
+    detail = status.get("message") or _failed_container(pod) or "no reason given"
+    return Verdict(State.SYSTEM_ERROR, reason, f"the task's Pod failed ({reason}): {detail}")
+
+
+def _failed_container(pod: dict[str, Any]) -> str | None:
+    for status in _all_statuses(pod):
+        terminated = (status.get("state") or {}).get("terminated") or {}
+        if terminated and terminated.get("exitCode") not in (0, None):
+            return (
+                f"container {status.get('name')} exited with {terminated.get('exitCode')}"
+                f" ({terminated.get('reason') or 'Error'})"
+            )
+    return None
+
+
+def stuck(pod: dict[str, Any]) -> Stuck | None:
+    """Why the Pod cannot start, if Kubernetes says so: an image that cannot be pulled, a container
+    that cannot be created, or no node that fits (which includes a claim that never binds)."""
+    if has_ended(pod) or (pod.get("metadata") or {}).get("deletionTimestamp"):
+        return None
+    for status in _all_statuses(pod):
+        waiting = (status.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in _CANNOT_START:
+            image = status.get("image") or ""
+            message = waiting.get("message") or ""
+            line = f"container {status.get('name')} cannot start ({waiting['reason']})"
+            line += f": image {image}" if image else ""
+            return Stuck(str(waiting["reason"]), f"{line}: {message}" if message else line)
+    for cond in _status(pod).get("conditions") or []:
+        if (cond.get("type"), cond.get("status"), cond.get("reason")) == _UNSCHEDULABLE:
+            message = cond.get("message") or "no node fits the task"
+            return Stuck("Unschedulable", f"the task's Pod cannot be scheduled: {message}")
+    return None
+
+
+def job_failed(job: dict[str, Any]) -> Verdict | None:
+    """A Job that failed without a Pod to show why (e.g. its deadline passed before one started)."""
+    failed = _condition(job, "Failed")
+    if failed is None:
+        return None
+    reason = str(failed.get("reason") or "Failed")
+    detail = failed.get("message") or ""
+    line = f"the task's Job failed ({reason})" + (f": {detail}" if detail else "")
+    return Verdict(State.SYSTEM_ERROR, reason, line)

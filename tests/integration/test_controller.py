@@ -1,0 +1,260 @@
+"""The Task Controller's passes against the real store (SQLite and PostgreSQL) and a fake cluster."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from poiesis.adapters.kubernetes.controller import Controller, ControllerSettings, WorkQueue
+from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore
+from poiesis.domain.states import State
+from poiesis.domain.tes import Task
+from poiesis.domain.times import rfc3339
+from tests.builders import make_task
+from tests.conftest import FakeClock
+from tests.support.pods import disruption, pod, running, terminated, unschedulable, waiting
+
+SETTINGS = ControllerSettings(ended_grace_seconds=10, queued_grace_seconds=30, start_timeout_seconds=60)
+
+
+class FakeTaskObjects:
+    """The cluster as the controller sees it, in memory."""
+
+    def __init__(self) -> None:
+        self.pods: dict[str, tuple[dict[str, Any], bool]] = {}
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.submitted: list[str] = []
+        self.removed: list[str] = []
+        self.events: list[tuple[str, str]] = []
+        self.kueue = False
+
+    def pod(self, task_id: str) -> tuple[dict[str, Any], bool] | None:
+        return self.pods.get(task_id)
+
+    def forget(self, task_id: str) -> None:
+        if task_id in self.pods and self.pods[task_id][1]:
+            del self.pods[task_id]
+
+    async def job(self, task_id: str) -> dict[str, Any] | None:
+        return self.jobs.get(task_id)
+
+    def needs_release(self, job: dict[str, Any]) -> bool:
+        return bool(job["spec"].get("suspend")) and not self.kueue
+
+    async def known(self) -> set[str]:
+        return set(self.pods) | set(self.jobs)
+
+    async def submit(self, task: Task) -> None:
+        self.submitted.append(task.id)
+        self.jobs[task.id] = {"spec": {"suspend": False}, "status": {}}
+
+    async def remove(self, task_id: str) -> bool:
+        self.removed.append(task_id)
+        self.jobs.pop(task_id, None)
+        self.pods.pop(task_id, None)
+        return True
+
+    async def event(self, task_id: str, reason: str, message: str, *, warning: bool) -> None:
+        self.events.append((task_id, reason))
+
+
+class Harness:
+    def __init__(self, store: SqlAlchemyTaskStore, clock: FakeClock) -> None:
+        self.store = store
+        self.clock = clock
+        self.objects = FakeTaskObjects()
+        self.seconds = 0.0
+        self.controller = Controller(
+            store,
+            self.objects,
+            SETTINGS,
+            monotonic=lambda: self.seconds,
+            now=lambda: rfc3339(self.clock.now()),
+        )
+
+    def advance(self, seconds: float) -> None:
+        self.seconds += seconds
+        self.clock.advance(seconds)
+
+    async def task(self, state: State = State.QUEUED, **fields: Any) -> Task:
+        task = make_task(self.clock, **fields)
+        await self.store.create(task, owner="a", system_logs=[])
+        if state is not State.QUEUED:
+            assert await self.store.transition(task.id, state, now=rfc3339(self.clock.now()))
+        return task
+
+    async def full(self, task_id: str) -> Task:
+        return await self.store.get(task_id)
+
+
+@pytest.fixture
+def h(store: SqlAlchemyTaskStore, clock: FakeClock) -> Harness:
+    return Harness(store, clock)
+
+
+async def test_an_ended_pod_waits_for_the_recorder_then_is_written_with_its_steps(h: Harness) -> None:
+    task = await h.task(State.RUNNING, executors=2)
+    h.objects.pods[task.id] = (
+        pod(
+            task.id, terminated("tif"), terminated("executor-0"), terminated("executor-1", 3), phase="Failed"
+        ),
+        False,
+    )
+    await h.controller.reconcile(task.id)
+    assert (await h.full(task.id)).state is State.RUNNING, "the recorder gets its grace"
+    h.advance(SETTINGS.ended_grace_seconds)
+    await h.controller.reconcile(task.id)
+    done = await h.full(task.id)
+    assert done.state is State.EXECUTOR_ERROR
+    log = done.logs[0]  # type: ignore[index]
+    assert [e.exit_code for e in log.logs] == [0, 3]
+    assert log.metadata == {"termination_reason": "Error"}
+    assert log.system_logs == ["the recorder did not record the task's end (Kubernetes shows it)"]
+    assert h.objects.events == [(task.id, "TaskExecutorError")]
+    history = await h.store.history(task.id)
+    await h.controller.reconcile(task.id)
+    assert await h.store.history(task.id) == history, "a second pass changes nothing"
+    assert len(h.controller.actions) == 1
+
+
+async def test_the_recorder_writing_first_leaves_nothing_to_do(h: Harness) -> None:
+    task = await h.task(State.RUNNING)
+    h.objects.pods[task.id] = (
+        pod(task.id, terminated("tif"), terminated("executor-0"), phase="Succeeded"),
+        False,
+    )
+    await h.controller.reconcile(task.id)
+    await h.store.transition(task.id, State.COMPLETE, now=rfc3339(h.clock.now()))
+    h.advance(SETTINGS.ended_grace_seconds)
+    await h.controller.reconcile(task.id)
+    log = (await h.full(task.id)).logs[0]  # type: ignore[index]
+    assert (log.system_logs, log.metadata) == (None, None)
+    assert h.controller.actions == []
+
+
+async def test_an_evicted_pod_is_preempted_with_the_kubernetes_reason(h: Harness) -> None:
+    task = await h.task(State.RUNNING)
+    evicted = pod(
+        task.id,
+        terminated("tif"),
+        terminated("executor-0", 137),
+        phase="Failed",
+        reason="Evicted",
+        message="The node was low on resource: memory.",
+        conditions=[disruption("TerminationByKubelet")],
+    )
+    h.objects.pods[task.id] = (evicted, True)  # deleted: no grace to wait
+    await h.controller.reconcile(task.id)
+    done = await h.full(task.id)
+    assert done.state is State.PREEMPTED
+    log = done.logs[0]  # type: ignore[index]
+    assert log.metadata == {"termination_reason": "TerminationByKubelet"}
+    assert "low on resource: memory" in log.system_logs[0]
+    assert log.logs[0].exit_code == 137, "the executor's exit is still recorded"
+    assert h.objects.pod(task.id) is None, "a deleted Pod's last status is dropped once settled"
+
+
+async def test_a_pod_that_cannot_pull_its_image_fails_after_the_start_timeout(h: Harness) -> None:
+    task = await h.task(State.INITIALIZING)
+    h.objects.jobs[task.id] = {"spec": {}, "status": {}}
+    stuck = pod(
+        task.id, running("trec"), waiting("executor-0", "ImagePullBackOff", "Back-off pulling", "nope:1")
+    )
+    h.objects.pods[task.id] = (stuck, False)
+    await h.controller.reconcile(task.id)
+    h.advance(SETTINGS.start_timeout_seconds - 1)
+    await h.controller.reconcile(task.id)
+    assert (await h.full(task.id)).state is State.INITIALIZING
+    assert h.objects.removed == []
+    h.advance(1)
+    await h.controller.reconcile(task.id)
+    done = await h.full(task.id)
+    assert done.state is State.SYSTEM_ERROR
+    assert h.objects.removed == [task.id]
+    log = done.logs[0]  # type: ignore[index]
+    assert log.metadata == {"termination_reason": "ImagePullBackOff"}
+    assert "nope:1" in log.system_logs[0]
+    assert "Job was removed" in log.system_logs[0]
+
+
+async def test_an_unschedulable_pod_that_becomes_schedulable_is_left_alone(h: Harness) -> None:
+    task = await h.task()
+    h.objects.pods[task.id] = (
+        pod(task.id, phase="Pending", conditions=[unschedulable("Insufficient cpu")]),
+        False,
+    )
+    await h.controller.reconcile(task.id)
+    h.advance(SETTINGS.start_timeout_seconds / 2)
+    h.objects.pods[task.id] = (pod(task.id, running("trec"), phase="Pending"), False)
+    await h.controller.reconcile(task.id)
+    h.objects.pods[task.id] = (
+        pod(task.id, phase="Pending", conditions=[unschedulable("Insufficient cpu")]),
+        False,
+    )
+    h.advance(SETTINGS.start_timeout_seconds / 2)
+    await h.controller.reconcile(task.id)
+    assert (await h.full(task.id)).state is State.QUEUED, "the timeout starts again"
+
+
+async def test_a_queued_task_without_a_job_gets_one_once(h: Harness) -> None:
+    task = await h.task()
+    await h.controller.reconcile(task.id)
+    assert h.objects.submitted == [], "young tasks are the API's to submit"
+    h.advance(SETTINGS.queued_grace_seconds)
+    await h.controller.reconcile(task.id)
+    await h.controller.reconcile(task.id)
+    assert h.objects.submitted == [task.id]
+    assert h.objects.events == [(task.id, "JobSubmitted")]
+
+
+async def test_a_job_left_suspended_is_released_unless_kueue_holds_it(h: Harness) -> None:
+    task = await h.task()
+    h.objects.jobs[task.id] = {"spec": {"suspend": True}, "status": {}}
+    h.objects.kueue = True
+    h.advance(SETTINGS.queued_grace_seconds)
+    await h.controller.reconcile(task.id)
+    assert h.objects.submitted == []
+    h.objects.kueue = False
+    await h.controller.reconcile(task.id)
+    assert h.objects.submitted == [task.id]
+
+
+async def test_canceling_ends_canceled_once_the_objects_are_gone(h: Harness) -> None:
+    task = await h.task(State.CANCELING)
+    h.objects.jobs[task.id] = {"spec": {}, "status": {}}
+    await h.controller.reconcile(task.id)
+    assert (await h.full(task.id)).state is State.CANCELED
+    assert h.objects.removed == [task.id]
+
+
+async def test_objects_of_unknown_tasks_are_removed_unless_configured_not_to(h: Harness) -> None:
+    h.objects.jobs["stranger"] = {"spec": {}, "status": {}}
+    await h.controller.reconcile("stranger")
+    assert h.objects.removed == ["stranger"]
+    keep = Controller(h.store, h.objects, ControllerSettings(delete_orphans=False))
+    h.objects.jobs["another"] = {"spec": {}, "status": {}}
+    await keep.reconcile("another")
+    assert h.objects.removed == ["stranger"]
+
+
+async def test_a_running_task_whose_job_and_pod_are_gone_is_a_system_error(h: Harness) -> None:
+    task = await h.task(State.RUNNING)
+    await h.controller.reconcile(task.id)
+    done = await h.full(task.id)
+    assert done.state is State.SYSTEM_ERROR
+    assert done.logs[0].metadata == {"termination_reason": "Gone"}  # type: ignore[index]
+
+
+async def test_the_work_queue_holds_each_id_once_and_gives_it_to_one_worker() -> None:
+    queue = WorkQueue()
+    for key in ("a", "b", "a"):
+        queue.add(key)
+    assert len(queue) == 2
+    first = await queue.get()
+    queue.add(first)
+    assert len(queue) == 1, "an id being worked on is not handed to a second worker"
+    second = await queue.get()
+    queue.done(first)
+    assert len(queue) == 1, "…but is handed out again once its worker is done"
+    assert {first, second} == {"a", "b"}

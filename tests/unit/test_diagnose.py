@@ -1,0 +1,147 @@
+"""How the Task Controller reads a Pod whose end nobody recorded (the table in `diagnose`)."""
+
+from __future__ import annotations
+
+from poiesis.adapters.kubernetes import diagnose
+from poiesis.domain.states import State
+from poiesis.domain.tes import Resources
+from tests.builders import make_task
+from tests.conftest import FakeClock
+from tests.support.pods import disruption, pod, running, terminated, unschedulable, waiting
+
+
+def test_a_running_pod_has_no_verdict() -> None:
+    task = make_task(FakeClock())
+    assert diagnose.ended(task, pod(task.id, running("trec"), running("executor-0"))) is None
+
+
+def test_an_executor_oom_is_executor_error_with_its_limit() -> None:
+    task = make_task(FakeClock(), resources=Resources(ram_gb=2))
+    seen = pod(
+        task.id,
+        running("trec"),
+        terminated("tif"),
+        terminated("executor-0", 137, "OOMKilled"),
+        phase="Failed",
+    )
+    verdict = diagnose.ended(task, seen)
+    assert verdict is not None
+    assert (verdict.state, verdict.reason) == (State.EXECUTOR_ERROR, "OOMKilled")
+    assert "executor 0" in verdict.line
+    assert "2 GB" in verdict.line
+    assert "137" in verdict.line
+
+
+def test_a_poiesis_container_oom_is_a_system_error() -> None:
+    task = make_task(FakeClock())
+    seen = pod(task.id, running("trec"), terminated("tif", 137, "OOMKilled"), phase="Failed")
+    verdict = diagnose.ended(task, seen)
+    assert verdict is not None
+    assert (verdict.state, verdict.reason) == (State.SYSTEM_ERROR, "OOMKilled")
+    assert "tif" in verdict.line
+
+
+def test_eviction_wins_over_the_exit_code_it_caused() -> None:
+    task = make_task(FakeClock())
+    seen = pod(
+        task.id,
+        running("trec"),
+        terminated("tif"),
+        terminated("executor-0", 137),
+        phase="Failed",
+        reason="Evicted",
+        message="The node was low on resource: memory.",
+        conditions=[disruption("TerminationByKubelet")],
+    )
+    verdict = diagnose.ended(task, seen)
+    assert verdict is not None
+    assert (verdict.state, verdict.reason) == (State.PREEMPTED, "TerminationByKubelet")
+    assert "low on resource: memory" in verdict.line
+
+
+def test_a_lost_node_is_preempted_even_when_only_the_deleted_pod_says_so() -> None:
+    task = make_task(FakeClock())
+    seen = pod(task.id, running("trec"), running("executor-0"), conditions=[disruption("DeletionByPodGC")])
+    assert diagnose.ended(task, seen) is None, "still running and not deleted: not ended"
+    verdict = diagnose.ended(task, seen, deleted=True)
+    assert verdict is not None
+    assert (verdict.state, verdict.reason) == (State.PREEMPTED, "DeletionByPodGC")
+    assert "node" in verdict.line
+
+
+def test_a_pod_deleted_by_hand_is_a_system_error() -> None:
+    task = make_task(FakeClock())
+    verdict = diagnose.ended(task, pod(task.id, running("trec"), running("executor-0")), deleted=True)
+    assert verdict is not None
+    assert (verdict.state, verdict.reason) == (State.SYSTEM_ERROR, "Deleted")
+
+
+def test_the_steps_decide_when_they_can() -> None:
+    task = make_task(FakeClock(), executors=2)
+    failed = pod(
+        task.id, terminated("tif"), terminated("executor-0"), terminated("executor-1", 3), phase="Failed"
+    )
+    assert diagnose.ended(task, failed) == diagnose.Verdict(
+        State.EXECUTOR_ERROR, "Error", "the recorder did not record the task's end (Kubernetes shows it)"
+    )
+    done = pod(
+        task.id, terminated("tif"), terminated("executor-0"), terminated("executor-1"), phase="Succeeded"
+    )
+    verdict = diagnose.ended(task, done)
+    assert verdict is not None
+    assert verdict.state is State.COMPLETE
+    line = "input 0 (/in) from s3://b/k: not found"
+    filer = pod(task.id, terminated("tif", 1, message=line), phase="Failed")
+    assert diagnose.ended(task, filer) == diagnose.Verdict(State.SYSTEM_ERROR, "Error", line)
+
+
+def test_any_other_failure_keeps_the_kubernetes_reason() -> None:
+    task = make_task(FakeClock())
+    seen = pod(
+        task.id, running("trec"), phase="Failed", reason="DeadlineExceeded", message="Pod was active too long"
+    )
+    verdict = diagnose.ended(task, seen)
+    assert verdict == diagnose.Verdict(
+        State.SYSTEM_ERROR,
+        "DeadlineExceeded",
+        "the task's Pod failed (DeadlineExceeded): Pod was active too long",
+    )
+
+
+def test_pods_that_cannot_start() -> None:
+    task = make_task(FakeClock())
+    pull = pod(
+        task.id, running("trec"), waiting("executor-0", "ImagePullBackOff", "Back-off", image="nope:1")
+    )
+    found = diagnose.stuck(pull)
+    assert found is not None
+    assert found.reason == "ImagePullBackOff"
+    assert "nope:1" in found.line
+    sched = pod(
+        task.id, phase="Pending", conditions=[unschedulable("0/3 nodes are available: 3 Insufficient cpu.")]
+    )
+    found = diagnose.stuck(sched)
+    assert found is not None
+    assert found.reason == "Unschedulable"
+    assert "Insufficient cpu" in found.line
+    assert diagnose.stuck(pod(task.id, running("trec"), waiting("executor-0", "PodInitializing"))) is None
+    assert diagnose.stuck(pod(task.id, waiting("executor-0", "ErrImagePull"), deleting=True)) is None
+
+
+def test_a_failed_job_gives_its_condition() -> None:
+    job = {
+        "status": {
+            "conditions": [
+                {
+                    "type": "Failed",
+                    "status": "True",
+                    "reason": "DeadlineExceeded",
+                    "message": "Job was active longer than specified deadline",
+                }
+            ]
+        }
+    }
+    verdict = diagnose.job_failed(job)
+    assert verdict is not None
+    assert (verdict.state, verdict.reason) == (State.SYSTEM_ERROR, "DeadlineExceeded")
+    assert diagnose.job_failed({"status": {"conditions": [{"type": "Complete", "status": "True"}]}}) is None
