@@ -95,13 +95,18 @@ def test_the_steps_decide_when_they_can() -> None:
     assert diagnose.ended(task, filer) == diagnose.Verdict(State.SYSTEM_ERROR, "Error", line)
 
 
-def test_any_other_failure_keeps_the_kubernetes_reason() -> None:
+def test_a_pod_failed_for_its_own_reason_is_a_system_error_whatever_the_killed_executor_shows() -> None:
     task = make_task(FakeClock())
     seen = pod(
-        task.id, running("trec"), phase="Failed", reason="DeadlineExceeded", message="Pod was active too long"
+        task.id,
+        terminated("trec"),
+        terminated("tif"),
+        terminated("executor-0", 137),
+        phase="Failed",
+        reason="DeadlineExceeded",
+        message="Pod was active too long",
     )
-    verdict = diagnose.ended(task, seen)
-    assert verdict == diagnose.Verdict(
+    assert diagnose.ended(task, seen) == diagnose.Verdict(
         State.SYSTEM_ERROR,
         "DeadlineExceeded",
         "the task's Pod failed (DeadlineExceeded): Pod was active too long",

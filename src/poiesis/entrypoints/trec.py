@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import msgspec
 
-from poiesis.adapters.kubernetes import observe
+from poiesis.adapters.kubernetes import diagnose, observe
 from poiesis.adapters.kubernetes.podapi import IN_CLUSTER, ApiError, PodApi
 from poiesis.adapters.kubernetes.render import OUTPUTS_REPORT, STATUS_DIR, VOLUME_ROOT
 from poiesis.adapters.sqlalchemy.engine import create_engine
@@ -128,7 +128,12 @@ class Recorder:
                     await store.add_output_files(task_id, await asyncio.to_thread(self._outputs))
                 case lifecycle.SystemFailure(reason=reason):
                     await store.transition(task_id, State.SYSTEM_ERROR, now=now, reason=reason)
-        if is_terminal(progress.state) and self._written is None:
+        override = diagnose.overriding(task, pod)
+        if override is not None and self._written is None:
+            if await store.transition(task_id, override.state, now=now, reason=override.line):
+                await store.set_metadata(task_id, {"termination_reason": override.reason})
+            self._written = override.state
+        elif is_terminal(progress.state) and self._written is None:
             await store.transition(task_id, progress.state, now=now)
             self._written = progress.state
         if self._written is not None or is_terminal(await store.state(task_id)):

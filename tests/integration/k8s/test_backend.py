@@ -5,7 +5,11 @@ records what happens, with a token bound to the task's own ServiceAccount."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -40,6 +44,32 @@ class Backend:
     database_url: str
     core: Any
     batch: Any
+    work: Path
+    env: dict[str, str]
+    tctls: dict[str, subprocess.Popen[bytes]]
+
+    def start_tctl(self, name: str) -> None:
+        with (self.work / f"{name}.log").open("ab") as log:
+            self.tctls[name] = subprocess.Popen(
+                [sys.executable, "-m", "poiesis.entrypoints.cli", "tctl"],
+                env=os.environ
+                | self.env
+                | {"POIESIS_DATABASE_URL": self.database_url, "POIESIS_POD_NAME": name},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def leader(self) -> str | None:
+        try:
+            lease = client.CoordinationV1Api(self.core.api_client).read_namespaced_lease(
+                "poiesis-tctl", self.namespace
+            )
+        except ApiException:
+            return None
+        return lease.spec.holder_identity or None
+
+    def tctl_log(self) -> str:
+        return "".join((self.work / f"{name}.log").read_text() for name in self.tctls)
 
     def wait(self, task_id: str, timeout: float = 60) -> tes.Task:
         return wait_until(
@@ -80,9 +110,12 @@ def backend(
     namespace: str,
     database_url: str,
     work: Path,
-    recorders: type[Recorders] | type[InProcessRecorders] = Recorders,
+    recorders: type[Recorders] | type[InProcessRecorders] | None = Recorders,
+    tctl: dict[str, Any] | None = None,
     **pods: Any,
 ) -> Iterator[Backend]:
+    """The API (and with it the trec grants), a recorder per Pod (unless `recorders` is None), and,
+    given `tctl` settings, two `poiesis tctl` replicas."""
     settings = {
         "namespace": namespace,
         "storage_class": "kwok-volume",
@@ -98,13 +131,18 @@ def backend(
             for k, v in settings.items()
             if isinstance(v, dict)
         )
+        + ("[tctl]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in tctl.items()) if tctl else "")
     )
     env = {"POIESIS_CONFIG": str(config), "POIESIS_LOG_FORMAT": "text"}
     with (
         running_server("api", database_url, work, env) as server,
-        recorders(api_client, kubeconfig, namespace, database_url, work) as running_recorders,
+        (
+            recorders(api_client, kubeconfig, namespace, database_url, work)
+            if recorders
+            else contextlib.nullcontext()
+        ) as running_recorders,
     ):
-        yield Backend(
+        running = Backend(
             server=server,
             client=tes.HTTPClient(server.url, timeout=10),
             recorders=running_recorders,
@@ -112,7 +150,24 @@ def backend(
             database_url=database_url,
             core=client.CoreV1Api(api_client),
             batch=client.BatchV1Api(api_client),
+            work=work,
+            env=env,
+            tctls={},
         )
+        try:
+            if tctl is not None:
+                for name in ("tctl-0", "tctl-1"):
+                    running.start_tctl(name)
+            yield running
+        finally:
+            for process in running.tctls.values():
+                if process.poll() is None:
+                    process.terminate()
+            for process in running.tctls.values():
+                try:
+                    process.wait(15)
+                except subprocess.TimeoutExpired:
+                    process.kill()
 
 
 @pytest.fixture(scope="module")

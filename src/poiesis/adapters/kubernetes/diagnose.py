@@ -2,20 +2,22 @@
 
 The Task Controller uses this when a Pod has ended, was deleted, or cannot start, and the database
 still holds no terminal state. The state follows from the Pod's own status, never from a timer
-guess:
+guess. In this order, the first that applies:
 
-| what Kubernetes shows                                              | state          |
-|--------------------------------------------------------------------|----------------|
-| the recorded steps already decide it (an executor exited non-zero, | as the steps   |
-| the outputs were uploaded, a filer failed)                         |                |
-| an executor container `OOMKilled`                                  | EXECUTOR_ERROR |
-| a Poiesis container (trec, setup, the filers) `OOMKilled`          | SYSTEM_ERROR   |
-| evicted (`Evicted`, node pressure, the Eviction API), preempted by | PREEMPTED      |
-| the scheduler, or the node was lost (deleted, tainted away):       |                |
-| capacity the cluster took back; the task itself did not fail       |                |
-| the Job's deadline (`DeadlineExceeded`) or any other Pod failure   | SYSTEM_ERROR   |
-| an image that cannot be pulled, no node that fits, a volume claim  | SYSTEM_ERROR   |
-| that never binds (after the controller's start timeout)            |                |
+| what Kubernetes shows                                                  | state          |
+|------------------------------------------------------------------------|----------------|
+| evicted (`Evicted`, node pressure, the Eviction API), preempted by the | PREEMPTED      |
+| scheduler, or its node lost (deleted, tainted away): capacity the      |                |
+| cluster took back; the executor it killed did not fail by itself       |                |
+| an executor container `OOMKilled` (its exit code is kept)              | EXECUTOR_ERROR |
+| a Poiesis container (trec, setup, the filers) `OOMKilled`              | SYSTEM_ERROR   |
+| the Pod failed with a reason of its own (`DeadlineExceeded`, a node    | SYSTEM_ERROR   |
+| shutdown, ...), whatever exit codes its killed containers show         |                |
+| the steps decide it: an executor exited non-zero, the outputs were     | as the steps   |
+| uploaded, a filer failed (its line)                                    |                |
+| any other end, or the Pod deleted before the task finished             | SYSTEM_ERROR   |
+| an image that cannot be pulled, no node that fits, a volume claim that | SYSTEM_ERROR   |
+| never binds, for longer than the controller's start timeout            |                |
 
 `reason` is a short machine-readable word (the Kubernetes reason where there is one); it goes to
 the task log's `metadata` as `termination_reason`, and `line` to `system_logs`.
@@ -122,14 +124,32 @@ def _oom(task: Task, pod: dict[str, Any]) -> Verdict | None:
     return None
 
 
+def _killed(pod: dict[str, Any]) -> Verdict | None:
+    """The Pod failed for a reason of its own (its deadline, a node shutdown, ...): whatever exit
+    codes the killed containers show, no executor failed by itself."""
+    status = _status(pod)
+    reason = status.get("reason")
+    if phase(pod) != "Failed" or not reason:
+        return None
+    detail = status.get("message") or "no message"
+    return Verdict(State.SYSTEM_ERROR, str(reason), f"the task's Pod failed ({reason}): {detail}")
+
+
+def overriding(task: Task, pod: dict[str, Any]) -> Verdict | None:
+    """A reason that decides the task's end over what its steps show: the cluster took the Pod
+    back (an executor killed by an eviction did not fail), a container ran out of memory, or the
+    Pod was failed with a reason of its own (e.g. `DeadlineExceeded`)."""
+    return _taken_back(pod) or _oom(task, pod) or _killed(pod)
+
+
 def ended(task: Task, pod: dict[str, Any], *, deleted: bool = False) -> Verdict | None:
     """The task's end as the Pod shows it: the Pod has ended, or it was deleted (`deleted`, this is
     its last known status). None while the Pod is still going."""
     if not (has_ended(pod) or deleted):
         return None
-    for found in (_taken_back(pod), _oom(task, pod)):
-        if found is not None:
-            return found
+    found = overriding(task, pod)
+    if found is not None:
+        return found
     progress = observe.progress(task, pod)
     if is_terminal(progress.state):
         if progress.state is State.SYSTEM_ERROR and progress.system_logs:

@@ -1,0 +1,185 @@
+"""The Task Controller with thousands of tasks in flight on the test cluster.
+
+    uv run python benchmarks/tctl.py [--tasks 5000] [--failures 200]
+
+Starts the test cluster, a private PostgreSQL, `poiesis api` with the Kubernetes backend and one
+`poiesis tctl` (the leader). Submits `--tasks` tasks whose executor keeps running (no recorder
+runs: every end is the controller's to write), waits until their Pods run, then fails `--failures`
+of them one every 50 ms as a kubelet would (status phase Failed, a reason and a message) and polls
+each task through GET every 20 ms. Prints:
+- Pod failed (the status write) -> the terminal state visible through GET, p50/p99; the
+  controller's `ended_grace_seconds` (the time it leaves a live recorder to write the end) is set
+  to 0 here and adds to this in a deployment;
+- tctl's peak RSS (VmHWM) and CPU: while the Pods were created, while idle with all of them in
+  flight (one resync included), and during the failures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+import psutil  # noqa: E402
+from kubernetes import client, config  # noqa: E402
+
+from benchmarks.k8s import pct, template  # noqa: E402
+from tests.conftest import fresh_postgres_url_sync  # noqa: E402
+from tests.support import cluster, postgres  # noqa: E402
+from tests.support.server import running_server  # noqa: E402
+
+LABEL = "poiesis.io/task"
+TERMINAL = ("COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "PREEMPTED", "CANCELED")
+
+
+def peak_rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def running_pods(core: Any, namespace: str) -> dict[str, str]:
+    """task id -> Pod name, for the Pods in phase Running (raw JSON pages: cheap)."""
+    found: dict[str, str] = {}
+    token = None
+    while True:
+        kwargs: dict[str, Any] = {"label_selector": LABEL, "limit": 1000, "_preload_content": False}
+        if token:
+            kwargs["_continue"] = token
+        page = json.loads(core.list_namespaced_pod(namespace, **kwargs).data)
+        for pod in page["items"]:
+            if pod.get("status", {}).get("phase") == "Running":
+                found[pod["metadata"]["labels"][LABEL]] = pod["metadata"]["name"]
+        token = page["metadata"].get("continue")
+        if not token:
+            return found
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--tasks", type=int, default=5000)
+    parser.add_argument("--failures", type=int, default=200)
+    args = parser.parse_args()
+    with (
+        tempfile.TemporaryDirectory(prefix="poiesis-bench-tctl-") as tmp,
+        cluster.test_cluster() as kubeconfig,
+        postgres.private_postgres() as pg,
+    ):
+        work = Path(tmp)
+        database = fresh_postgres_url_sync(pg, template(pg))
+        api = config.new_client_from_config(config_file=kubeconfig)
+        core: Any = client.CoreV1Api(api)
+        namespace = "bench-tctl"
+        core.create_namespace({"metadata": {"name": namespace}})
+        while not core.list_namespaced_service_account(namespace).items:
+            time.sleep(0.1)
+        toml = work / "poiesis.toml"
+        toml.write_text(
+            f'backend = "kubernetes"\nkubeconfig = "{kubeconfig}"\n'
+            f'[kubernetes]\nnamespace = "{namespace}"\n'
+            'storage_class = "kwok-volume"\nimage = "poiesis:bench"\n'
+            "[tctl]\nended_grace_seconds = 0\nresync_seconds = 60\nstart_timeout_seconds = 3600\n"
+        )
+        env = {"POIESIS_CONFIG": str(toml), "POIESIS_LOG_LEVEL": "WARNING", "POIESIS_DATABASE_URL": database}
+        with running_server("api", database, work, env) as server, httpx.Client(timeout=60) as http:
+            with (work / "tctl.log").open("wb") as log:
+                tctl = subprocess.Popen(
+                    [sys.executable, "-m", "poiesis.entrypoints.cli", "tctl"],
+                    env=os.environ | env | {"POIESIS_POD_NAME": "bench-tctl"},
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            proc = psutil.Process(tctl.pid)
+            try:
+                body = {"executors": [{"image": "a", "command": ["a"], "env": {"KWOK_HANG": "true"}}]}
+                started = time.monotonic()
+
+                def post(_: int) -> str:
+                    return str(http.post(f"{server.tes}/tasks", json=body).json()["id"])
+
+                with ThreadPoolExecutor(8) as pool:
+                    ids = list(pool.map(post, range(args.tasks)))
+                submitted = time.monotonic() - started
+                pods: dict[str, str] = {}
+                while len(pods) < len(ids):
+                    time.sleep(5)
+                    pods = running_pods(core, namespace)
+                    print(f"  {len(pods)} of {len(ids)} Pods running", file=sys.stderr)
+                in_flight = time.monotonic() - started
+                cpu_create = sum(proc.cpu_times()[:2])
+                time.sleep(65)  # idle, all in flight, one resync
+                cpu_idle = sum(proc.cpu_times()[:2]) - cpu_create
+                victims = ids[: args.failures]
+                failed_at: dict[str, float] = {}
+                visible: dict[str, float] = {}
+                states: dict[str, str] = {}
+                done = threading.Event()
+
+                def poll() -> None:
+                    while not done.is_set():
+                        for task_id in list(failed_at):
+                            if task_id not in visible:
+                                state = http.get(f"{server.tes}/tasks/{task_id}").json()["state"]
+                                if state in TERMINAL:
+                                    visible[task_id] = time.perf_counter()
+                                    states[task_id] = state
+                        time.sleep(0.02)
+
+                poller = threading.Thread(target=poll, daemon=True)
+                poller.start()
+                for task_id in victims:
+                    core.patch_namespaced_pod_status(
+                        pods[task_id],
+                        namespace,
+                        {
+                            "status": {
+                                "phase": "Failed",
+                                "reason": "Error",
+                                "message": "the node's kubelet failed it",
+                            }
+                        },
+                    )
+                    failed_at[task_id] = time.perf_counter()
+                    time.sleep(0.05)
+                deadline = time.monotonic() + 300
+                while len(visible) < len(victims) and time.monotonic() < deadline:
+                    time.sleep(0.2)
+                done.set()
+                cpu_fail = sum(proc.cpu_times()[:2]) - cpu_create - cpu_idle
+                rss = peak_rss(tctl.pid)
+            finally:
+                tctl.terminate()
+                tctl.wait(30)
+    latency = [(visible[t] - failed_at[t]) * 1000 for t in visible]
+    wrong = sum(state != "SYSTEM_ERROR" for state in states.values())
+    print(f"Task Controller on the test cluster: {args.tasks} tasks in flight, {args.failures} Pods failed")
+    print(f"  submitted in {submitted:.0f} s; all Pods running after {in_flight:.0f} s")
+    print(
+        f"  Pod failed -> terminal state in GET:  p50 {pct(latency, 50):7.1f} ms"
+        f"   p99 {pct(latency, 99):7.1f} ms"
+        f"   ({len(visible)} of {len(victims)} seen, {wrong} not SYSTEM_ERROR)"
+    )
+    print(f"  tctl peak RSS:                        {rss / 2**20:7.1f} MiB")
+    print(
+        f"  tctl CPU: {cpu_create:.1f} s while {args.tasks} Pods were created ({in_flight:.0f} s),"
+        f" {cpu_idle:.1f} s idle for 65 s, {cpu_fail:.1f} s for the failures"
+    )
+
+
+if __name__ == "__main__":
+    main()
