@@ -144,7 +144,10 @@ class Recorders:
                 if exc.status == 404:
                     return  # the task's objects are gone already (cancelled, or cleaned up)
                 raise
-            _, status, usage = os.wait4(process.pid, 0)  # reaped here, to read its peak RSS
+            try:
+                _, status, usage = os.wait4(process.pid, 0)  # reaped here, to read its peak RSS
+            except ChildProcessError:
+                return  # reaped by __exit__ (Popen.poll/wait) while stopping: nothing to measure
             process.returncode = os.waitstatus_to_exitcode(status)
             self.peak_rss[pod_name] = usage.ru_maxrss * 1024
 

@@ -317,8 +317,8 @@ class Controller:
             if self.settings.delete_orphans:
                 try:
                     ids.update(await self.objects.known())
-                except ClusterUnavailable as exc:
-                    log.warning("resync: the Kubernetes API is unavailable: %s", exc)
+                except (ClusterUnavailable, ClusterRefused) as exc:
+                    log.warning("resync: listing the task Jobs failed: %s", exc)
             for task_id in sorted(ids):
                 self.queue.add(task_id)
             await asyncio.sleep(self.settings.resync_seconds)
