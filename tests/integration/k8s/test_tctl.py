@@ -138,6 +138,12 @@ def test_the_recorder_killed_then_the_pod_fails(ctl: Backend) -> None:
     assert reason(task) == "DeadlineExceeded"
     assert log_of(task).system_logs == [f"the task's Pod failed (DeadlineExceeded): {message}"]
     assert log_of(task).logs[0].start_time, "what the recorder wrote before it died is kept"
+    events = ctl.core.list_namespaced_event(
+        ctl.namespace, field_selector=f"involvedObject.name=tes-{task_id}"
+    ).items
+    assert [
+        (e.reason, e.type, e.source.component) for e in events if e.source.component == "poiesis-tctl"
+    ] == [("TaskSystemError", "Warning", "poiesis-tctl")]
 
 
 def test_a_node_deleted_under_a_running_pod(ctl: Backend) -> None:
