@@ -52,7 +52,7 @@ def peak_rss(pid: int) -> int:
 
 
 def running_pods(core: Any, namespace: str) -> dict[str, str]:
-    """task id -> Pod name, for the Pods in phase Running (raw JSON pages: cheap)."""
+    """task id -> Pod name, for the Pods whose executor runs (raw JSON pages: cheap)."""
     found: dict[str, str] = {}
     token = None
     while True:
@@ -61,7 +61,8 @@ def running_pods(core: Any, namespace: str) -> dict[str, str]:
             kwargs["_continue"] = token
         page = json.loads(core.list_namespaced_pod(namespace, **kwargs).data)
         for pod in page["items"]:
-            if pod.get("status", {}).get("phase") == "Running":
+            statuses = pod.get("status", {}).get("initContainerStatuses") or []
+            if any(c["name"] == "executor-0" and "running" in c.get("state", {}) for c in statuses):
                 found[pod["metadata"]["labels"][LABEL]] = pod["metadata"]["name"]
         token = page["metadata"].get("continue")
         if not token:
@@ -115,11 +116,16 @@ def main() -> None:
                 with ThreadPoolExecutor(8) as pool:
                     ids = list(pool.map(post, range(args.tasks)))
                 submitted = time.monotonic() - started
+                print(f"  {len(ids)} tasks submitted in {submitted:.0f} s", file=sys.stderr)
                 pods: dict[str, str] = {}
                 while len(pods) < len(ids):
                     time.sleep(5)
                     pods = running_pods(core, namespace)
-                    print(f"  {len(pods)} of {len(ids)} Pods running", file=sys.stderr)
+                    print(
+                        f"  {len(pods)} of {len(ids)} executors running"
+                        f" after {time.monotonic() - started:.0f} s",
+                        file=sys.stderr,
+                    )
                 in_flight = time.monotonic() - started
                 cpu_create = sum(proc.cpu_times()[:2])
                 time.sleep(65)  # idle, all in flight, one resync
