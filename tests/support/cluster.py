@@ -13,6 +13,7 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "scripts" / "test-cluster"
@@ -58,3 +59,36 @@ def test_cluster() -> Iterator[str]:
         yield kubeconfig
     finally:
         subprocess.run([str(SCRIPT), "down"], check=False, capture_output=True, env=env)
+
+
+def add_fake_node(
+    core: Any,
+    name: str,
+    *,
+    labels: dict[str, str] | None = None,
+    cpu: str = "8",
+    memory: str = "32Gi",
+    pods: str = "110",
+) -> None:
+    """A node kwok plays the kubelet for (the annotation), addressed at 127.0.0.1: never kwok's
+    default 192.0.2.x, which on these machines is the gateway."""
+    core.create_node(
+        {
+            "metadata": {
+                "name": name,
+                "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
+                "labels": {"kubernetes.io/hostname": name, "type": "kwok"} | (labels or {}),
+            }
+        }
+    )
+    capacity = {"cpu": cpu, "memory": memory, "pods": pods, "ephemeral-storage": "100Gi"}
+    core.patch_node_status(
+        name,
+        {
+            "status": {
+                "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                "allocatable": capacity,
+                "capacity": capacity,
+            }
+        },
+    )

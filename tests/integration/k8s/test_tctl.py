@@ -28,6 +28,7 @@ from tests.conftest import fresh_postgres_url_sync
 from tests.integration.k8s.conftest import wait_until
 from tests.integration.k8s.test_backend import Backend, backend, database_url, ex, namespace
 from tests.integration.test_database_restart import SCRIPT, own_postgres
+from tests.support.cluster import add_fake_node
 
 pytestmark = pytest.mark.postgres
 __all__ = ["database_url", "namespace", "own_postgres"]  # fixtures used here
@@ -149,30 +150,7 @@ def test_the_recorder_killed_then_the_pod_fails(ctl: Backend) -> None:
 def test_a_node_deleted_under_a_running_pod(ctl: Backend) -> None:
     node = f"doomed-{uuid.uuid4().hex[:6]}"
     zone = f"zone-{node}"
-    ctl.core.create_node(
-        {
-            "metadata": {
-                "name": node,
-                "annotations": {"kwok.x-k8s.io/node": "fake", "node.alpha.kubernetes.io/ttl": "0"},
-                "labels": {
-                    "kubernetes.io/hostname": node,
-                    "type": "kwok",
-                    "topology.kubernetes.io/zone": zone,
-                },
-            }
-        }
-    )
-    capacity = {"cpu": "8", "memory": "32Gi", "pods": "110", "ephemeral-storage": "100Gi"}
-    ctl.core.patch_node_status(
-        node,
-        {
-            "status": {
-                "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
-                "allocatable": capacity,
-                "capacity": capacity,
-            }
-        },
-    )
+    add_fake_node(ctl.core, node, labels={"topology.kubernetes.io/zone": zone})
     task_id = ctl.client.create_task(
         tes.Task(executors=[ex("long", KWOK_HANG="true")], resources=tes.Resources(zones=[zone]))
     )
