@@ -4,7 +4,10 @@ URLs: `s3://bucket/key`, `gs://bucket/key`, `az://container/blob`, `abfs[s]://co
 and `https://<account>.blob.core.windows.net/<container>/<blob>`. One obstore store is built per
 bucket or container (with its endpoint's options) and reused. Downloads stream in chunks into the
 file; uploads go from the file in parts of `part_bytes` (a multipart upload above that size).
-Retries with backoff are obstore's own, capped at `retry_seconds` in all.
+Retries with backoff are obstore's own, capped at `retry_seconds` in all. A host that does not
+answer fails after `connect_seconds`; one request may take up to `request_seconds` (obstore's own
+default, 30 s, is too short for S3 to assemble a multipart upload of many gigabytes). An endpoint's
+`client` options override both (`connect_timeout`, `timeout`).
 """
 
 from __future__ import annotations
@@ -78,6 +81,7 @@ class ObjectStores:
         *,
         retry_seconds: float = 10.0,
         connect_seconds: float = 5.0,
+        request_seconds: float = 300.0,
         part_bytes: int = 16 * 1024 * 1024,
         part_concurrency: int = 4,
     ) -> None:
@@ -88,6 +92,7 @@ class ObjectStores:
             "backoff": {"init_backoff": timedelta(milliseconds=100), "max_backoff": timedelta(seconds=2)},
         }
         self._connect = f"{int(connect_seconds * 1000)}ms"
+        self._request = f"{int(request_seconds * 1000)}ms"
         self._part_bytes = part_bytes
         self._part_concurrency = part_concurrency
         self._stores: dict[str, Any] = {}
@@ -98,7 +103,7 @@ class ObjectStores:
         if store is None:
             endpoint = self._endpoints.find(url)
             options = dict(endpoint.options) if endpoint else {}
-            client: dict[str, Any] = {"connect_timeout": self._connect}
+            client: dict[str, Any] = {"connect_timeout": self._connect, "timeout": self._request}
             client |= endpoint.client if endpoint else {}
             if _plain_http(options):
                 client.setdefault("allow_http", True)
