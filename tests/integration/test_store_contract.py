@@ -117,6 +117,20 @@ async def test_a_reason_is_written_with_its_transition_and_only_then(
     assert (await store.get(task.id)).logs[0].system_logs == ["input 0: not found"]  # type: ignore[index]
 
 
+async def test_a_terminal_state_comes_with_its_reason_and_metadata_or_not_at_all(
+    store: SqlAlchemyTaskStore, clock: FakeClock
+) -> None:
+    task = make_task(clock)
+    await store.create(task, owner="a", system_logs=[])
+    await store.set_metadata(task.id, {"node": "n1"})
+    evicted = {"termination_reason": "Evicted"}
+    assert await store.transition(task.id, State.PREEMPTED, now=NOW, reason="evicted", metadata=evicted)
+    oom = {"termination_reason": "OOMKilled"}
+    assert not await store.transition(task.id, State.SYSTEM_ERROR, now=NOW, reason="late", metadata=oom)
+    log = (await store.get(task.id)).logs[0]  # type: ignore[index]
+    assert (log.system_logs, log.metadata) == (["evicted"], {"node": "n1", "termination_reason": "Evicted"})
+
+
 async def test_executor_logs_upsert_and_hide_until_the_exit_code_is_known(
     store: SqlAlchemyTaskStore, clock: FakeClock
 ) -> None:

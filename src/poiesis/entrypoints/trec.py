@@ -130,8 +130,13 @@ class Recorder:
                     await store.transition(task_id, State.SYSTEM_ERROR, now=now, reason=reason)
         override = diagnose.overriding(task, pod)
         if override is not None and self._written is None:
-            if await store.transition(task_id, override.state, now=now, reason=override.line):
-                await store.set_metadata(task_id, {"termination_reason": override.reason})
+            await store.transition(
+                task_id,
+                override.state,
+                now=now,
+                reason=override.line,
+                metadata={"termination_reason": override.reason},
+            )
             self._written = override.state
         elif is_terminal(progress.state) and self._written is None:
             await store.transition(task_id, progress.state, now=now)

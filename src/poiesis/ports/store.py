@@ -48,10 +48,18 @@ class TaskStore(Protocol):
 
     async def state(self, task_id: str, *, owner: str | None = None) -> State: ...
 
-    async def transition(self, task_id: str, target: State, *, now: str, reason: str | None = None) -> bool:
+    async def transition(
+        self,
+        task_id: str,
+        target: State,
+        *,
+        now: str,
+        reason: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> bool:
         """Move the task to `target` if the lifecycle allows it from its current state; False if not.
-        `reason` is a `system_logs` line written in the same transaction, so no reader sees the
-        state without it."""
+        `reason` (a `system_logs` line) and `metadata` (merged into the task log's) are written in
+        the same transaction, so no reader sees the state without them."""
         ...
 
     async def record_executor(

@@ -267,8 +267,13 @@ class Controller:
                     await self.store.record_executor(task.id, index, end_time=_iso(at), exit_code=code)
 
     async def _write(self, task: Task, verdict: diagnose.Verdict) -> None:
-        if await self.store.transition(task.id, verdict.state, now=self._now(), reason=verdict.line):
-            await self.store.set_metadata(task.id, {"termination_reason": verdict.reason})
+        if await self.store.transition(
+            task.id,
+            verdict.state,
+            now=self._now(),
+            reason=verdict.line,
+            metadata={"termination_reason": verdict.reason},
+        ):
             self._act(task.id, f"{verdict.state.value} ({verdict.reason}): {verdict.line}")
             await self.objects.event(
                 task.id,

@@ -138,7 +138,15 @@ class SqlAlchemyTaskStore:
         except IntegrityError as exc:
             raise Conflict(f"task {task.id} already exists") from exc
 
-    async def transition(self, task_id: str, target: State, *, now: str, reason: str | None = None) -> bool:
+    async def transition(
+        self,
+        task_id: str,
+        target: State,
+        *,
+        now: str,
+        reason: str | None = None,
+        metadata: dict[str, str] | None = None,
+    ) -> bool:
         at = parse_time(now)
         async with self._engine.begin() as conn:
             current = await self._locked_state(conn, task_id)
@@ -172,6 +180,8 @@ class SqlAlchemyTaskStore:
                     sa.insert(t.system_log),
                     [{"task_id": task_id, "attempt": ATTEMPT, "line": reason}],
                 )
+            if metadata:
+                await self._merge_metadata(conn, task_id, metadata)
             return True
 
     async def record_executor(
@@ -244,20 +254,22 @@ class SqlAlchemyTaskStore:
     async def set_metadata(self, task_id: str, metadata: dict[str, str]) -> None:
         async with self._engine.begin() as conn:
             await self._locked_state(conn, task_id)
-            await self._ensure_log(conn, task_id)
-            row = (
-                await conn.execute(
-                    sa.select(t.task_log.c.metadata).where(
-                        t.task_log.c.task_id == task_id, t.task_log.c.attempt == ATTEMPT
-                    )
-                )
-            ).one()
-            merged = dict(row.metadata or {}) | metadata
+            await self._merge_metadata(conn, task_id, metadata)
+
+    async def _merge_metadata(self, conn: AsyncConnection, task_id: str, metadata: dict[str, str]) -> None:
+        await self._ensure_log(conn, task_id)
+        row = (
             await conn.execute(
-                sa.update(t.task_log)
-                .where(t.task_log.c.task_id == task_id, t.task_log.c.attempt == ATTEMPT)
-                .values(metadata=merged)
+                sa.select(t.task_log.c.metadata).where(
+                    t.task_log.c.task_id == task_id, t.task_log.c.attempt == ATTEMPT
+                )
             )
+        ).one()
+        await conn.execute(
+            sa.update(t.task_log)
+            .where(t.task_log.c.task_id == task_id, t.task_log.c.attempt == ATTEMPT)
+            .values(metadata=dict(row.metadata or {}) | metadata)
+        )
 
     # --- reads ------------------------------------------------------------------------------
 
