@@ -233,7 +233,12 @@ class InProcessRecorders:
         from poiesis.adapters.kubernetes.podapi import PodApi
         from poiesis.entrypoints.trec import config_from_env, record
 
-        env = await asyncio.to_thread(self.helper.env_for, pod_name, task_id)
+        try:
+            env = await asyncio.to_thread(self.helper.env_for, pod_name, task_id)
+        except ApiException as exc:
+            if exc.status != 404:  # 404: the task's objects are gone already
+                self.failures.append(exc)
+            return
         cfg = config_from_env(env | {"POIESIS_DATABASE_URL": self.helper.database_url})
         api = PodApi(cfg.api_server or "", cfg.token_file, cfg.ca_file)
         try:

@@ -161,13 +161,19 @@ def _phase(pod: dict[str, Any]) -> str:
     return str((pod.get("status") or {}).get("phase") or "")
 
 
+GRANT_PAUSE_FIRST = 0.2
+GRANT_PAUSE_MAX = 2.0
+
+
 async def follow(recorder: Recorder, api: PodApi, cfg: Config) -> None:
     """Reconcile every state of the Pod until its end is recorded or the Pod is gone."""
     deadline = time.monotonic() + cfg.grant_wait_seconds
     first = True
+    pause = GRANT_PAUSE_FIRST
     while True:
         try:
             pod = await api.pod(cfg.namespace, cfg.pod_name)
+            pause = GRANT_PAUSE_FIRST
             if first:
                 log.info("recording task %s from Pod %s", cfg.task_id, cfg.pod_name)
                 first = False
@@ -185,8 +191,10 @@ async def follow(recorder: Recorder, api: PodApi, cfg: Config) -> None:
         except ApiError as exc:
             if exc.status in (401, 403, 404) and time.monotonic() < deadline:
                 # Just after the Pod starts: its grant (403), or the apiserver's view of the fresh
-                # ServiceAccount behind the token (401), may not be there yet.
-                await asyncio.sleep(0.2)
+                # ServiceAccount behind the token (401), may not be there yet. Backing off keeps
+                # a burst of new Pods from polling the apiserver hard while it catches up.
+                await asyncio.sleep(pause)
+                pause = min(pause * 1.5, GRANT_PAUSE_MAX)
                 continue
             if exc.status in (401, 403, 404):
                 log.warning("cannot read the Pod (%s): nothing more to record", exc)

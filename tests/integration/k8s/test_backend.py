@@ -398,7 +398,7 @@ def test_two_hundred_tasks_reach_the_right_end_and_leave_nothing_behind(
         states: dict[str, str] = {}
         deadline = time.monotonic() + 600
         while len(states) < len(ids):
-            assert time.monotonic() < deadline, f"{len(states)} of 200 ended"
+            assert time.monotonic() < deadline, f"{len(states)} of 200 ended; {k.recorders.failures[:3]}"
             for task_id in ids:
                 if task_id not in states and (s := k.client.get_task(task_id).state) in TERMINAL:
                     states[task_id] = s
@@ -406,6 +406,7 @@ def test_two_hundred_tasks_reach_the_right_end_and_leave_nothing_behind(
         assert [states[t] for t in ids] == [
             "COMPLETE" if n % 2 == 0 else "EXECUTOR_ERROR" for n in range(200)
         ]
+        assert k.recorders.failures == []
         owned = set(ids)
 
         def leftovers() -> list[str]:
