@@ -31,6 +31,7 @@ from poiesis.domain.tes import FileType  # noqa: E402
 from tests.builders import make_task  # noqa: E402
 from tests.conftest import FakeClock  # noqa: E402
 from tests.support import storage  # noqa: E402
+from tests.support.measure import wait_sampling  # noqa: E402
 
 BARE = """
 import asyncio, os, sys
@@ -70,11 +71,11 @@ def run_measured(command: list[str], env: dict[str, str]) -> tuple[float, int]:
     """Run a child process; returns (seconds, its peak RSS in bytes)."""
     started = time.perf_counter()
     process = subprocess.Popen(command, env=os.environ | env)
-    _, status, usage = os.wait4(process.pid, 0)
+    code, peak = wait_sampling(process.pid)
     seconds = time.perf_counter() - started
-    if os.waitstatus_to_exitcode(status) != 0:
+    if code != 0:
         raise SystemExit(f"{command[:6]} failed")
-    return seconds, usage.ru_maxrss * 1024
+    return seconds, peak
 
 
 def make_data(directory: Path, files: int, size: int) -> int:

@@ -39,17 +39,11 @@ from kubernetes import client, config  # noqa: E402
 from benchmarks.k8s import pct, template  # noqa: E402
 from tests.conftest import fresh_postgres_url_sync  # noqa: E402
 from tests.support import cluster, postgres  # noqa: E402
+from tests.support.measure import vm_hwm  # noqa: E402
 from tests.support.server import running_server  # noqa: E402
 
 LABEL = "poiesis.io/task"
 TERMINAL = ("COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "PREEMPTED", "CANCELED")
-
-
-def peak_rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def running_pods(core: Any, namespace: str) -> dict[str, str]:
@@ -171,7 +165,7 @@ def main() -> None:
                     time.sleep(0.2)
                 done.set()
                 cpu_fail = sum(proc.cpu_times()[:2]) - cpu_create - cpu_idle
-                rss = peak_rss(tctl.pid)
+                rss = vm_hwm(tctl.pid)
             finally:
                 tctl.terminate()
                 tctl.wait(30)

@@ -19,6 +19,8 @@ import yaml
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
+from tests.support.measure import wait_sampling
+
 TASK_LABEL = "poiesis.io/task"
 
 
@@ -145,11 +147,10 @@ class Recorders:
                     return  # the task's objects are gone already (cancelled, or cleaned up)
                 raise
             try:
-                _, status, usage = os.wait4(process.pid, 0)  # reaped here, to read its peak RSS
+                process.returncode, peak = wait_sampling(process.pid)
             except ChildProcessError:
-                return  # reaped by __exit__ (Popen.poll/wait) while stopping: nothing to measure
-            process.returncode = os.waitstatus_to_exitcode(status)
-            self.peak_rss[pod_name] = usage.ru_maxrss * 1024
+                return  # reaped by __exit__ (Popen.poll/wait) while stopping
+            self.peak_rss[pod_name] = peak
 
     def _watch(self) -> None:
         seen: set[str] = set()
