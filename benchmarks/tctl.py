@@ -5,9 +5,9 @@
 Starts the test cluster, a private PostgreSQL, `poiesis api` with the Kubernetes backend and one
 `poiesis tctl` (the leader). Submits `--tasks` tasks whose executor keeps running (no recorder
 runs: every end is the controller's to write) on fake nodes with room for them all (500 Pods to a
-node), waits until their Pods run, then fails `--failures` of them one every 50 ms as a kubelet
-would (status phase Failed, a reason and a message) and polls each task through GET every 20 ms.
-Prints:
+node; the task volume on the node's disk, as the test cluster binds claims at about one a second),
+waits until their Pods run, then fails `--failures` of them one every 50 ms as a kubelet would
+(status phase Failed, a reason and a message) and polls each task through GET every 20 ms. Prints:
 - Pod failed (the status write) -> the terminal state visible through GET, p50/p99; the
   controller's `ended_grace_seconds` (the time it leaves a live recorder to write the end) is set
   to 0 here and adds to this in a deployment;
@@ -84,14 +84,16 @@ def main() -> None:
         core.create_namespace({"metadata": {"name": namespace}})
         # The test cluster's two nodes hold 110 Pods each: room for every task, 500 to a node.
         for n in range(-(-args.tasks // 500)):
-            cluster.add_fake_node(core, f"bench-node-{n}", cpu="64", memory="256Gi", pods="600")
+            cluster.add_fake_node(
+                core, f"bench-node-{n}", cpu="64", memory="256Gi", pods="600", ephemeral_storage="10Ti"
+            )
         while not core.list_namespaced_service_account(namespace).items:
             time.sleep(0.1)
         toml = work / "poiesis.toml"
         toml.write_text(
             f'backend = "kubernetes"\nkubeconfig = "{kubeconfig}"\n'
             f'[kubernetes]\nnamespace = "{namespace}"\n'
-            'storage_class = "kwok-volume"\nimage = "poiesis:bench"\n'
+            'task_volume = "empty-dir"\nimage = "poiesis:bench"\n'
             "[tctl]\nended_grace_seconds = 0\nresync_seconds = 60\nstart_timeout_seconds = 3600\n"
         )
         env = {"POIESIS_CONFIG": str(toml), "POIESIS_LOG_LEVEL": "WARNING", "POIESIS_DATABASE_URL": database}

@@ -69,6 +69,7 @@ def add_fake_node(
     cpu: str = "8",
     memory: str = "32Gi",
     pods: str = "110",
+    ephemeral_storage: str = "100Gi",
 ) -> None:
     """A node kwok plays the kubelet for (the annotation), addressed at 127.0.0.1: never kwok's
     default 192.0.2.x, which on these machines is the gateway."""
@@ -81,7 +82,7 @@ def add_fake_node(
             }
         }
     )
-    capacity = {"cpu": cpu, "memory": memory, "pods": pods, "ephemeral-storage": "100Gi"}
+    capacity = {"cpu": cpu, "memory": memory, "pods": pods, "ephemeral-storage": ephemeral_storage}
     core.patch_node_status(
         name,
         {

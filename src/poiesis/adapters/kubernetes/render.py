@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import posixpath
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -45,6 +45,10 @@ class PodSettings(msgspec.Struct, kw_only=True, frozen=True):
     ttl_seconds_after_finished: int = 3600
     default_disk_gb: float = 10.0
     storage_class: str | None = None
+    task_volume: Literal["claim", "empty-dir"] = "claim"
+    """`claim`: a generic ephemeral volume (a PersistentVolumeClaim of `disk_gb` in `storage_class`,
+    made and deleted with the Pod). `empty-dir`: the node's own disk, an emptyDir limited to
+    `disk_gb` and requested as ephemeral-storage, so the scheduler places it; no claim to provision."""
     limits: bool = True
     """Set limits equal to the requests (Guaranteed QoS) besides the requests."""
     database_secret: str = "poiesis-database"
@@ -254,13 +258,21 @@ def render_pod_spec(task: Task, settings: PodSettings) -> dict[str, Any]:
     }
     if settings.storage_class:
         claim["storageClassName"] = settings.storage_class
-    volumes: list[dict[str, Any]] = [
-        {
+    if settings.task_volume == "empty-dir":
+        task_volume: dict[str, Any] = {
+            "name": "task-volume",
+            "emptyDir": {"sizeLimit": _quantity_bytes(disk_gb)},
+        }
+        done["resources"]["requests"]["ephemeral-storage"] = _quantity_bytes(disk_gb)
+    else:
+        task_volume = {
             "name": "task-volume",
             "ephemeral": {
                 "volumeClaimTemplate": {"metadata": {"labels": {TASK_LABEL: task.id}}, "spec": claim}
             },
-        },
+        }
+    volumes: list[dict[str, Any]] = [
+        task_volume,
         {"name": "task", "configMap": {"name": name}},
         {"name": "bin", "emptyDir": {"sizeLimit": "64Mi"}},
         {"name": "status", "emptyDir": {"sizeLimit": "64Mi"}},

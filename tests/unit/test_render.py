@@ -1,0 +1,32 @@
+"""The task volume as a claim (the default) or the node's own disk."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from poiesis.adapters.kubernetes.render import PodSettings, render_pod_spec
+from poiesis.domain.tes import Resources
+from tests.builders import make_task
+from tests.conftest import FakeClock
+
+
+def volume(spec: dict[str, Any]) -> dict[str, Any]:
+    return next(v for v in spec["volumes"] if v["name"] == "task-volume")
+
+
+def test_the_task_volume_is_a_claim_of_disk_gb_in_the_storage_class(clock: FakeClock) -> None:
+    task = make_task(clock, resources=Resources(disk_gb=25))
+    spec = render_pod_spec(task, PodSettings(storage_class="fast"))
+    claim = volume(spec)["ephemeral"]["volumeClaimTemplate"]["spec"]
+    assert (claim["storageClassName"], claim["resources"]["requests"]["storage"]) == ("fast", "25000000000")
+    assert all("ephemeral-storage" not in c["resources"]["requests"] for c in spec["containers"])
+
+
+def test_the_task_volume_on_the_node_is_limited_and_requested(clock: FakeClock) -> None:
+    task = make_task(clock, resources=Resources(disk_gb=25))
+    spec = render_pod_spec(task, PodSettings(task_volume="empty-dir", default_disk_gb=10))
+    assert volume(spec) == {"name": "task-volume", "emptyDir": {"sizeLimit": "25000000000"}}
+    (main,) = spec["containers"]
+    assert main["resources"]["requests"]["ephemeral-storage"] == "25000000000"
+    untouched = render_pod_spec(make_task(clock), PodSettings())["containers"][0]["resources"]["requests"]
+    assert "ephemeral-storage" not in untouched
