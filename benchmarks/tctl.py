@@ -51,7 +51,12 @@ def running_pods(core: Any, namespace: str) -> dict[str, str]:
     found: dict[str, str] = {}
     token = None
     while True:
-        kwargs: dict[str, Any] = {"label_selector": LABEL, "limit": 1000, "_preload_content": False}
+        kwargs: dict[str, Any] = {
+            "label_selector": LABEL,
+            "limit": 1000,
+            "resource_version": "0",  # from the apiserver's cache
+            "_preload_content": False,
+        }
         if token:
             kwargs["_continue"] = token
         page = json.loads(core.list_namespaced_pod(namespace, **kwargs).data)
@@ -119,7 +124,7 @@ def main() -> None:
                 print(f"  {len(ids)} tasks submitted in {submitted:.0f} s", file=sys.stderr)
                 pods: dict[str, str] = {}
                 while len(pods) < len(ids):
-                    time.sleep(5)
+                    time.sleep(30)  # listing thousands of Pods is itself a load on the apiserver
                     pods = running_pods(core, namespace)
                     print(
                         f"  {len(pods)} of {len(ids)} executors running"
