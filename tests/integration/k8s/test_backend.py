@@ -93,14 +93,22 @@ class Backend:
         return asyncio.run(read())
 
 
-@pytest.fixture(scope="module")
-def namespace(api_client: client.ApiClient) -> Iterator[str]:
+@contextmanager
+def fresh_namespace(api_client: client.ApiClient) -> Iterator[str]:
     core: Any = client.CoreV1Api(api_client)
     name = f"b-{uuid.uuid4().hex[:10]}"
     core.create_namespace({"metadata": {"name": name}})
     wait_until(lambda: core.list_namespaced_service_account(name).items, timeout=30, what="default account")
-    yield name
-    core.delete_namespace(name, propagation_policy="Background")
+    try:
+        yield name
+    finally:
+        core.delete_namespace(name, propagation_policy="Background")
+
+
+@pytest.fixture(scope="module")
+def namespace(api_client: client.ApiClient) -> Iterator[str]:
+    with fresh_namespace(api_client) as name:
+        yield name
 
 
 @contextmanager
@@ -376,19 +384,23 @@ def test_the_stage_in_filer_fails(
 def test_two_hundred_tasks_reach_the_right_end_and_leave_nothing_behind(
     api_client: client.ApiClient,
     kubeconfig: str,
-    namespace: str,
     database_url: str,
     tmp_path: Path,
 ) -> None:
-    with backend(
-        api_client,
-        kubeconfig,
-        namespace,
-        database_url,
-        tmp_path,
-        InProcessRecorders,
-        ttl_seconds_after_finished=30,
-    ) as k:
+    # A namespace of its own: the module's backend (its API and a recorder process per Pod) watches
+    # the shared one, and would start 200 more recorder processes on two cores.
+    with (
+        fresh_namespace(api_client) as namespace,
+        backend(
+            api_client,
+            kubeconfig,
+            namespace,
+            database_url,
+            tmp_path,
+            InProcessRecorders,
+            ttl_seconds_after_finished=30,
+        ) as k,
+    ):
         ids = [
             k.client.create_task(
                 tes.Task(executors=[ex("a"), ex("b", KWOK_EXIT_CODE=str(3 * (n % 2)))], tags={"batch": "200"})
