@@ -51,14 +51,11 @@ def running_pods(core: Any, namespace: str) -> dict[str, str]:
     found: dict[str, str] = {}
     token = None
     while True:
-        kwargs: dict[str, Any] = {
-            "label_selector": LABEL,
-            "limit": 1000,
-            "resource_version": "0",  # from the apiserver's cache
-            "_preload_content": False,
-        }
+        kwargs: dict[str, Any] = {"label_selector": LABEL, "limit": 1000, "_preload_content": False}
         if token:
-            kwargs["_continue"] = token
+            kwargs["_continue"] = token  # a continued list may not name a resourceVersion
+        else:
+            kwargs["resource_version"] = "0"  # from the apiserver's cache
         page = json.loads(core.list_namespaced_pod(namespace, **kwargs).data)
         for pod in page["items"]:
             statuses = pod.get("status", {}).get("initContainerStatuses") or []
