@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 import pytest
@@ -258,3 +260,40 @@ async def test_the_work_queue_holds_each_id_once_and_gives_it_to_one_worker() ->
     queue.done(first)
     assert len(queue) == 1, "…but is handed out again once its worker is done"
     assert {first, second} == {"a", "b"}
+
+
+class FlakyStore:
+    """The store, whose listing of open tasks fails once in a way nobody planned for."""
+
+    def __init__(self, store: SqlAlchemyTaskStore) -> None:
+        self.store = store
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    async def ids_in_states(self, states: Any) -> list[str]:
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("the driver said something new")
+        return list(await self.store.ids_in_states(states))
+
+
+async def test_the_resync_outlives_an_unexpected_store_error(h: Harness) -> None:
+    task = await h.task(State.RUNNING)
+    flaky = FlakyStore(h.store)
+    settings = ControllerSettings(resync_seconds=0.01, delete_orphans=False)
+    controller = Controller(flaky, h.objects, settings)  # type: ignore[arg-type]
+    resyncing = asyncio.create_task(controller.resync())
+    try:
+        for _ in range(500):
+            if len(controller.queue):
+                break
+            await asyncio.sleep(0.01)
+        assert not resyncing.done(), "the resync loop ended"
+        assert flaky.calls >= 2
+        assert await controller.queue.get() == task.id
+    finally:
+        resyncing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await resyncing

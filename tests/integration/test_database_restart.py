@@ -8,9 +8,13 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import httpx
 import pytest
 
+from poiesis.adapters.sqlalchemy.engine import create_engine
+from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore
+from poiesis.ports.store import StoreUnavailable
 from tests.support import postgres
 from tests.support.server import running_server
 
@@ -61,3 +65,19 @@ def test_api_answers_503_while_the_database_is_down_and_recovers(
         assert after.status_code == 200
         listed = httpx.get(f"{server.tes}/tasks", params={"name_prefix": "survivor"}).json()["tasks"]
         assert [t["id"] for t in listed] == [after.json()["id"], before]
+
+
+async def test_a_database_shutting_down_is_unavailable_not_a_fault(own_postgres: tuple[str, str]) -> None:
+    """While PostgreSQL waits for its last sessions to end it refuses new ones with SQLSTATE 57P03:
+    callers must see the port's StoreUnavailable (retry later), not a driver error."""
+    url, place = own_postgres
+    directory = place.split()[0]
+    holder = await asyncpg.connect(url)
+    engine = create_engine(url)
+    try:
+        postgres.pg_ctl(directory, "-m", "smart", "-W", "stop")  # waits for `holder`
+        with pytest.raises(StoreUnavailable, match="shutting down"):
+            await SqlAlchemyTaskStore(engine).get("01hzzzzzzzzzzzzzzzzzzzzzzz")
+    finally:
+        await holder.close()
+        await engine.dispose()

@@ -319,11 +319,15 @@ class Controller:
                 ids.update(await self.store.ids_in_states(NON_TERMINAL))
             except StoreUnavailable as exc:
                 log.warning("resync: the database is unavailable: %s", exc)
+            except Exception:  # the backstop's own loop must outlive any one failure
+                log.exception("resync: listing the open tasks failed")
             if self.settings.delete_orphans:
                 try:
                     ids.update(await self.objects.known())
                 except (ClusterUnavailable, ClusterRefused) as exc:
                     log.warning("resync: listing the task Jobs failed: %s", exc)
+                except Exception:
+                    log.exception("resync: listing the task Jobs failed")
             for task_id in sorted(ids):
                 self.queue.add(task_id)
             await asyncio.sleep(self.settings.resync_seconds)

@@ -54,6 +54,23 @@ def _drop_none(**values: Any) -> dict[str, Any]:
 
 
 _UNAVAILABLE = (OperationalError, InterfaceError, sa.exc.TimeoutError, OSError, ConnectionError)
+# SQLSTATE classes that mean "not now, try again": 08 connection exception, 53 insufficient resources
+# (too many connections), 57 operator intervention (shutting down, starting up, terminated by an
+# administrator). asyncpg's errors for these reach SQLAlchemy as a plain DBAPIError.
+_UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57")
+
+
+def is_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` says the database cannot be reached or cannot serve now (retry later), as
+    opposed to a fault in the request."""
+    if isinstance(exc, _UNAVAILABLE):
+        return True
+    if isinstance(exc, sa.exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        return isinstance(sqlstate, str) and sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES
+    return False
 
 
 class _Translated:
@@ -78,7 +95,11 @@ class _Translated:
         try:
             async with open_() as conn:
                 yield conn
-        except _UNAVAILABLE as exc:
+        except sa.exc.SQLAlchemyError as exc:
+            if is_unavailable(exc):
+                raise StoreUnavailable(_reason(exc)) from exc
+            raise
+        except (OSError, ConnectionError) as exc:
             raise StoreUnavailable(_reason(exc)) from exc
 
 
