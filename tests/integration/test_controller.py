@@ -11,7 +11,7 @@ import pytest
 from poiesis.adapters.kubernetes.controller import Controller, ControllerSettings, WorkQueue
 from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore
 from poiesis.domain.states import State
-from poiesis.domain.tes import Task
+from poiesis.domain.tes import Task, View
 from poiesis.domain.times import rfc3339
 from tests.builders import make_task
 from tests.conftest import FakeClock
@@ -297,3 +297,33 @@ async def test_the_resync_outlives_an_unexpected_store_error(h: Harness) -> None
         resyncing.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await resyncing
+
+
+class CountingStore(FlakyStore):
+    """The store, noting the view of every task read."""
+
+    def __init__(self, store: SqlAlchemyTaskStore) -> None:
+        super().__init__(store)
+        self.calls = 1  # never flaky
+        self.views: list[View] = []
+
+    async def get(self, task_id: str, *, view: View = View.FULL, owner: str | None = None) -> Task:
+        self.views.append(view)
+        return await self.store.get(task_id, view=view, owner=owner)
+
+
+async def test_a_pass_over_a_task_running_well_reads_only_its_state(h: Harness) -> None:
+    task = await h.task(State.RUNNING)
+    h.objects.pods[task.id] = (pod(task.id, terminated("tif"), running("executor-0"), phase="Pending"), False)
+    counting = CountingStore(h.store)
+    controller = Controller(counting, h.objects, SETTINGS)  # type: ignore[arg-type]
+    await controller.reconcile(task.id)
+    assert counting.views == [View.MINIMAL]
+    assert controller.actions == []
+    h.objects.pods[task.id] = (
+        pod(task.id, terminated("tif"), terminated("executor-0", 2), phase="Failed"),
+        True,
+    )
+    await controller.reconcile(task.id)
+    assert counting.views == [View.MINIMAL, View.MINIMAL, View.FULL], "acting reads the whole task"
+    assert (await h.full(task.id)).state is State.EXECUTOR_ERROR

@@ -149,8 +149,10 @@ class Controller:
     # One pass
 
     async def reconcile(self, task_id: str) -> None:
+        # The state alone decides most passes (a resync visits every open task, and most of them
+        # are running well): the whole task is read only when the pass acts on it.
         try:
-            task = await self.store.get(task_id, view=View.FULL)
+            task = await self.store.get(task_id, view=View.MINIMAL)
         except TaskNotFound:
             await self._orphan(task_id)
             return
@@ -163,12 +165,14 @@ class Controller:
         seen = self.objects.pod(task_id)
         if seen is not None:
             pod, deleted = seen
-            if await self._pod_ended(task, pod, deleted):
+            if deleted or diagnose.has_ended(pod):
+                await self._pod_ended(await self.store.get(task_id, view=View.FULL), pod, deleted)
                 return
+            self._ended_seen.pop(task_id, None)
             await self._pod_cannot_start(task, pod)
             return
         if task.state is State.QUEUED:
-            await self._queued_without_pod(task)
+            await self._queued_without_pod(await self.store.get(task_id, view=View.FULL))
             return
         # INITIALIZING or RUNNING, and no Pod in the cache: ask the API itself.
         job = await self.objects.job(task_id)
@@ -184,20 +188,22 @@ class Controller:
         elif (failed := diagnose.job_failed(job)) is not None:
             await self._write(task, failed)
 
-    async def _pod_ended(self, task: Task, pod: dict[str, Any], deleted: bool) -> bool:
+    async def _pod_ended(self, task: Task, pod: dict[str, Any], deleted: bool) -> None:
+        if is_terminal(task.state):  # written since the state was read
+            self._settled(task.id)
+            return
         verdict = diagnose.ended(task, pod, deleted=deleted)
         if verdict is None:
             self._ended_seen.pop(task.id, None)
-            return False
+            return
         # The recorder writes the end itself as the Pod ends; give it time before writing for it.
         first = self._ended_seen.setdefault(task.id, self._monotonic())
         wait = self.settings.ended_grace_seconds - (self._monotonic() - first)
         if wait > 0 and not deleted:
             self.queue.add_after(task.id, wait)
-            return True
+            return
         await self._record_steps(task, pod)
         await self._write(task, verdict)
-        return True
 
     async def _pod_cannot_start(self, task: Task, pod: dict[str, Any]) -> None:
         found = diagnose.stuck(pod)
@@ -214,6 +220,9 @@ class Controller:
         await self._write(task, diagnose.Verdict(State.SYSTEM_ERROR, found.reason, line))
 
     async def _queued_without_pod(self, task: Task) -> None:
+        if task.state is not State.QUEUED:  # moved on since the state was read: look again
+            self.queue.add(task.id)
+            return
         age = (parse_time(self._now()) - parse_time(task.creation_time or self._now())).total_seconds()
         if age < self.settings.queued_grace_seconds:
             self.queue.add_after(task.id, self.settings.queued_grace_seconds - age)
