@@ -52,6 +52,9 @@ def main(bin_dir: str) -> None:
             "enableCRDs": ["Logs", "ClusterLogs"],
             "kubeAuthorization": True,
             "kubeAdmission": True,
+            # No inflight caps or priority-and-fairness queueing: the Task Controller benchmark
+            # holds thousands of Pods. This also lifts the controller-manager's and scheduler's client QPS.
+            "disableQPSLimits": True,
         },
         "componentsPatches": [
             {
@@ -66,17 +69,30 @@ def main(bin_dir: str) -> None:
                     {"key": "concurrent-ttl-after-finished-syncs", "value": "20"},
                     {"key": "concurrent-job-syncs", "value": "20"},
                     {"key": "concurrent-gc-syncs", "value": "40"},
-                    {"key": "kube-api-qps", "value": "200"},
-                    {"key": "kube-api-burst", "value": "400"},
                 ],
-            },
-            {
-                "name": "kube-scheduler",
-                "extraArgs": [{"key": "kube-api-qps", "value": "200"}, {"key": "kube-api-burst", "value": "400"}],
             },
         ],
     }
-    docs = [json.dumps(config, indent=1)]
+    # kwok plays each Pod's status steps as API writes: more of them in flight than its default 4
+    # keeps thousands of Pods moving when each write waits on a busy apiserver. kwokctl hands this
+    # document to kwok without kwok's defaults, so the other options carry kwok's default values.
+    kwok = {
+        "apiVersion": "config.kwok.x-k8s.io/v1alpha1",
+        "kind": "KwokConfiguration",
+        "options": {
+            "podPlayStageParallelism": 16,
+            "nodePlayStageParallelism": 4,
+            "nodeLeaseParallelism": 4,
+            "podsOnNodeSyncParallelism": 1,
+            "cidr": "10.0.0.1/24",
+            "enableDebuggingHandlers": True,  # the logs kwok serves for the Logs CRD
+            "enableProfilingHandler": False,
+            "enableContentionProfiling": False,
+            "enablePodsOnNodeSyncListPager": True,
+            "enablePodsOnNodeSyncStreamWatch": False,
+        },
+    }
+    docs = [json.dumps(config, indent=1), json.dumps(kwok, indent=1)]
     upstream = kwok_module_dir() / "kustomize" / "stage"
     docs += [(upstream / name).read_text() for name in UPSTREAM_STAGES]
     docs.append((HERE / "stages.yaml").read_text())
