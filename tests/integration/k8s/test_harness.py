@@ -184,6 +184,34 @@ def test_oomkilled_and_evicted_show_the_reasons_kubernetes_gives(
     assert [(c.status, c.reason) for c in disruption] == [("True", "TerminationByKubelet")]
 
 
+def test_a_hanging_step_runs_without_rewriting_its_pod(
+    core: client.CoreV1Api, batch: client.BatchV1Api, namespace: str
+) -> None:
+    """A step that hangs is played once: its Pod's status then stays put (kwok would otherwise
+    rewrite it with new timestamps for as long as it hangs, a load on the apiserver that grows with
+    the Pods in flight), and the Pod still goes away when deleted."""
+    batch.create_namespaced_job(
+        namespace, task_job("hangs", [container("step-0"), container("step-1", KWOK_HANG="true")])
+    )
+    name = job_pod(core, namespace, "hangs").metadata.name
+    wait_until(
+        lambda: states(core.read_namespaced_pod(name, namespace)).get("step-1") == "running",
+        what="the hanging step running",
+    )
+    time.sleep(1.5)  # $now moves on: a status played again now would differ
+    # Any change to the Pod makes kwok look at it again, as its resyncs do.
+    version = core.patch_namespaced_pod(name, namespace, {"metadata": {"labels": {"poked": "1"}}})
+    time.sleep(3)  # kwok's step delay is 0.2 s: many steps' worth
+    pod = core.read_namespaced_pod(name, namespace)
+    assert pod.metadata.resource_version == version.metadata.resource_version, "the Pod was rewritten"
+    assert states(pod) == {SIDECAR: "running", "step-0": "terminated", "step-1": "running"}
+    batch.delete_namespaced_job("hangs", namespace, propagation_policy="Foreground")
+    wait_until(
+        lambda: not core.list_namespaced_pod(namespace, label_selector="job-name=hangs").items,
+        what="the hanging Pod gone",
+    )
+
+
 def test_a_finished_job_is_collected_with_its_pod_and_claims(
     core: client.CoreV1Api, batch: client.BatchV1Api, namespace: str
 ) -> None:
