@@ -300,16 +300,25 @@ async def test_the_resync_outlives_an_unexpected_store_error(h: Harness) -> None
 
 
 class CountingStore(FlakyStore):
-    """The store, noting the view of every task read."""
+    """The store, noting the view of every task read and every write."""
 
     def __init__(self, store: SqlAlchemyTaskStore) -> None:
         super().__init__(store)
         self.calls = 1  # never flaky
         self.views: list[View] = []
+        self.writes: list[tuple[Any, ...]] = []
 
     async def get(self, task_id: str, *, view: View = View.FULL, owner: str | None = None) -> Task:
         self.views.append(view)
         return await self.store.get(task_id, view=view, owner=owner)
+
+    async def transition(self, task_id: str, state: State, **kwargs: Any) -> bool:
+        self.writes.append(("transition", state))
+        return await self.store.transition(task_id, state, **kwargs)
+
+    async def record_executor(self, task_id: str, index: int, **kwargs: Any) -> None:
+        self.writes.append(("executor", index, "exit_code" in kwargs))
+        await self.store.record_executor(task_id, index, **kwargs)
 
 
 async def test_a_pass_over_a_task_running_well_reads_only_its_state(h: Harness) -> None:
@@ -327,3 +336,26 @@ async def test_a_pass_over_a_task_running_well_reads_only_its_state(h: Harness) 
     await controller.reconcile(task.id)
     assert counting.views == [View.MINIMAL, View.MINIMAL, View.FULL], "acting reads the whole task"
     assert (await h.full(task.id)).state is State.EXECUTOR_ERROR
+
+
+async def test_a_pass_writes_only_the_steps_the_recorder_did_not(h: Harness) -> None:
+    task = await h.task(State.RUNNING, executors=2)
+    now = rfc3339(h.clock.now())
+    await h.store.record_executor(task.id, 0, start_time=now, end_time=now, exit_code=0)
+    h.objects.pods[task.id] = (
+        pod(
+            task.id, terminated("tif"), terminated("executor-0"), terminated("executor-1", 3), phase="Failed"
+        ),
+        True,  # deleted: no grace
+    )
+    counting = CountingStore(h.store)
+    controller = Controller(counting, h.objects, SETTINGS)  # type: ignore[arg-type]
+    await controller.reconcile(task.id)
+    assert counting.writes == [
+        ("executor", 1, False),
+        ("executor", 1, True),
+        ("transition", State.EXECUTOR_ERROR),
+    ], "the recorded executor, INITIALIZING and RUNNING are not written again"
+    done = await h.full(task.id)
+    assert done.state is State.EXECUTOR_ERROR
+    assert [e.exit_code for e in done.logs[0].logs] == [0, 3]  # type: ignore[index]

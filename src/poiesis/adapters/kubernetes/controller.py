@@ -264,15 +264,22 @@ class Controller:
     # Writes
 
     async def _record_steps(self, task: Task, pod: dict[str, Any]) -> None:
-        """Executor logs and the states on the way, as far as the Pod status shows them."""
+        """Executor logs and the states on the way, as far as the Pod status shows them, leaving
+        out what the task shows already (the recorder wrote it)."""
+        # Executors end in order, so the ended ones (the logs a task shows) are a prefix.
+        ended = len(task.logs[-1].logs or []) if task.logs else 0
+        before_running = task.state in (State.QUEUED, State.INITIALIZING)
         for event in observe.events(task, pod):
             match event:
-                case lifecycle.StagingStarted():
+                case lifecycle.StagingStarted() if task.state is State.QUEUED:
                     await self.store.transition(task.id, State.INITIALIZING, now=self._now())
                 case lifecycle.ExecutorStarted(index=index, at=at):
-                    await self.store.transition(task.id, State.RUNNING, now=_iso(at))
-                    await self.store.record_executor(task.id, index, start_time=_iso(at))
-                case lifecycle.ExecutorExited(index=index, exit_code=code, at=at):
+                    if before_running:
+                        await self.store.transition(task.id, State.RUNNING, now=_iso(at))
+                        before_running = False
+                    if index >= ended:
+                        await self.store.record_executor(task.id, index, start_time=_iso(at))
+                case lifecycle.ExecutorExited(index=index, exit_code=code, at=at) if index >= ended:
                     await self.store.record_executor(task.id, index, end_time=_iso(at), exit_code=code)
 
     async def _write(self, task: Task, verdict: diagnose.Verdict) -> None:
