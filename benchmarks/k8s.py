@@ -7,8 +7,8 @@ Kubernetes backend; one `poiesis trec` process per task Pod, as in the tests. Ta
 each) run one after another, so each recorder has the machine to itself as it would have its node
 (a burst of recorder processes on two cores measures the cores). It prints:
 - POST sent -> the Job seen by a watch, p50/p99;
-- the Pod's end seen by a watch -> the task's terminal state visible through GET, p50/p99 (GET polled
-  every 20 ms);
+- the last executor's end seen by a watch (the status change the recorder acts on) -> the task's
+  terminal state visible through GET, p50/p99 (GET polled every 20 ms);
 - Kubernetes API write calls per task (the apiserver's own request counters: POST and PATCH on jobs,
   configmaps, serviceaccounts, roles and rolebindings, status subresources excluded);
 - the recorder's start-up (process start -> its first look at the Pod) and peak RSS (VmHWM), p50/max.
@@ -23,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -119,18 +120,36 @@ def main() -> None:
                         return
 
             def watch_pods() -> None:
+                # The status change the recorder acts on: the last executor ended (or the Pod did).
+                # On the test cluster the Pod's own end is no anchor: kwok ends it on a timer, not
+                # when the recorder lets it.
                 for event in watch.Watch().stream(core.list_namespaced_pod, namespace, timeout_seconds=600):
                     pod = event["object"]
-                    if pod.status.phase in ("Succeeded", "Failed") or any(
-                        s.state.terminated and s.state.terminated.exit_code
-                        for s in pod.status.init_container_statuses or []
-                    ):
+                    steps = {s.name: s for s in pod.status.init_container_statuses or []}
+                    last = steps.get(f"executor-{len(body['executors']) - 1}")
+                    if pod.status.phase in ("Succeeded", "Failed") or (last and last.state.terminated):
                         pod_end.setdefault(pod.metadata.labels[LABEL], time.perf_counter())
                     if stop.is_set():
                         return
 
+            def quietly(target: Callable[[], None]) -> Callable[[], None]:
+                def run() -> None:
+                    try:
+                        target()
+                    except Exception:
+                        if not stop.is_set():  # else the cluster went away under the watch
+                            raise
+
+                return run
+
+            body = {
+                "executors": [
+                    {"image": "a", "command": ["a"]},
+                    {"image": "b", "command": ["b"]},
+                ]
+            }
             for target in (watch_jobs, watch_pods):
-                threading.Thread(target=target, daemon=True).start()
+                threading.Thread(target=quietly(target), daemon=True).start()
             env = {"POIESIS_CONFIG": str(toml), "POIESIS_LOG_LEVEL": "WARNING"}
             with (
                 running_server("api", database, work, env) as server,
@@ -139,12 +158,6 @@ def main() -> None:
             ):
                 before = writes(api)
                 posted: dict[str, float] = {}
-                body = {
-                    "executors": [
-                        {"image": "a", "command": ["a"]},
-                        {"image": "b", "command": ["b"]},
-                    ]
-                }
                 visible: dict[str, float] = {}
                 for _ in range(args.tasks):
                     sent = time.perf_counter()
@@ -173,7 +186,7 @@ def main() -> None:
     print(f"Kubernetes backend on the test cluster, {len(posted)} tasks of two executors, one after another")
     for label, values in (
         ("POST sent -> Job seen by a watch", to_job),
-        ("Pod ended -> terminal state in GET", to_api),
+        ("last executor ended -> state in GET", to_api),
     ):
         print(f"  {label + ':':38} p50 {pct(values, 50):7.1f} ms   p99 {pct(values, 99):7.1f} ms")
     print(f"  Kubernetes API writes per task:       {per_task:.2f}")
