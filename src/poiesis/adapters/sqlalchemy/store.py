@@ -53,14 +53,14 @@ def _drop_none(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
 
 
-_UNAVAILABLE = (OperationalError, InterfaceError, sa.exc.TimeoutError, OSError, ConnectionError)
+_UNAVAILABLE = (OperationalError, InterfaceError, sa.exc.TimeoutError)
 # SQLSTATE classes that mean "not now, try again": 08 connection exception, 53 insufficient resources
 # (too many connections), 57 operator intervention (shutting down, starting up, terminated by an
 # administrator). asyncpg's errors for these reach SQLAlchemy as a plain DBAPIError.
 _UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57")
 
 
-def is_unavailable(exc: BaseException) -> bool:
+def _is_unavailable(exc: sa.exc.SQLAlchemyError) -> bool:
     """Whether `exc` says the database cannot be reached or cannot serve now (retry later), as
     opposed to a fault in the request."""
     if isinstance(exc, _UNAVAILABLE):
@@ -96,10 +96,10 @@ class _Translated:
             async with open_() as conn:
                 yield conn
         except sa.exc.SQLAlchemyError as exc:
-            if is_unavailable(exc):
+            if _is_unavailable(exc):
                 raise StoreUnavailable(_reason(exc)) from exc
             raise
-        except (OSError, ConnectionError) as exc:
+        except OSError as exc:  # ConnectionRefusedError and kin, before the driver wraps them
             raise StoreUnavailable(_reason(exc)) from exc
 
 
