@@ -75,7 +75,7 @@ async def test_a_database_shutting_down_is_unavailable_not_a_fault(own_postgres:
     holder = await asyncpg.connect(url)
     engine = create_engine(url)
     try:
-        postgres.pg_ctl(directory, "-m", "smart", "-W", "stop")  # waits for `holder`
+        subprocess.run([SCRIPT, "drain", directory], check=True, capture_output=True)  # waits for `holder`
         with pytest.raises(StoreUnavailable, match="shutting down"):
             await SqlAlchemyTaskStore(engine).get("01hzzzzzzzzzzzzzzzzzzzzzzz")
     finally:

@@ -43,12 +43,3 @@ def private_postgres() -> Iterator[str]:
         yield url
     finally:
         subprocess.run([script, "down", directory], check=False, capture_output=True)
-
-
-def pg_ctl(directory: str, *args: str) -> None:
-    """Run pg_ctl on the server kept in `directory` (as the `postgres` user when root)."""
-    binary = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"), key=lambda p: int(p.parts[-3]))[-1]
-    command = [str(binary), "-D", f"{directory}/data", *args]
-    if os.geteuid() == 0:
-        command = ["runuser", "-u", "postgres", "--", *command]
-    subprocess.run(command, check=True, capture_output=True)
