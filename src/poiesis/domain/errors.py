@@ -3,8 +3,11 @@
 PoiesisError
 ├── InvalidRequest      the client sent something unacceptable (400); names the field
 │   └── InvalidTask     a submitted task broke a TES rule
+├── Unauthenticated     no credential, or one that does not prove who the caller is (401)
+├── Forbidden           the caller is known but may not do this (403)
 ├── TaskNotFound        no task with that id is visible to the caller (404)
-└── Conflict            a request that cannot apply to the task as it is now (409)
+├── Conflict            a request that cannot apply to the task as it is now (409)
+└── Unavailable         a dependency (database, identity provider, cluster) cannot answer now (503)
 """
 
 from __future__ import annotations
@@ -22,6 +25,15 @@ class InvalidRequest(PoiesisError):
 
 
 class InvalidTask(InvalidRequest):
+    pass
+
+
+class Unauthenticated(PoiesisError):
+    """The request carries no credential, or one that proves nothing. The message says why in
+    words a client can act on; it never repeats the credential."""
+
+
+class Forbidden(PoiesisError):
     pass
 
 

@@ -3,6 +3,10 @@
 Handlers parse, call one TaskService method and return a msgspec struct. Errors become HTTP in one
 table (`_STATUS`), always with the same JSON body: `{"msg", "status_code", "field"?}`, where
 `field` names the request field at fault.
+
+The task endpoints take the caller's `Principal` as a dependency: tasks are created in its name,
+and reads and cancels are confined to its own tasks unless it is an admin (`domain.principal`).
+service-info, `/healthz` and `/readyz` are public. Every create and cancel is an audit line.
 """
 
 from __future__ import annotations
@@ -23,8 +27,17 @@ from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath, FromQuery, QueryParameter, SkipValidation
 
 from poiesis import __version__
-from poiesis.domain.errors import Conflict, InvalidRequest, PoiesisError, TaskNotFound, Unavailable
+from poiesis.domain.errors import (
+    Conflict,
+    Forbidden,
+    InvalidRequest,
+    PoiesisError,
+    TaskNotFound,
+    Unauthenticated,
+    Unavailable,
+)
 from poiesis.domain.listing import build_query, parse_view
+from poiesis.domain.principal import Principal, listing_owner, owner_scope
 from poiesis.domain.tes import (
     CancelTaskResponse,
     CreateTaskResponse,
@@ -32,18 +45,21 @@ from poiesis.domain.tes import (
     ServiceInfo,
     Task,
 )
+from poiesis.entrypoints.access import Access
 from poiesis.entrypoints.container import ApiContainer
+from poiesis.entrypoints.settings import SettingsError, auth_problems
 from poiesis.ports.store import TaskStore
 from poiesis.services.tasks import TaskService
 
 log = logging.getLogger(__name__)
+audit = logging.getLogger("poiesis.audit")
 
 BASE = "/ga4gh/tes/v1"
-ANONYMOUS = "anonymous"
-"""The owner of every task while authentication is off."""
 
 _STATUS: dict[type[PoiesisError], int] = {
     InvalidRequest: 400,
+    Unauthenticated: 401,
+    Forbidden: 403,
     TaskNotFound: 404,
     Conflict: 409,
     Unavailable: 503,
@@ -60,10 +76,41 @@ def _error(status: int, msg: str, field: str | None = None) -> Response[ErrorBod
     return Response(ErrorBody(msg=msg, status_code=status, field=field), status_code=status)
 
 
-def _domain_error(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
+def _domain_error(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
     status = next((code for kind, code in _STATUS.items() if isinstance(exc, kind)), 500)
     field = exc.field if isinstance(exc, InvalidRequest) else None
-    return _error(status, str(exc), field)
+    response = _error(status, str(exc), field)
+    if isinstance(exc, Unauthenticated):
+        access: Access = request.app.state.access
+        sent = bool(request.headers.get("authorization"))
+        response.headers["WWW-Authenticate"] = access.challenges(refused=sent)
+    return response
+
+
+def _client(request: Request[Any, Any, Any]) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+async def _principal(request: Request[Any, Any, Any]) -> Principal:
+    access: Access = request.app.state.access
+    return await access.principal(request.headers.get("authorization"), client=_client(request))
+
+
+def _audit(event: str, task_id: str, principal: Principal, request: Request[Any, Any, Any]) -> None:
+    audit.info(
+        "%s %s by %s",
+        event,
+        task_id,
+        principal.name,
+        extra={
+            "fields": {
+                "event": event,
+                "task_id": task_id,
+                "principal": principal.name,
+                "client": _client(request),
+            }
+        },
+    )
 
 
 def _http_error(_: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
@@ -90,14 +137,25 @@ async def service_info(info: NamedDependency[ServiceInfo]) -> ServiceInfo:
 
 @post("/tasks", status_code=200)
 async def create_task(
-    request: Request[Any, Any, Any], tasks: NamedDependency[TaskService]
+    request: Request[Any, Any, Any],
+    tasks: NamedDependency[TaskService],
+    principal: NamedDependency[SkipValidation[Principal]],
 ) -> CreateTaskResponse:
-    return CreateTaskResponse(id=await tasks.create(await request.body(), owner=ANONYMOUS))
+    task_id = await tasks.create(await request.body(), owner=principal.name)
+    _audit("create", task_id, principal, request)
+    return CreateTaskResponse(id=task_id)
 
 
 @get("/tasks")
 async def list_tasks(
     tasks: NamedDependency[TaskService],
+    principal: NamedDependency[SkipValidation[Principal]],
+    owner: Annotated[
+        str | None,
+        QueryParameter(
+            description="Poiesis extension: only this owner's tasks (admins only; others see their own)"
+        ),
+    ] = None,
     name_prefix: FromQuery[str | None] = None,
     state_filter: Annotated[str | None, QueryParameter(name="state")] = None,
     tag_key: Annotated[list[str] | None, QueryParameter(name="tag_key")] = None,
@@ -107,7 +165,7 @@ async def list_tasks(
     view: FromQuery[str | None] = None,
 ) -> ListTasksResponse:
     query = build_query(
-        owner=None,
+        owner=listing_owner(principal, owner),
         name_prefix=name_prefix,
         state=state_filter,
         tag_keys=tag_key or [],
@@ -121,19 +179,28 @@ async def list_tasks(
 
 @get("/tasks/{ref:str}")
 async def get_task(
-    tasks: NamedDependency[TaskService], ref: FromPath[str], view: FromQuery[str | None] = None
+    tasks: NamedDependency[TaskService],
+    principal: NamedDependency[SkipValidation[Principal]],
+    ref: FromPath[str],
+    view: FromQuery[str | None] = None,
 ) -> Task:
     # Documented as tesTask; the MINIMAL view encodes the {id, state} subset of it.
-    return cast(Task, await tasks.get(ref, view=parse_view(view), owner=None))
+    return cast(Task, await tasks.get(ref, view=parse_view(view), owner=owner_scope(principal)))
 
 
 @post("/tasks/{ref:str}", status_code=200)
-async def cancel_task(tasks: NamedDependency[TaskService], ref: FromPath[str]) -> CancelTaskResponse:
+async def cancel_task(
+    request: Request[Any, Any, Any],
+    tasks: NamedDependency[TaskService],
+    principal: NamedDependency[SkipValidation[Principal]],
+    ref: FromPath[str],
+) -> CancelTaskResponse:
     # Litestar cannot route a parameter that shares its path segment with ":cancel".
     task_id, sep, verb = ref.rpartition(":")
     if not sep or verb != "cancel":
         raise TaskNotFound(ref)
-    await tasks.cancel(task_id, owner=None)
+    await tasks.cancel(task_id, owner=owner_scope(principal))
+    _audit("cancel", task_id, principal, request)
     return CancelTaskResponse()
 
 
@@ -157,6 +224,9 @@ async def _resolved(value: Any) -> Any:
 
 def create_app(container: ApiContainer) -> Litestar:
     settings = container.settings()
+    problems = auth_problems(settings)
+    if problems:
+        raise SettingsError("; ".join(problems))
 
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
@@ -166,6 +236,7 @@ def create_app(container: ApiContainer) -> Litestar:
             app.state.tasks = await _resolved(container.tasks())
             app.state.store = await _resolved(container.store())
             app.state.info = await _resolved(container.service_info())
+            app.state.access = await _resolved(container.access())
             yield
         finally:
             await container.shutdown_resources()  # type: ignore[misc]
@@ -179,7 +250,11 @@ def create_app(container: ApiContainer) -> Litestar:
     tes = Router(
         path=BASE,
         route_handlers=[service_info, create_task, list_tasks, get_task, cancel_task],
-        dependencies={"tasks": from_state("tasks"), "info": from_state("info")},
+        dependencies={
+            "tasks": from_state("tasks"),
+            "info": from_state("info"),
+            "principal": Provide(_principal, sync_to_thread=False),
+        },
     )
     return Litestar(
         route_handlers=[tes, healthz, readyz],

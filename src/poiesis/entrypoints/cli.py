@@ -14,13 +14,17 @@ import msgspec
 
 from poiesis import __version__
 from poiesis.entrypoints.logs import configure
-from poiesis.entrypoints.settings import Settings, SettingsError, load
+from poiesis.entrypoints.settings import Settings, SettingsError, auth_problems, load
 
 log = logging.getLogger("poiesis")
 
 
 def _serve_api(settings: Settings, *, workers: int) -> None:
     import uvicorn
+
+    problems = auth_problems(settings)
+    if problems:
+        raise SettingsError("; ".join(problems))
 
     if workers > 1:
         # Each worker process builds its own container from the same environment.
@@ -85,6 +89,51 @@ def _wait_file(path: str, timeout: float) -> int:
     return 0
 
 
+def _users(settings: Settings, action: str, name: str | None, password_stdin: bool) -> int:
+    """`poiesis users add|remove|list`: edit the users file of basic authentication."""
+    from pathlib import Path
+
+    from poiesis.adapters.auth.basic import check_name, hash_password, read_users, write_users
+    from poiesis.domain.errors import InvalidRequest
+
+    path = Path(settings.basic_users_file)
+    users = read_users(path)
+    if action == "list":
+        for user in sorted(users):
+            print(user)
+        return 0
+    assert name is not None
+    try:
+        check_name(name)
+    except InvalidRequest as exc:
+        print(f"poiesis users: {exc}", file=sys.stderr)
+        return 2
+    if action == "remove":
+        if users.pop(name, None) is None:
+            print(f"poiesis users: no user {name!r} in {path}", file=sys.stderr)
+            return 1
+        write_users(path, users)
+        print(f"removed {name} from {path}", file=sys.stderr)
+        return 0
+    if password_stdin or not sys.stdin.isatty():
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        import getpass
+
+        password = getpass.getpass(f"password for {name}: ")
+        if getpass.getpass("again: ") != password:
+            print("poiesis users: the passwords differ", file=sys.stderr)
+            return 1
+    if len(password) < 8:
+        print("poiesis users: a password needs at least 8 characters", file=sys.stderr)
+        return 2
+    existed = name in users
+    users[name] = hash_password(password)
+    write_users(path, users)
+    print(f"{'updated' if existed else 'added'} {name} in {path}", file=sys.stderr)
+    return 0
+
+
 def _exit_now(code: int) -> NoReturn:
     """End a short-lived process without interpreter finalization. The object-store client's
     runtime threads keep running until the process ends and, caught while the interpreter tears
@@ -116,6 +165,11 @@ def main(argv: list[str] | None = None) -> int:
     filer.add_argument("--termination-log", help="write a failure's message here")
     sub.add_parser("trec", help="the Task Recorder (the sidecar of each task Pod)")
     sub.add_parser("tctl", help="the Task Controller (leader-elected; heals what trec cannot record)")
+    users = sub.add_parser("users", help="add, remove or list the users of basic authentication")
+    users.add_argument("action", choices=["add", "remove", "list"])
+    users.add_argument("name", nargs="?")
+    users.add_argument("--file", help="the users file (default: the basic_users_file setting)")
+    users.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     wait_file = sub.add_parser("wait-file", help="wait until a file exists (the task Pod's main container)")
     wait_file.add_argument("path")
     wait_file.add_argument("--timeout", type=float, default=120.0)
@@ -135,6 +189,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure(settings.log_level, settings.log_format)
 
+    if args.command == "users":
+        if args.action != "list" and not args.name:
+            parser.error(f"users {args.action} needs a NAME")
+        if args.file:
+            settings = msgspec.structs.replace(settings, basic_users_file=args.file)
+        return _users(settings, args.action, args.name, args.password_stdin)
     if args.command == "trec":
         from poiesis.entrypoints import trec
 
@@ -152,14 +212,19 @@ def main(argv: list[str] | None = None) -> int:
         _exit_now(code)
     if args.command == "migrate":
         _migrate(settings)
-    elif args.command == "serve":
-        _serve_api(msgspec.structs.replace(settings, backend=settings.backend or "local"), workers=1)
-    else:
-        settings = msgspec.structs.replace(settings, backend=settings.backend or "none")
-        if settings.backend == "local" and settings.workers > 1:
-            print("poiesis: the local backend runs in one process; use workers = 1", file=sys.stderr)
-            return 2
-        _serve_api(settings, workers=settings.workers)
+        return 0
+    try:
+        if args.command == "serve":
+            _serve_api(msgspec.structs.replace(settings, backend=settings.backend or "local"), workers=1)
+        else:
+            settings = msgspec.structs.replace(settings, backend=settings.backend or "none")
+            if settings.backend == "local" and settings.workers > 1:
+                print("poiesis: the local backend runs in one process; use workers = 1", file=sys.stderr)
+                return 2
+            _serve_api(settings, workers=settings.workers)
+    except SettingsError as exc:
+        print(f"poiesis: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

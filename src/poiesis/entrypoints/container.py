@@ -7,9 +7,11 @@ database engines, migrations) on start and shuts them down on stop.
 from __future__ import annotations
 
 import logging
+import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import httpx
 from dependency_injector import containers, providers
 from sqlalchemy import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -22,7 +24,9 @@ from poiesis.adapters.unattached import UnattachedCluster
 from poiesis.domain.staging import SCHEMES
 from poiesis.domain.submission import Rules
 from poiesis.domain.tes import Organization, ServiceInfo, ServiceType
+from poiesis.entrypoints.access import Access
 from poiesis.entrypoints.settings import Settings
+from poiesis.ports.auth import Authenticator
 from poiesis.ports.cluster import Cluster
 from poiesis.ports.store import TaskStore
 from poiesis.services.staging import Stager
@@ -113,6 +117,47 @@ async def _cluster(settings: Settings, store: TaskStore, clock: SystemClock) -> 
         await storage.aclose()
 
 
+async def _access(settings: Settings) -> AsyncIterator[Access]:
+    methods = set(settings.auth) - {"none"}
+    qualify = len(methods) > 1  # one namespace of owners per method, so names cannot collide
+    authenticators: list[Authenticator] = []
+    http: httpx.AsyncClient | None = None
+    if "oidc" in methods:
+        from poiesis.adapters.auth.oidc import OidcAuthenticator
+
+        verify: ssl.SSLContext | bool = (
+            ssl.create_default_context(cafile=settings.oidc_ca_file) if settings.oidc_ca_file else True
+        )
+        http = httpx.AsyncClient(timeout=httpx.Timeout(5.0), follow_redirects=False, verify=verify)
+        authenticators.append(
+            OidcAuthenticator(
+                settings.oidc,
+                http=http,
+                leeway_seconds=settings.oidc_leeway_seconds,
+                jwks_cache_seconds=settings.oidc_jwks_cache_seconds,
+                jwks_refresh_seconds=settings.oidc_jwks_refresh_seconds,
+                qualify=qualify,
+            )
+        )
+    if "basic" in methods:
+        from poiesis.adapters.auth.basic import BasicAuthenticator
+
+        authenticators.append(
+            BasicAuthenticator(
+                Path(settings.basic_users_file),
+                admins=frozenset(settings.basic_admins),
+                qualify=qualify,
+                cache_seconds=settings.basic_cache_seconds,
+            )
+        )
+    log.info("authentication: %s", ", ".join(a.scheme for a in authenticators) or "off")
+    try:
+        yield Access(authenticators)
+    finally:
+        if http is not None:
+            await http.aclose()
+
+
 def _backend(settings: Settings, cluster: Cluster) -> str:
     runtime = getattr(cluster, "runtime", None)
     return f"{cluster.name}, executors run with {runtime.name}" if runtime else cluster.name
@@ -143,4 +188,5 @@ class ApiContainer(containers.DeclarativeContainer):
     cluster = providers.Resource(_cluster, settings, store, clock)
     rules = providers.Callable(_rules, settings)
     service_info = providers.Singleton(_service_info, settings, cluster)
+    access = providers.Resource(_access, settings)
     tasks = providers.Singleton(TaskService, store=store, cluster=cluster, clock=clock, rules=rules)

@@ -1,4 +1,8 @@
-"""Structured logs: one JSON object per line (or plain text for a terminal)."""
+"""Structured logs: one JSON object per line (or plain text for a terminal).
+
+A record's `fields` (passed as `extra={"fields": {...}}`) become keys of its JSON object: the audit
+lines use them for the principal, the task and the client.
+"""
 
 from __future__ import annotations
 
@@ -18,18 +22,29 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            entry |= {k: v for k, v in fields.items() if k not in entry}
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return _encoder.encode(entry).decode()
 
 
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        fields = getattr(record, "fields", None)
+        if isinstance(fields, dict):
+            text += "".join(f" {k}={v}" for k, v in fields.items())
+        return text
+
+
 def configure(level: str, fmt: str) -> None:
     handler = logging.StreamHandler()
-    handler.setFormatter(
-        JsonFormatter()
-        if fmt == "json"
-        else logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
-    )
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

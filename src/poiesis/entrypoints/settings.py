@@ -6,6 +6,7 @@ Every field below is one setting; its environment variable is `POIESIS_` + the u
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -14,6 +15,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from poiesis.adapters.auth.oidc import OidcIssuer, check_issuer
 from poiesis.adapters.kubernetes.controller import ControllerSettings
 from poiesis.adapters.kubernetes.render import PodSettings
 
@@ -22,6 +24,10 @@ PREFIX = "POIESIS_"
 
 def _data_dir() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "poiesis"
+
+
+def default_users_file() -> str:
+    return str(_data_dir() / "users")
 
 
 def default_database_url() -> str:
@@ -58,6 +64,29 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """Keep a task's workspace after it ends (for debugging)."""
     executor_log_tail_bytes: int = 64 * 1024
     """How much of the end of each executor's stdout and stderr its log keeps."""
+    auth: list[Literal["none", "basic", "oidc"]] = []
+    """How callers prove who they are: `oidc` (bearer JWTs), `basic` (the users file), both, or
+    `none`/empty (every caller is `anonymous` and sees every task)."""
+    allow_anonymous: bool = False
+    """Let the API run without authentication on an address other than loopback (a risk: anyone
+    who reaches it sees and cancels every task, and runs code)."""
+    oidc: list[OidcIssuer] = []
+    """Trusted identity providers (`[[oidc]]` tables in the TOML file, or a JSON array in
+    `POIESIS_OIDC`)."""
+    oidc_leeway_seconds: float = 30.0
+    """Clock skew tolerated on `exp` and `nbf`."""
+    oidc_jwks_cache_seconds: float = 300.0
+    """How long an issuer's keys are used before they are fetched again."""
+    oidc_jwks_refresh_seconds: float = 30.0
+    """The shortest time between two fetches of one issuer's keys (an unknown key id asks early)."""
+    oidc_ca_file: str | None = None
+    """A CA bundle for the identity providers' TLS certificates (default: the system's)."""
+    basic_users_file: str = msgspec.field(default_factory=default_users_file)
+    """The users file of basic authentication (written by `poiesis users add|remove`)."""
+    basic_admins: list[str] = []
+    """Basic users who see and cancel every task."""
+    basic_cache_seconds: float = 60.0
+    """How long a verified password is remembered (a changed users file forgets at once)."""
     cors_allow_origins: list[str] = []
     """Origins allowed to call the API from a browser; empty disables CORS."""
     max_body_bytes: int = 16 * 1024 * 1024
@@ -89,7 +118,13 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     log_format: Literal["json", "text"] = "json"
 
 
-_LISTS = {f.name for f in msgspec.structs.fields(Settings) if getattr(f.type, "__origin__", None) is list}
+_JSON = {"oidc"}
+"""Settings whose environment variable holds JSON (lists of tables)."""
+_LISTS = {
+    f.name
+    for f in msgspec.structs.fields(Settings)
+    if getattr(f.type, "__origin__", None) is list and f.name not in _JSON
+}
 
 
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -98,12 +133,49 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         raw = environ.get(PREFIX + name.upper())
         if raw is None:
             continue
-        values[name] = [x.strip() for x in raw.split(",") if x.strip()] if name in _LISTS else raw
+        if name in _JSON:
+            try:
+                values[name] = msgspec.json.decode(raw)
+            except msgspec.DecodeError as exc:
+                raise SettingsError(f"{PREFIX}{name.upper()} is not JSON: {exc}") from None
+        elif name in _LISTS:
+            values[name] = [x.strip() for x in raw.split(",") if x.strip()]
+        else:
+            values[name] = raw
     return values
 
 
 class SettingsError(Exception):
     pass
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def auth_problems(settings: Settings) -> list[str]:
+    """Why the API must not start with these authentication settings (empty when it may)."""
+    methods = set(settings.auth) - {"none"}
+    problems: list[str] = []
+    if "none" in settings.auth and methods:
+        problems.append(f"auth: 'none' cannot be combined with {', '.join(sorted(methods))}")
+    if "oidc" in methods:
+        if not settings.oidc:
+            problems.append("auth includes 'oidc' but no [[oidc]] issuer is configured")
+        for issuer in settings.oidc:
+            problems.extend(check_issuer(issuer))
+    if not methods and not settings.allow_anonymous and not is_loopback(settings.host):
+        problems.append(
+            f"authentication is off and host {settings.host} is not a loopback address: anyone who "
+            "reaches it could run code and read every task. Set auth (oidc, basic), or "
+            "allow_anonymous = true to accept that risk"
+        )
+    return problems
 
 
 def load(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -1,0 +1,1 @@
+"""Authenticators: OIDC bearer tokens and basic auth against a users file."""
