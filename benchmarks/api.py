@@ -42,6 +42,7 @@ BODY = (
     b' "outputs": [{"path": "/out/log", "url": "s3://bucket/log"}]}'
 )
 STATES = ["COMPLETE"] * 80 + ["EXECUTOR_ERROR"] * 8 + ["SYSTEM_ERROR"] * 4 + ["RUNNING"] * 5 + ["QUEUED"] * 3
+JSON = {"Content-Type": "application/json"}
 PREFIXES = ["align", "call", "qc", "index", "merge"]
 
 
@@ -142,13 +143,13 @@ async def creates_per_second(base: str, total: int, concurrency: int) -> tuple[f
         nonlocal remaining
         while remaining > 0:
             remaining -= 1
-            r = await client.post(f"{base}/tasks", content=BODY)
+            r = await client.post(f"{base}/tasks", content=BODY, headers=JSON)
             r.raise_for_status()
             ids.append(r.json()["id"])
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(limits=limits, timeout=30) as client:
-        await client.post(f"{base}/tasks", content=BODY)  # warm up
+        await client.post(f"{base}/tasks", content=BODY, headers=JSON)  # warm up
         started = time.perf_counter()
         await asyncio.gather(*(worker(client) for _ in range(concurrency)))
         elapsed = time.perf_counter() - started

@@ -176,7 +176,8 @@ def test_list_every_filter_and_across_pages(client: tes.HTTPClient, server: Serv
 def test_bad_requests_get_one_error_body_naming_the_field(
     server: Server, method: str, path: str, body: bytes | None, status: int, field: str | None
 ) -> None:
-    response = httpx.request(method, server.tes + path, content=body)
+    headers = {"Content-Type": "application/json"} if method == "POST" else {}
+    response = httpx.request(method, server.tes + path, content=body, headers=headers)
     assert response.status_code == status, response.text
     error = response.json()
     assert error["status_code"] == status
@@ -185,7 +186,9 @@ def test_bad_requests_get_one_error_body_naming_the_field(
 
 
 def test_a_20_mb_body_is_refused_and_the_server_goes_on(server: Server) -> None:
-    response = httpx.post(f"{server.tes}/tasks", content=b"x" * (20 * 1024 * 1024))
+    response = httpx.post(
+        f"{server.tes}/tasks", content=b"x" * (20 * 1024 * 1024), headers={"Content-Type": "application/json"}
+    )
     assert response.status_code == 413
     assert response.json()["status_code"] == 413
     assert httpx.get(f"{server.tes}/service-info").status_code == 200

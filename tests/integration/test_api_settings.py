@@ -18,7 +18,7 @@ ORIGIN = "https://workflows.example.org"
 def client(tmp_path: Path, **settings: object) -> Iterator[TestClient]:  # type: ignore[type-arg]
     url = f"sqlite:///{tmp_path / 'p.db'}"
     app = create_app(ApiContainer(settings=load({}, database_url=url, **settings)))
-    with TestClient(app) as c:
+    with TestClient(app, base_url="http://127.0.0.1") as c:
         yield c
 
 
@@ -51,6 +51,6 @@ def test_cors_is_off_by_default(without_cors: TestClient) -> None:  # type: igno
 def test_body_limit_is_configurable(tmp_path: Path) -> None:
     small = next(client(tmp_path, max_body_bytes=1000))
     body = b'{"executors": [{"image": "a", "command": ["x"]}], "description": "' + b"x" * 2000 + b'"}'
-    response = small.post("/ga4gh/tes/v1/tasks", content=body)
+    response = small.post("/ga4gh/tes/v1/tasks", content=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 413
     assert response.json()["status_code"] == 413

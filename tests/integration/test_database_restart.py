@@ -21,6 +21,7 @@ from tests.support.server import running_server
 pytestmark = pytest.mark.postgres
 SCRIPT = str(postgres.ROOT / "scripts" / "postgres")
 BODY = b'{"name": "survivor", "executors": [{"image": "alpine", "command": ["true"]}]}'
+JSON = {"Content-Type": "application/json"}
 
 
 @pytest.fixture
@@ -43,7 +44,7 @@ def test_api_answers_503_while_the_database_is_down_and_recovers(
     url, place = own_postgres
     directory, port = place.split()
     with running_server("api", url, tmp_path) as server:
-        before = httpx.post(f"{server.tes}/tasks", content=BODY).json()["id"]
+        before = httpx.post(f"{server.tes}/tasks", content=BODY, headers=JSON).json()["id"]
         subprocess.run([SCRIPT, "stop", directory], check=True, capture_output=True)
 
         for method, path, body in (
@@ -61,7 +62,7 @@ def test_api_answers_503_while_the_database_is_down_and_recovers(
 
         subprocess.run([SCRIPT, "up", directory, port], check=True, capture_output=True)
         assert httpx.get(f"{server.url}/readyz").status_code == 200
-        after = httpx.post(f"{server.tes}/tasks", content=BODY)
+        after = httpx.post(f"{server.tes}/tasks", content=BODY, headers=JSON)
         assert after.status_code == 200
         listed = httpx.get(f"{server.tes}/tasks", params={"name_prefix": "survivor"}).json()["tasks"]
         assert [t["id"] for t in listed] == [after.json()["id"], before]

@@ -157,3 +157,22 @@ def test_type_is_always_rendered_for_inputs_and_outputs(view: View) -> None:
     if view is not View.MINIMAL:
         assert rendered["inputs"][0]["type"] == "FILE"
         assert rendered["outputs"][0]["type"] == "DIRECTORY"
+
+
+def test_the_owner_is_shown_in_full_only_and_never_as_a_field_of_its_own() -> None:
+    base = Task(
+        id="t",
+        state=State.QUEUED,
+        executors=[Executor(image="alpine", command=["true"])],
+        creation_time="2026-01-02T03:04:05Z",
+        owner="alice",
+    )
+    full = render(base, View.FULL)
+    assert isinstance(full, Task)
+    assert full.owner is None
+    assert full.logs == [TaskLog(logs=[], outputs=[], metadata={"owner": "alice"})]
+    logged = msgspec.structs.replace(base, logs=[TaskLog(logs=[], outputs=[], metadata={"node": "n1"})])
+    assert render(logged, View.FULL).logs[0].metadata == {"node": "n1", "owner": "alice"}  # type: ignore[union-attr]
+    basic = render(base, View.BASIC)
+    assert "owner" not in msgspec.json.decode(msgspec.json.encode(basic))
+    unmarshal(msgspec.json.decode(msgspec.json.encode(full)), tes.Task)  # py-tes accepts it

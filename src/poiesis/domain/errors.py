@@ -7,6 +7,7 @@ PoiesisError
 ├── Forbidden           the caller is known but may not do this (403)
 ├── TaskNotFound        no task with that id is visible to the caller (404)
 ├── Conflict            a request that cannot apply to the task as it is now (409)
+├── UnsupportedMediaType a body that is not JSON where JSON is required (415)
 └── Unavailable         a dependency (database, identity provider, cluster) cannot answer now (503)
 """
 
@@ -44,6 +45,10 @@ class TaskNotFound(PoiesisError):
 
 
 class Conflict(PoiesisError):
+    pass
+
+
+class UnsupportedMediaType(PoiesisError):
     pass
 
 

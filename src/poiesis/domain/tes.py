@@ -107,6 +107,9 @@ class Task(_Model, frozen=True):
     volumes: list[str] | None = None
     tags: dict[str, str] | None = None
     logs: list[TaskLog] | None = None
+    owner: str | None = None
+    """Who created the task, as the store knows it; never sent as a field of its own (the FULL
+    view shows it in the task log's metadata, see `views`)."""
 
 
 class TaskMinimal(_Model, frozen=True):

@@ -1,7 +1,9 @@
 """The three TES views of a task, exactly as the spec defines them.
 
 MINIMAL: only `id` and `state`. BASIC: everything except executor stdout/stderr, input `content`
-and `system_logs`. FULL: everything. Executor logs without an exit code (an executor still running)
+and `system_logs`. FULL: everything, and the task's owner as `owner` in the first task log's
+`metadata` (a task log is added for it when there is none yet; TES clients reject unknown fields,
+so the owner cannot be a field of its own). Executor logs without an exit code (an executor still running)
 never reach a task at all, so every view is valid against the schema.
 """
 
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 from msgspec.structs import replace
 
+from poiesis.domain.principal import OWNER_KEY
 from poiesis.domain.tes import Task, TaskLog, TaskMinimal, View
 
 
@@ -24,9 +27,14 @@ def render(task: Task, view: View) -> Task | TaskMinimal:
     if view is View.MINIMAL:
         return TaskMinimal(id=task.id, state=task.state)
     if view is View.FULL:
-        return task
+        if task.owner is None:
+            return task
+        logs = task.logs or [TaskLog(logs=[], outputs=[])]
+        first = replace(logs[0], metadata=(logs[0].metadata or {}) | {OWNER_KEY: task.owner})
+        return replace(task, owner=None, logs=[first, *logs[1:]])
     return replace(
         task,
+        owner=None,
         inputs=[replace(i, content=None) for i in task.inputs] if task.inputs else None,
         logs=[_basic_log(log) for log in task.logs] if task.logs else None,
     )

@@ -35,6 +35,7 @@ from poiesis.domain.errors import (
     TaskNotFound,
     Unauthenticated,
     Unavailable,
+    UnsupportedMediaType,
 )
 from poiesis.domain.listing import build_query, parse_view
 from poiesis.domain.principal import Principal, listing_owner, owner_scope
@@ -47,7 +48,8 @@ from poiesis.domain.tes import (
 )
 from poiesis.entrypoints.access import Access
 from poiesis.entrypoints.container import ApiContainer
-from poiesis.entrypoints.settings import SettingsError, auth_problems
+from poiesis.entrypoints.edge import LOOPBACK_NAMES, EdgeGuard
+from poiesis.entrypoints.settings import SettingsError, auth_problems, is_loopback
 from poiesis.ports.store import TaskStore
 from poiesis.services.tasks import TaskService
 
@@ -62,6 +64,7 @@ _STATUS: dict[type[PoiesisError], int] = {
     Forbidden: 403,
     TaskNotFound: 404,
     Conflict: 409,
+    UnsupportedMediaType: 415,
     Unavailable: 503,
 }
 
@@ -253,11 +256,16 @@ def create_app(container: ApiContainer) -> Litestar:
         dependencies={
             "tasks": from_state("tasks"),
             "info": from_state("info"),
-            "principal": Provide(_principal, sync_to_thread=False),
+            "principal": Provide(_principal),
         },
     )
+    hosts = (
+        LOOPBACK_NAMES | {h.lower() for h in settings.allowed_hosts} if is_loopback(settings.host) else None
+    )
+    guard = EdgeGuard(hosts=hosts, origins=frozenset(settings.cors_allow_origins))
     return Litestar(
         route_handlers=[tes, healthz, readyz],
+        middleware=[guard],
         dependencies={"store": from_state("store")},
         logging_config=None,
         lifespan=[lifespan],

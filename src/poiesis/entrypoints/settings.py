@@ -87,6 +87,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """Basic users who see and cancel every task."""
     basic_cache_seconds: float = 60.0
     """How long a verified password is remembered (a changed users file forgets at once)."""
+    allowed_hosts: list[str] = []
+    """Host names accepted besides the loopback ones while the server listens on a loopback address
+    (elsewhere any Host is accepted: a proxy or ingress in front decides)."""
     cors_allow_origins: list[str] = []
     """Origins allowed to call the API from a browser; empty disables CORS."""
     max_body_bytes: int = 16 * 1024 * 1024

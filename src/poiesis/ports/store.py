@@ -4,8 +4,7 @@ Contract, for every adapter:
 - `create` stores a validated task in QUEUED; ids are unique (a second create of the same id fails).
 - `get`, `state` and every writer raise `TaskNotFound` for an unknown id, or for a task whose owner
   is not `owner` when one is given (to a caller, another user's task does not exist).
-- `get` and `list_tasks` in the FULL view show the task's owner in the first task log's `metadata`
-  under `OWNER_KEY` (adding a task log when there is none yet).
+- `get` and `list_tasks` fill in `Task.owner` in the BASIC and FULL views.
 - `transition` is a guarded write: it moves the task only where `domain.states` allows, atomically
   against concurrent writers, records the move in the task's history and returns whether *this*
   call moved it. Asking for the state a task is already in, or for an illegal move, returns False and

@@ -31,7 +31,6 @@ from poiesis.adapters.sqlalchemy.documents import (
 )
 from poiesis.domain.errors import Conflict, TaskNotFound
 from poiesis.domain.listing import TaskPage, TaskQuery
-from poiesis.domain.principal import OWNER_KEY
 from poiesis.domain.states import TERMINAL, State, can_transition
 from poiesis.domain.tes import (
     Executor,
@@ -543,16 +542,10 @@ def _task(r: Any, view: View) -> Task:
         )
         for log in decode_rows(r.logs, LogRow)
     ]
-    if full:
-        # The owner is shown to whoever may see the task (its owner or an admin), in FULL only.
-        first = logs[0] if logs else TaskLog(logs=[], outputs=[])
-        logs = [
-            msgspec.structs.replace(first, metadata=(first.metadata or {}) | {OWNER_KEY: r.owner}),
-            *logs[1:],
-        ]
     resources = Resources(**{name: getattr(r, name) for name in _RESOURCES})
     return Task(
         id=r.id,
+        owner=r.owner,
         state=State(r.state),
         creation_time=rfc3339(r.created_at),
         name=r.name,

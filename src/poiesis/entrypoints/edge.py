@@ -1,0 +1,72 @@
+"""The API's front door against browsers: what a web page or a rebinding attack can send.
+
+A page in the user's browser can make it POST to any address, including 127.0.0.1, without the
+user's knowledge; CORS only stops it reading the answer, not the request. So, before any handler:
+
+- a state-changing request (POST) must be `Content-Type: application/json` (415 otherwise): a page
+  can only send that type after a CORS preflight, which this server refuses unless configured. A
+  cancel with no body and no content type is let through for command-line clients, but only when no
+  browser sent it (no `Origin`);
+- a state-changing request that a browser sent from another origin (its `Origin` is neither this
+  server nor a configured CORS origin) is refused (403);
+- while the server listens on a loopback address, a `Host` other than a loopback name (or one of
+  `allowed_hosts`) is refused (400): a DNS-rebinding page reaches 127.0.0.1 under its own name.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from litestar.datastructures import Headers
+from litestar.enums import ScopeType
+from litestar.middleware import ASGIMiddleware
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from poiesis.domain.errors import Forbidden, InvalidRequest, UnsupportedMediaType
+
+LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
+_UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+def host_name(host: str) -> str:
+    """The name in a Host header, without its port (IPv6 literals keep no brackets)."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[1 : host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+class EdgeGuard(ASGIMiddleware):
+    scopes = (ScopeType.HTTP,)
+
+    def __init__(self, *, hosts: frozenset[str] | None, origins: frozenset[str]) -> None:
+        self._hosts = hosts
+        self._origins = origins
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
+        headers = Headers.from_scope(scope)
+        host = headers.get("host", "")
+        if self._hosts is not None and host_name(host) not in self._hosts:
+            raise InvalidRequest("Host", f"{host!r} is not a name this server answers to")
+        if scope.get("method") in _UNSAFE:
+            origin = headers.get("origin")
+            if (
+                origin is not None
+                and origin not in self._origins
+                and urlsplit(origin).netloc.lower() != host.lower()
+            ):
+                raise Forbidden(f"a cross-origin request from {origin[:200]!r} is refused")
+            media = (headers.get("content-type") or "").split(";", 1)[0].strip().lower()
+            if media != "application/json" and not _bare_cancel(scope, headers, origin):
+                raise UnsupportedMediaType("Content-Type must be application/json")
+        await next_app(scope, receive, send)
+
+
+def _bare_cancel(scope: Scope, headers: Headers, origin: str | None) -> bool:
+    return (
+        origin is None
+        and "content-type" not in headers
+        and headers.get("content-length", "0") == "0"
+        and "transfer-encoding" not in headers
+        and str(scope.get("path", "")).endswith(":cancel")
+    )

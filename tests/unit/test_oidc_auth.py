@@ -1,0 +1,180 @@
+"""OIDC token checks with hand-minted tokens; the provider is an httpx MockTransport."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from poiesis.adapters.auth.oidc import OidcAuthenticator, OidcIssuer, check_issuer
+from poiesis.domain.errors import Unauthenticated
+from poiesis.ports.auth import AuthUnavailable
+
+ISSUER = "https://id.example.org"
+AUD = "tes"
+
+
+class FakeProvider:
+    """Discovery and a JWKS over httpx's MockTransport; counts fetches, can go down."""
+
+    def __init__(self, issuer: str = ISSUER) -> None:
+        self.issuer = issuer
+        self.keys: dict[str, rsa.RSAPrivateKey] = {
+            "k1": rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        }
+        self.fetches = 0
+        self.down = False
+        self.discovery: dict[str, Any] = {"issuer": issuer, "jwks_uri": f"{issuer}/keys"}
+
+    def handler(self, request: httpx.Request) -> httpx.Response:
+        if self.down:
+            raise httpx.ConnectError("refused", request=request)
+        if request.url.path == "/.well-known/openid-configuration":
+            return httpx.Response(200, json=self.discovery)
+        self.fetches += 1
+        keys = [
+            jwt.algorithms.RSAAlgorithm.to_jwk(k.public_key(), as_dict=True) | {"kid": kid, "alg": "RS256"}
+            for kid, k in self.keys.items()
+        ]
+        return httpx.Response(200, json={"keys": keys})
+
+    def token(self, kid: str = "k1", **claims: Any) -> str:
+        now = int(time.time())
+        body = {"iss": self.issuer, "aud": AUD, "sub": "alice", "exp": now + 300, "iat": now} | claims
+        body = {k: v for k, v in body.items() if v is not None}
+        return jwt.encode(body, self.keys[kid], algorithm="RS256", headers={"kid": kid})
+
+
+def authenticator(
+    provider: FakeProvider, clock: list[float] | None = None, **issuer: Any
+) -> OidcAuthenticator:
+    now = clock or [0.0]
+    http = httpx.AsyncClient(transport=httpx.MockTransport(provider.handler))
+    settings = OidcIssuer(issuer=provider.issuer, audience=[AUD], **issuer)
+    return OidcAuthenticator(
+        [settings], http=http, leeway_seconds=0, jwks_refresh_seconds=30, monotonic=lambda: now[0]
+    )
+
+
+async def test_a_valid_token_names_its_principal_and_admin_from_a_claim() -> None:
+    provider = FakeProvider()
+    auth = authenticator(provider, principal_claim="email", admin_values=["tes-admins"])
+    user = await auth.authenticate(provider.token(email="a@example.org", groups=["lab"]))
+    assert (user.name, user.admin) == ("a@example.org", False)
+    admin = await auth.authenticate(provider.token(email="r@example.org", groups="tes-admins"))
+    assert admin.admin
+
+
+@pytest.mark.parametrize(
+    ("claims", "reason"),
+    [
+        pytest.param({"exp": int(time.time()) - 5}, "expired", id="expired"),
+        pytest.param({"nbf": int(time.time()) + 600}, "not valid yet", id="not before"),
+        pytest.param({"exp": None}, "'exp'", id="no expiry"),
+        pytest.param({"aud": "other"}, "audience", id="audience"),
+        pytest.param({"aud": None}, "'aud'", id="no audience"),
+        pytest.param({"sub": None}, "'sub'", id="no subject"),
+        pytest.param({"iss": "https://evil.example"}, "issuer", id="issuer"),
+    ],
+)
+async def test_claims_that_fail(claims: dict[str, Any], reason: str) -> None:
+    provider = FakeProvider()
+    with pytest.raises(Unauthenticated, match=reason):
+        await authenticator(provider).authenticate(provider.token(**claims))
+
+
+async def test_garbage_is_refused_without_fetching_anything() -> None:
+    provider = FakeProvider()
+    auth = authenticator(provider)
+    for token in ("", "abc", "a.b.c", "e30.e30."):
+        with pytest.raises(Unauthenticated):
+            await auth.authenticate(token)
+    assert provider.fetches == 0
+
+
+async def test_unknown_key_ids_refetch_at_most_once_per_interval() -> None:
+    provider = FakeProvider()
+    clock = [0.0]
+    auth = authenticator(provider, clock)
+    old = provider.token()
+    await auth.authenticate(old)
+    assert provider.fetches == 1
+    provider.keys["k2"] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    clock[0] = 31.0
+    assert (await auth.authenticate(provider.token("k2"))).name == "alice"  # rotated in: refetched
+    assert provider.fetches == 2
+    for _ in range(20):  # a stream of made-up key ids costs the provider nothing more
+        with pytest.raises(Unauthenticated, match="does not publish"):
+            await auth.authenticate(
+                jwt.encode({"iss": ISSUER}, provider.keys["k1"], "RS256", {"kid": "bogus"})
+            )
+    assert provider.fetches == 2
+    del provider.keys["k1"]
+    clock[0] = 400.0  # past the cache's life: the set is fetched again and k1 is gone
+    with pytest.raises(Unauthenticated, match="does not publish"):
+        await auth.authenticate(old)
+
+
+async def test_cached_keys_keep_verifying_while_the_provider_is_down() -> None:
+    provider = FakeProvider()
+    clock = [0.0]
+    auth = authenticator(provider, clock)
+    token = provider.token()
+    await auth.authenticate(token)
+    provider.down = True
+    clock[0] = 1000.0
+    assert (await auth.authenticate(token)).name == "alice"
+    cold = authenticator(provider)
+    with pytest.raises(AuthUnavailable):
+        await cold.authenticate(token)
+
+
+async def test_discovery_that_names_another_issuer_is_not_trusted() -> None:
+    provider = FakeProvider()
+    provider.discovery["issuer"] = "https://evil.example"
+    with pytest.raises(AuthUnavailable):
+        await authenticator(provider).authenticate(provider.token())
+
+
+async def test_several_issuers_qualify_the_principal() -> None:
+    one, two = FakeProvider(), FakeProvider("https://two.example.org")
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        return (one if request.url.host == "id.example.org" else two).handler(request)
+
+    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    auth = OidcAuthenticator(
+        [OidcIssuer(issuer=one.issuer, audience=[AUD]), OidcIssuer(issuer=two.issuer, audience=[AUD])],
+        http=http,
+    )
+    assert (await auth.authenticate(one.token())).name == f"{ISSUER}#alice"
+    assert (await auth.authenticate(two.token())).name == "https://two.example.org#alice"
+
+
+@pytest.mark.parametrize(
+    ("issuer", "problem"),
+    [
+        pytest.param(OidcIssuer(issuer="http://id.example.org", audience=["a"]), "https", id="plain http"),
+        pytest.param(OidcIssuer(issuer="https://id.example.org", audience=[]), "audience", id="no audience"),
+        pytest.param(
+            OidcIssuer(issuer="https://id.example.org", audience=["a"], algorithms=["HS256"]),
+            "HS256",
+            id="hmac",
+        ),
+        pytest.param(
+            OidcIssuer(issuer="https://id.example.org", audience=["a"], algorithms=["none"]),
+            "none",
+            id="none",
+        ),
+    ],
+)
+def test_issuer_settings_that_are_refused(issuer: OidcIssuer, problem: str) -> None:
+    assert any(problem in p for p in check_issuer(issuer))
+
+
+def test_loopback_http_issuers_are_allowed_for_development() -> None:
+    assert check_issuer(OidcIssuer(issuer="http://127.0.0.1:5556", audience=["a"])) == []
