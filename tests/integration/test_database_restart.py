@@ -52,7 +52,7 @@ def test_api_answers_503_while_the_database_is_down_and_recovers(
             ("GET", f"/tasks/{before}", None),
             ("GET", "/tasks", None),
         ):
-            response = httpx.request(method, server.tes + path, content=body, timeout=30)
+            response = httpx.request(method, server.tes + path, content=body, headers=JSON, timeout=30)
             assert response.status_code == 503, response.text
             error = response.json()
             assert error["status_code"] == 503
