@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from poiesis.domain.staging import join_url, mount_dirs, redact, wildcard_root, wildcard_target
+from poiesis.domain.staging import join_url, mount_dirs, outermost, redact, wildcard_root, wildcard_target
 from poiesis.domain.submission import NewInput, NewOutput
 from poiesis.domain.tes import FileType
 from tests.builders import make_task
@@ -75,3 +75,19 @@ def test_mount_dirs_cover_every_path_with_no_dir_inside_another() -> None:
         volumes=["/scratch", "/data/in/tmp"],
     )
     assert mount_dirs(task) == ["/data/in", "/data/out", "/ref/genome", "/results", "/scratch"]
+
+
+def _outermost_by_definition(dirs: list[str]) -> list[str]:
+    return sorted({d for d in dirs if not any(o != d and (d + "/").startswith(o + "/") for o in dirs)})
+
+
+@given(st.lists(st.from_regex(r"\A(/[ab\-.]{1,2}){1,4}\Z"), max_size=30))
+def test_outermost_is_the_directories_inside_no_other(dirs: list[str]) -> None:
+    assert outermost(dirs) == _outermost_by_definition(dirs)
+
+
+def test_outermost_of_many_directories_stays_linear() -> None:
+    dirs = [f"/data/d{i}/sub" for i in range(50_000)] + ["/data/d7"]
+    got = outermost(dirs)
+    assert len(got) == 50_000
+    assert "/data/d7/sub" not in got

@@ -88,15 +88,21 @@ def _inside(path: str, directory: str) -> bool:
     return directory == "/" or path == directory or path.startswith(directory + "/")
 
 
-def _inside_any(path: str, dirs: list[str]) -> bool:
-    return any(_inside(path, d) for d in dirs)
-
-
 def mount_dirs(task: Task) -> list[str]:
     """The smallest set of directories covering every input, output and volume, none nested in
     another, sorted. Mounting the task volume at each shows every TES path where the task expects it."""
+    return outermost(data_dirs(task))
+
+
+def outermost(dirs: list[str]) -> list[str]:
+    """The directories of `dirs` that are inside no other one, sorted; O(n log n) for any input."""
+    unique = set(dirs)
+    if "/" in unique:
+        return ["/"]
+    # Sorted with a trailing "/", every directory comes before everything below it, and all of that
+    # follows it at once: comparing with the last one kept suffices.
     result: list[str] = []
-    for d in sorted(set(data_dirs(task)), key=lambda p: (p.count("/"), p)):
-        if not _inside_any(d, result):
+    for d in sorted(unique, key=lambda p: p + "/"):
+        if not result or not (d + "/").startswith(result[-1] + "/"):
             result.append(d)
     return sorted(result)

@@ -97,7 +97,11 @@ async def _cluster(settings: Settings, store: TaskStore, clock: SystemClock) -> 
     cluster = LocalCluster(
         store=store,
         stager=Stager(storage, parallel=settings.filer_parallel),
-        runtime=choose(settings.local_runtime),
+        runtime=choose(
+            settings.local_runtime,
+            uid=settings.local_sandbox_uid,
+            host_network=settings.local_network == "host",
+        ),
         clock=clock,
         workspaces=settings.local_workspaces,
         max_tasks=settings.local_max_tasks,

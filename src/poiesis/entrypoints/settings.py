@@ -26,6 +26,12 @@ def _data_dir() -> Path:
     return Path(os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share") / "poiesis"
 
 
+def default_workspaces() -> str:
+    if os.geteuid() == 0:  # root's home is closed to the sandbox's unprivileged user
+        return "/var/lib/poiesis/workspaces"
+    return str(_data_dir() / "workspaces")
+
+
 def default_users_file() -> str:
     return str(_data_dir() / "users")
 
@@ -58,8 +64,15 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     otherwise the bubblewrap sandbox."""
     local_max_tasks: int = max(1, os.cpu_count() or 1)
     """Tasks the local backend runs at once; the rest wait QUEUED."""
-    local_workspaces: str = msgspec.field(default_factory=lambda: str(_data_dir() / "workspaces"))
-    """Where the local backend keeps each running task's volume."""
+    local_workspaces: str = msgspec.field(default_factory=lambda: default_workspaces())
+    """Where the local backend keeps each running task's volume. The sandbox's user must be able to
+    pass through every directory above it (the default as root: /var/lib/poiesis/workspaces)."""
+    local_sandbox_uid: int = 65534
+    """The unprivileged host user (and group) a root server runs the sandbox as."""
+    local_network: Literal["none", "host"] = "none"
+    """`none`: a task has a network namespace of its own with only a loopback (no way to reach this
+    server, the host's services or anything else); `host`: the host's network, which lets a task
+    call the TES API and every service this machine reaches (a risk)."""
     keep_workspaces: bool = False
     """Keep a task's workspace after it ends (for debugging)."""
     executor_log_tail_bytes: int = 64 * 1024

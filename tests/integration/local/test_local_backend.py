@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,7 +30,9 @@ class Env:
         self.root = root
         self.shared = root / "shared"
         self.shared.mkdir()
-        self.workspaces = root / "workspaces"
+        # Outside pytest's private temporary tree: the sandbox's user must pass through its parents.
+        self.workspaces = Path(tempfile.mkdtemp(prefix="poiesis-ws-", dir="/tmp"))
+        self.workspaces.chmod(0o711)
         self.s3 = s3
         self.http = http
         endpoints = root / "endpoints.toml"

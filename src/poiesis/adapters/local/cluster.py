@@ -9,7 +9,10 @@ this machine, recording every step through the TaskStore as it happens:
 - `lifecycle.apply`/`next_step` decide what runs next, so an executor exiting non-zero stops the
   task unless `ignore_error`, and every executor that ran keeps its real exit code;
 - stdin/stdout/stderr are files on the task volume (or anywhere in the workspace for paths outside
-  it); a bounded tail of each stream goes to the executor log;
+  it), opened by the server without following links (`beneath`), as are the directories it creates
+  for an executor, so nothing an earlier executor left in the volume can steer the server outside
+  it; a bounded tail of each stream goes to the executor log;
+- the volume belongs to the sandbox's unprivileged user once the inputs are staged;
 - cancel stops the running executor's process tree, removes the workspace, then reports CANCELED;
 - on start, tasks a previous process left INITIALIZING or RUNNING become SYSTEM_ERROR with a
   `system_logs` line saying why, CANCELING ones CANCELED, and QUEUED ones are run.
@@ -20,10 +23,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
+import stat
 from pathlib import Path
 
-from poiesis.adapters.local.sandbox import Launch, Runtime
+from poiesis.adapters.local import beneath
+from poiesis.adapters.local.sandbox import Launch, Outcome, Runtime
 from poiesis.adapters.storage.workspace import LocalWorkspace
 from poiesis.domain import lifecycle
 from poiesis.domain.staging import mount_dirs
@@ -63,6 +69,7 @@ class LocalCluster:
         self._tail_bytes = tail_bytes
         self._keep = keep_workspaces
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._canceled: set[str] = set()
         self._notice = (
             None
             if runtime.uses_images
@@ -85,10 +92,12 @@ class LocalCluster:
     async def cancel(self, task_id: str) -> bool:
         job = self._running.get(task_id)
         if job is not None:
+            self._canceled.add(task_id)
             job.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await job
-        self._remove_workspace(task_id)
+            self._canceled.discard(task_id)
+        await self._remove_workspace(task_id)
         return True
 
     # Start and stop
@@ -96,6 +105,9 @@ class LocalCluster:
     async def start(self) -> None:
         """Settle what a previous process left behind, then run the tasks still QUEUED."""
         self._workspaces.mkdir(parents=True, exist_ok=True)
+        if self.runtime.sandbox_owner is not None:
+            self._workspaces.chmod(0o711)  # the sandbox's user passes through, lists nothing
+            _check_reachable(self._workspaces)
         for task_id in await self._store.ids_in_states(IN_FLIGHT):
             await self._store.transition(
                 task_id,
@@ -103,10 +115,10 @@ class LocalCluster:
                 now=self._now(),
                 reason="the server stopped while this task was running; its progress is lost",
             )
-            self._remove_workspace(task_id)
+            await self._remove_workspace(task_id)
             log.warning("task %s was in flight when the server stopped: SYSTEM_ERROR", task_id)
         for task_id in await self._store.ids_in_states([State.CANCELING]):
-            self._remove_workspace(task_id)
+            await self._remove_workspace(task_id)
             await self._store.transition(task_id, State.CANCELED, now=self._now())
         for task_id in sorted(await self._store.ids_in_states([State.QUEUED])):
             await self.submit(await self._store.get(task_id, view=View.FULL))
@@ -122,13 +134,14 @@ class LocalCluster:
             with contextlib.suppress(Exception):
                 if await self._store.state(task_id) in IN_FLIGHT:
                     await self._fail(task_id, "the server was stopped while this task was running")
-                self._remove_workspace(task_id)
+                await self._remove_workspace(task_id)
 
     # One task
 
-    def _remove_workspace(self, task_id: str) -> None:
+    async def _remove_workspace(self, task_id: str) -> None:
+        # Off the event loop: a workspace of many thousands of files takes seconds to remove.
         if not self._keep:
-            shutil.rmtree(self._workspaces / task_id, ignore_errors=True)
+            await asyncio.to_thread(shutil.rmtree, self._workspaces / task_id, ignore_errors=True)
 
     async def _run(self, task: Task) -> None:
         async with self._slots:
@@ -140,8 +153,10 @@ class LocalCluster:
                 log.exception("task %s failed in the local backend", task.id)
                 await self._fail(task.id, f"the local backend failed: {type(exc).__name__}: {exc}")
             finally:
-                if not asyncio.current_task().cancelling():  # type: ignore[union-attr]
-                    self._remove_workspace(task.id)
+                # A cancel removes the workspace itself once the task has stopped; every other
+                # ending (a failed input included) removes it here.
+                if task.id not in self._canceled:
+                    await asyncio.shield(self._remove_workspace(task.id))
 
     async def _fail(self, task_id: str, line: str) -> None:
         await self._store.transition(task_id, State.SYSTEM_ERROR, now=self._now(), reason=line)
@@ -151,16 +166,24 @@ class LocalCluster:
             return  # canceled while it waited
         if self._notice:
             await self._store.append_system_log(task.id, self._notice)
-        root = self._workspaces / task.id / "volume"
+        owner = self.runtime.sandbox_owner
+        top = self._workspaces / task.id
+        root = top / "volume"
         root.mkdir(parents=True, exist_ok=True)
+        if owner is not None:
+            top.chmod(0o700)
+            os.chown(top, *owner)
         workspace = LocalWorkspace(str(root))
-        mounts = {d: workspace.directory(d) for d in mount_dirs(task)}
+        directories = await asyncio.to_thread(mount_dirs, task)
+        mounts = {d: workspace.directory(d) for d in directories}
         if task.inputs:
             try:
                 await self._stager.stage_in(task, workspace)
             except StagingFailed as exc:
                 await self._fail(task.id, str(exc))
                 return
+        if owner is not None:
+            await asyncio.to_thread(beneath.give, str(root), owner)
         executors = task.executors
         has_outputs = bool(task.outputs)
         progress = lifecycle.Progress(state=State.INITIALIZING)
@@ -194,31 +217,22 @@ class LocalCluster:
         mounts: dict[str, str],
         progress: lifecycle.Progress,
     ) -> lifecycle.Progress:
-        executor = task.executors[index]
         started = self._now()
         progress = lifecycle.apply(
             task.executors, bool(task.outputs), progress, lifecycle.ExecutorStarted(index, started)
         )
         await self._store.transition(task.id, State.RUNNING, now=started)
         await self._store.record_executor(task.id, index, start_time=started)
-        workdir = executor.workdir
-        if workdir and any(workdir == d or workdir.startswith(d + "/") for d in mounts):
-            workspace.directory(workdir)
         resources = task.resources
-        launch = Launch(
-            name=f"poiesis-{task.id}-{index}",
-            image=executor.image,
-            command=executor.command,
-            mounts=mounts,
-            env=dict(executor.env or {}),
-            workdir=executor.workdir,
-            stdin=workspace.local(executor.stdin) if executor.stdin else None,
-            stdout=workspace.local(executor.stdout) if executor.stdout else None,
-            stderr=workspace.local(executor.stderr) if executor.stderr else None,
-            cpu_cores=resources.cpu_cores if resources else None,
-            ram_bytes=int(resources.ram_gb * 1e9) if resources and resources.ram_gb else None,
-        )
-        outcome = await self.runtime.run(launch, tail_bytes=self._tail_bytes)
+        try:
+            launch = await asyncio.to_thread(self._prepare, task, index, workspace.root, mounts)
+        except OSError as exc:
+            # What a shell does with a redirection it cannot open: the executor fails, nothing runs.
+            outcome = Outcome(1, "", f"poiesis: {exc}\n")
+        else:
+            launch.cpu_cores = resources.cpu_cores if resources else None
+            launch.ram_bytes = int(resources.ram_gb * 1e9) if resources and resources.ram_gb else None
+            outcome = await self.runtime.run(launch, tail_bytes=self._tail_bytes)
         outcome_code, out, err = outcome.exit_code, outcome.stdout_tail, outcome.stderr_tail
         ended = self._now()
         await self._store.record_executor(
@@ -230,3 +244,53 @@ class LocalCluster:
             progress,
             lifecycle.ExecutorExited(index, outcome_code, ended),
         )
+
+    def _prepare(self, task: Task, index: int, root: str, mounts: dict[str, str]) -> Launch:
+        """The executor's launch, its directories checked and its redirections opened beneath the
+        volume root (an earlier executor may have left links anywhere in it)."""
+        executor = task.executors[index]
+        owner = self.runtime.sandbox_owner
+        for directory in mounts:
+            beneath.ensure_directory(root, directory, owner)
+        workdir = executor.workdir
+        if workdir and any(workdir == d or workdir.startswith(d + "/") for d in mounts):
+            beneath.ensure_directory(root, workdir, owner)
+        fds: list[int] = []
+        try:
+            stdin = beneath.open_file(root, executor.stdin, write=False) if executor.stdin else None
+            if stdin is not None:
+                fds.append(stdin)
+            stdout = (
+                beneath.open_file(root, executor.stdout, write=True, owner=owner) if executor.stdout else None
+            )
+            if stdout is not None:
+                fds.append(stdout)
+            stderr = (
+                beneath.open_file(root, executor.stderr, write=True, owner=owner) if executor.stderr else None
+            )
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+        return Launch(
+            name=f"poiesis-{task.id}-{index}",
+            image=executor.image,
+            command=executor.command,
+            mounts=mounts,
+            env=dict(executor.env or {}),
+            workdir=executor.workdir,
+            stdin=stdin,
+            stdout=stdout,
+            stderr=stderr,
+        )
+
+
+def _check_reachable(path: Path) -> None:
+    """The sandbox's user must pass through every directory above the workspaces to mount them."""
+    for parent in [path, *path.parents]:
+        if not parent.stat().st_mode & stat.S_IXOTH:
+            raise RuntimeError(
+                f"local_workspaces = {path}: the sandbox's unprivileged user cannot pass through {parent} "
+                f"(mode {stat.filemode(parent.stat().st_mode)}); choose a directory under one it can, "
+                "such as /var/lib/poiesis/workspaces"
+            )

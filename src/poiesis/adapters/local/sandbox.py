@@ -1,14 +1,23 @@
 """Running one executor on this machine: in a bubblewrap sandbox, or in Docker/Podman.
 
 Sandbox (bubblewrap): the executor sees a fresh root with the host's system directories read-only
-(`/usr`, `/bin`, `/lib*`, `/etc`, `/opt`, ...; not `/root`, `/home` or any data), its own `/proc`,
-`/dev` and `/tmp`, and the task volume mounted at each of the task's directories (inputs, outputs,
-volumes) at their absolute TES paths. The host's real paths are never written. Its PID namespace
+(`/usr`, `/bin`, `/lib*`, `/etc`, `/opt`; not `/root`, `/home`, `/var`, `/srv` or any data), its
+own `/proc`, `/dev`, `/tmp` and `/var`, and the task volume mounted at each of the task's
+directories (inputs, outputs, volumes) at their absolute TES paths. It is never root of the host:
+when the server runs as root the sandbox is started as the unprivileged `sandbox_uid`, inside a
+user namespace it cannot leave (`--disable-userns`), with every capability dropped, no new
+privileges, a session of its own (no terminal injection) and, unless the operator gives it the
+host's network, a network namespace holding only a loopback of its own. Mounts it inherits are
+locked by the kernel, so it cannot make a read-only system directory writable. Its PID namespace
 dies with it, so stopping the sandbox stops every process the executor started. The image is not
 used in this mode. Memory (`ram_gb`) is bounded by RLIMIT_DATA; CPU is not capped (no cgroup).
 
 Container (docker/podman): `<engine> run --rm` with the same mounts, env, workdir, `--cpus` and
-`--memory` from the task's resources.
+`--memory` from the task's resources, `--cap-drop ALL`, no new privileges, and `--network none`
+unless the host's network is given.
+
+Redirection: the server opens stdin/stdout/stderr inside the workspace without following links
+(`beneath`) and hands the executor descriptors, never a path it could have steered.
 """
 
 from __future__ import annotations
@@ -26,7 +35,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "opt", "srv", "var")
+SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "opt")
+NOT_STARTED = 127
+"""The exit code of a program that could not be started, as shells and the launcher report it."""
+SANDBOX_UID = 65534
+"""The host user a root server runs the sandbox as (`nobody`)."""
 
 
 @dataclass
@@ -40,10 +53,10 @@ class Launch:
     """TES directory -> host directory."""
     env: dict[str, str] = field(default_factory=dict)
     workdir: str | None = None
-    stdin: str | None = None
-    """Host paths of the redirections, if any."""
-    stdout: str | None = None
-    stderr: str | None = None
+    stdin: int | None = None
+    """Descriptors of the redirections, if any; the runtime closes them."""
+    stdout: int | None = None
+    stderr: int | None = None
     cpu_cores: int | None = None
     ram_bytes: int | None = None
 
@@ -58,11 +71,11 @@ class Outcome:
 class _Tail:
     """Copies a stream to an optional file and keeps its last `limit` bytes."""
 
-    def __init__(self, limit: int, path: str | None) -> None:
+    def __init__(self, limit: int, fd: int | None) -> None:
         self.limit = limit
         self.chunks: deque[bytes] = deque()
         self.size = 0
-        self.file = open(path, "wb") if path else None  # noqa: SIM115 (closed in pump)
+        self.file = os.fdopen(fd, "wb") if fd is not None else None  # closed in pump
 
     async def pump(self, stream: asyncio.StreamReader) -> None:
         try:
@@ -88,6 +101,9 @@ def _exit_code(returncode: int) -> int:
 class Runtime:
     name: str
     uses_images: bool
+    sandbox_owner: tuple[int, int] | None = None
+    """Who the executor runs as on the host, when that differs from the server (files it must
+    write are handed to it)."""
 
     def argv(self, launch: Launch) -> list[str]:
         raise NotImplementedError
@@ -95,13 +111,11 @@ class Runtime:
     def limits(self, launch: Launch) -> Callable[[], None] | None:
         return None
 
+    def _exit(self, returncode: int, stderr: str) -> int:
+        return _exit_code(returncode)
+
     async def run(self, launch: Launch, *, tail_bytes: int) -> Outcome:
-        stdin: Any = subprocess.DEVNULL
-        if launch.stdin:
-            try:
-                stdin = await asyncio.to_thread(open, launch.stdin, "rb")
-            except OSError as exc:
-                return Outcome(1, "", f"cannot open stdin: {exc.strerror}\n")
+        stdin: Any = launch.stdin if launch.stdin is not None else subprocess.DEVNULL
         stdout, stderr = _Tail(tail_bytes, launch.stdout), _Tail(tail_bytes, launch.stderr)
         try:
             process = await asyncio.create_subprocess_exec(
@@ -112,9 +126,14 @@ class Runtime:
                 start_new_session=True,
                 preexec_fn=self.limits(launch),
             )
+        except BaseException:
+            for tail in (stdout, stderr):
+                if tail.file:
+                    tail.file.close()
+            raise
         finally:
-            if not isinstance(stdin, int):
-                stdin.close()
+            if launch.stdin is not None:
+                os.close(launch.stdin)
         assert process.stdout is not None
         assert process.stderr is not None
         try:
@@ -123,7 +142,8 @@ class Runtime:
         except asyncio.CancelledError:
             await self._stop(process, launch)
             raise
-        return Outcome(_exit_code(returncode), stdout.text(), stderr.text())
+        err = stderr.text()
+        return Outcome(self._exit(returncode, err), stdout.text(), err)
 
     async def _stop(self, process: asyncio.subprocess.Process, launch: Launch) -> None:
         """Stop the executor's whole process tree, then reap it."""
@@ -136,8 +156,26 @@ class Bubblewrap(Runtime):
     name = "sandbox (bubblewrap)"
     uses_images = False
 
-    def __init__(self, binary: str = "bwrap") -> None:
+    def __init__(self, binary: str = "bwrap", *, uid: int = SANDBOX_UID, host_network: bool = False) -> None:
         self.binary = binary
+        self.host_network = host_network
+        # Only root can (and must) give the sandbox another user; anyone else runs it as themselves.
+        self.sandbox_owner = (uid, uid) if os.geteuid() == 0 else None
+        self.setpriv = shutil.which("setpriv") or "setpriv"
+
+    def _as_sandbox_user(self) -> list[str]:
+        """The prefix that starts bubblewrap as the sandbox's user, with no supplementary groups."""
+        if self.sandbox_owner is None:
+            return []
+        uid, gid = self.sandbox_owner
+        return [self.setpriv, f"--reuid={uid}", f"--regid={gid}", "--clear-groups", "--"]
+
+    def _exit(self, returncode: int, stderr: str) -> int:
+        # bubblewrap reports a program it could not exec as its own failure (1): say 127, like
+        # a shell and the Kubernetes launcher.
+        if returncode == 1 and stderr.startswith("bwrap: execvp "):
+            return NOT_STARTED
+        return _exit_code(returncode)
 
     def _system(self, targets: list[str]) -> list[str]:
         """Read-only binds of the host's system directories, stepping around mount targets inside them."""
@@ -177,12 +215,19 @@ class Bubblewrap(Runtime):
     def argv(self, launch: Launch) -> list[str]:
         targets = sorted(launch.mounts)
         args = [
+            *self._as_sandbox_user(),
             self.binary,
             "--die-with-parent",
+            "--new-session",
+            "--unshare-user",
+            "--disable-userns",
+            "--cap-drop",
+            "ALL",
             "--unshare-pid",
             "--unshare-ipc",
             "--unshare-uts",
             "--unshare-cgroup-try",
+            *([] if self.host_network else ["--unshare-net"]),
             "--hostname",
             "poiesis-task",
             "--proc",
@@ -191,6 +236,9 @@ class Bubblewrap(Runtime):
             "/dev",
             "--tmpfs",
             "/tmp",
+            *([] if any(t == "/var" or t.startswith("/var/") for t in targets) else ["--tmpfs", "/var"]),
+            "--dir",
+            "/var/tmp",
             *self._system(targets),
         ]
         for target in targets:
@@ -218,12 +266,15 @@ class Bubblewrap(Runtime):
 class Container(Runtime):
     uses_images = True
 
-    def __init__(self, engine: str) -> None:
+    def __init__(self, engine: str, *, host_network: bool = False) -> None:
         self.engine = engine
         self.name = engine
+        self.host_network = host_network
 
     def argv(self, launch: Launch) -> list[str]:
         args = [self.engine, "run", "--rm", "-i", "--name", launch.name, "--pull", "missing"]
+        args += ["--cap-drop", "ALL", "--security-opt", "no-new-privileges"]
+        args += ["--network", "host" if self.host_network else "none"]
         for target, source in sorted(launch.mounts.items()):
             args.extend(["-v", f"{source}:{target}"])
         if launch.workdir:
@@ -254,18 +305,18 @@ def engine_works(engine: str) -> bool:
     return probe.returncode == 0
 
 
-def choose(preference: str) -> Runtime:
+def choose(preference: str, *, uid: int = SANDBOX_UID, host_network: bool = False) -> Runtime:
     """`auto`: Docker, then Podman, when their engine answers; otherwise the bubblewrap sandbox."""
     if preference in ("docker", "podman"):
-        return Container(preference)
+        return Container(preference, host_network=host_network)
     if preference == "auto":
         for engine in ("docker", "podman"):
             if engine_works(engine):
-                return Container(engine)
+                return Container(engine, host_network=host_network)
     binary = shutil.which("bwrap")
     if binary is None:
         raise RuntimeError(
             "no way to run executors: no Docker or Podman engine answers and bubblewrap is not installed "
             "(apt-get install bubblewrap)"
         )
-    return Bubblewrap(binary)
+    return Bubblewrap(binary, uid=uid, host_network=host_network)

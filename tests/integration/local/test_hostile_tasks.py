@@ -1,0 +1,212 @@
+"""A task is hostile: what it tries in the embedded sandbox, and that each attempt is stopped.
+
+Every test here is an attack a task can send as ordinary TES input, run for real through
+`poiesis serve` and bubblewrap. When the tests run as root, so does the server, which is the case
+that matters most: the sandbox must still hold none of root's power.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+import tes
+
+from tests.support.server import Server, running_server
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
+if not Path("/usr/bin/bwrap").exists():
+    pytest.skip("bubblewrap is not installed: run scripts/test", allow_module_level=True)
+
+TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED"}
+AS_ROOT = os.geteuid() == 0
+
+
+@pytest.fixture(scope="module")
+def host(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory of the host's that no task may touch, with a secret in it."""
+    place = Path(tempfile.mkdtemp(prefix="poiesis-host-", dir="/tmp"))
+    place.chmod(0o755)
+    (place / "secret.txt").write_text("host-secret\n")
+    (place / "secret.txt").chmod(0o600)
+    return place
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp("hostile")
+    workspaces = Path(tempfile.mkdtemp(prefix="poiesis-ws-", dir="/tmp"))
+    workspaces.chmod(0o711)
+    env = {
+        "POIESIS_BACKEND": "local",
+        "POIESIS_LOCAL_RUNTIME": "bwrap",
+        "POIESIS_LOCAL_WORKSPACES": str(workspaces),
+    }
+    with running_server("serve", f"sqlite:///{tmp / 'tes.db'}", tmp, env) as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def client(server: Server) -> tes.HTTPClient:
+    return tes.HTTPClient(server.url, timeout=10)
+
+
+def run(client: tes.HTTPClient, *executors: tes.Executor, **fields: object) -> tes.Task:
+    task_id = client.create_task(tes.Task(executors=list(executors), **fields))
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        task = client.get_task(task_id, view="FULL")
+        if task.state in TERMINAL:
+            return task
+        time.sleep(0.1)
+    raise AssertionError(f"{task_id} did not end")
+
+
+def sh(script: str, **fields: object) -> tes.Executor:
+    return tes.Executor(image="alpine", command=["sh", "-c", script], **fields)
+
+
+def logs(task: tes.Task) -> list[tes.ExecutorLog]:
+    return task.logs[0].logs
+
+
+def test_the_task_holds_no_privilege(client: tes.HTTPClient) -> None:
+    task = run(client, sh("id -u; grep -E '^(CapEff|CapBnd|NoNewPrivs):' /proc/self/status"))
+    out = logs(task)[0].stdout.split()
+    assert task.state == "COMPLETE"
+    assert out[out.index("CapEff:") + 1] == "0000000000000000"
+    assert out[out.index("CapBnd:") + 1] == "0000000000000000"
+    assert out[out.index("NoNewPrivs:") + 1] == "1"
+    if AS_ROOT:
+        assert out[0] == "65534"
+
+
+@pytest.mark.skipif(not AS_ROOT, reason="the server runs the sandbox as another user only as root")
+def test_seen_from_the_host_the_task_runs_as_the_unprivileged_user(client: tes.HTTPClient) -> None:
+    marker = f"{time.time_ns() % 10**9}"
+    task_id = client.create_task(
+        tes.Task(executors=[tes.Executor(image="alpine", command=["sleep", f"30.{marker}"])])
+    )
+    deadline = time.monotonic() + 30
+    found: list[psutil.Process] = []
+    while not found and time.monotonic() < deadline:
+        found = [
+            p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", f"30.{marker}"]
+        ]
+        time.sleep(0.1)
+    assert found, "the executor's process did not appear"
+    uids, gids = set(found[0].uids()), set(found[0].gids())
+    client.cancel_task(task_id)
+    assert uids == {65534}
+    assert gids == {65534}
+
+
+def test_remounting_a_system_directory_writable_fails(client: tes.HTTPClient, host: Path) -> None:
+    target = f"/etc/poiesis-escape-{host.name}"
+    task = run(
+        client,
+        sh(f"mount -o remount,bind,rw /etc; mount -o remount,rw /etc; touch {target}; unshare -U -r true"),
+    )
+    assert task.state == "EXECUTOR_ERROR"
+    assert not Path(target).exists()
+
+
+def test_host_secrets_are_unreadable(client: tes.HTTPClient, host: Path, server: Server) -> None:
+    database = server.log.parent / "tes.db"
+    task = run(
+        client,
+        sh(f"cat /etc/shadow {database} {host}/secret.txt /proc/{server.process.pid}/environ; true"),
+    )
+    assert task.state == "COMPLETE"
+    out = logs(task)[0].stdout
+    assert "root:" not in out
+    assert "host-secret" not in out
+    assert "SQLite" not in out
+    assert "POIESIS" not in out
+
+
+def test_the_task_cannot_reach_the_server_or_the_host(client: tes.HTTPClient, server: Server) -> None:
+    port = server.url.rsplit(":", 1)[1]
+    task = run(
+        client,
+        tes.Executor(
+            image="alpine",
+            command=[
+                "python3",
+                "-c",
+                f"import socket; socket.create_connection(('127.0.0.1', {port}), 3); print('REACHED')",
+            ],
+        ),
+    )
+    assert task.state == "EXECUTOR_ERROR"
+    assert "REACHED" not in logs(task)[0].stdout
+    assert "ConnectionRefusedError" in logs(task)[0].stderr
+
+
+def test_a_planted_link_cannot_redirect_stdin_to_a_host_file(client: tes.HTTPClient, host: Path) -> None:
+    task = run(
+        client,
+        sh(f"ln -s {host}/secret.txt /data/x/in"),
+        tes.Executor(image="alpine", command=["cat"], stdin="/data/x/in"),
+        volumes=["/data/x"],
+    )
+    assert task.state == "EXECUTOR_ERROR"
+    second = logs(task)[1]
+    assert second.exit_code == 1
+    assert "link" in second.stderr
+    assert "host-secret" not in second.stdout
+
+
+@pytest.mark.parametrize(
+    ("plant", "stdout"),
+    [
+        pytest.param("ln -s {host}/written /data/x/out", "/data/x/out", id="file link"),
+        pytest.param(
+            "rmdir /data/x/sub 2>/dev/null; ln -s {host} /data/x/sub", "/data/x/sub/written", id="dir link"
+        ),
+        pytest.param("mkfifo /data/x/out", "/data/x/out", id="fifo"),
+    ],
+)
+def test_a_planted_link_cannot_redirect_stdout_onto_the_host(
+    client: tes.HTTPClient, host: Path, plant: str, stdout: str
+) -> None:
+    task = run(
+        client,
+        sh(plant.format(host=host)),
+        tes.Executor(image="alpine", command=["echo", "pwned"], stdout=stdout),
+        volumes=["/data/x"],
+    )
+    assert task.state == "EXECUTOR_ERROR"
+    assert logs(task)[1].exit_code == 1
+    assert not (host / "written").exists()
+
+
+def test_a_planted_link_cannot_steer_a_later_working_directory(client: tes.HTTPClient, host: Path) -> None:
+    task = run(
+        client,
+        sh(f"ln -s {host} /data/x/work"),
+        tes.Executor(image="alpine", command=["touch", "made-here"], workdir="/data/x/work/deeper"),
+        volumes=["/data/x"],
+    )
+    assert task.state == "EXECUTOR_ERROR"
+    assert not (host / "deeper").exists()
+
+
+def test_a_program_that_cannot_start_is_127(client: tes.HTTPClient) -> None:
+    task = run(client, tes.Executor(image="alpine", command=["/no/such/program"]))
+    assert task.state == "EXECUTOR_ERROR"
+    assert logs(task)[0].exit_code == 127
+    assert "/no/such/program" in logs(task)[0].stderr
+
+
+def test_the_task_sees_no_host_data_directories(client: tes.HTTPClient) -> None:
+    task = run(client, sh("ls /var /srv /root /home 2>&1; true"))
+    out = logs(task)[0].stdout
+    assert "lib" not in out.split()  # /var is a fresh tmpfs, not the host's /var/lib
+    assert "No such file" in out
