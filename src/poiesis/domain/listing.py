@@ -11,6 +11,9 @@ from poiesis.domain.tes import Task, View
 
 DEFAULT_PAGE_SIZE = 256
 MAX_PAGE_SIZE = 2047  # "Must be less than 2048."
+MAX_FILTER_CHARS = 1024
+"""The longest `name_prefix`, tag key or tag value a filter may hold."""
+MAX_TAG_FILTERS = 64
 
 
 class TaskQuery(msgspec.Struct, kw_only=True, frozen=True):
@@ -36,6 +39,10 @@ def tag_filter(keys: list[str], values: list[str]) -> dict[str, str]:
     """Zip `tag_key` and `tag_value` as the spec does: missing values mean "any value"."""
     if len(values) > len(keys):
         raise InvalidRequest("tag_value", "has more entries than tag_key")
+    if len(keys) > MAX_TAG_FILTERS:
+        raise InvalidRequest("tag_key", f"at most {MAX_TAG_FILTERS} tag filters are allowed")
+    for name, items in (("tag_key", keys), ("tag_value", values)):
+        _short(name, items)
     if any(not k for k in keys):
         raise InvalidRequest("tag_key", "must not be empty")
     padded = values + [""] * (len(keys) - len(values))
@@ -53,6 +60,9 @@ def build_query(
     page_token: str | None,
     view: str | None,
 ) -> TaskQuery:
+    _short("name_prefix", [name_prefix or ""])
+    if owner is not None:
+        _short("owner", [owner])
     if page_size is None:
         size = DEFAULT_PAGE_SIZE
     elif page_size <= 0:
@@ -68,6 +78,14 @@ def build_query(
         page_size=size,
         view=parse_view(view),
     )
+
+
+def _short(field: str, values: list[str]) -> None:
+    for value in values:
+        if len(value) > MAX_FILTER_CHARS:
+            raise InvalidRequest(field, f"must be at most {MAX_FILTER_CHARS} characters")
+        if "\x00" in value:
+            raise InvalidRequest(field, "must not contain a NUL character")
 
 
 def parse_view(value: str | None) -> View:

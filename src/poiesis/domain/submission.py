@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from poiesis.domain.errors import InvalidTask
-from poiesis.domain.staging import covering_dir, has_wildcard
+from poiesis.domain.staging import covering_dir, data_dirs, has_wildcard, outermost
 from poiesis.domain.states import State
 from poiesis.domain.tes import Executor, FileType, Input, Output, Resources, Task
 
@@ -58,6 +58,17 @@ class Rules(msgspec.Struct, kw_only=True, frozen=True):
     """Supported `resources.backend_parameters` keys, lower-cased."""
     max_content_bytes: int = 4 * 1024 * 1024
     max_executors: int = 256
+    max_inputs: int = 20_000
+    max_outputs: int = 20_000
+    max_volumes: int = 256
+    max_tags: int = 256
+    max_env: int = 1024
+    """Environment variables of one executor."""
+    max_directories: int = 1024
+    """Directories the task volume is mounted at (the outermost of every input, output and volume)."""
+    max_cpu_cores: int = 1024
+    max_gb: float = 1e6
+    """The largest `ram_gb` and `disk_gb` (a petabyte)."""
     url_schemes: frozenset[str] = frozenset()
     """URL schemes the filers can stage, lower-cased; empty accepts any."""
 
@@ -68,14 +79,29 @@ class Accepted(msgspec.Struct, kw_only=True, frozen=True):
     """Lines for the task's `system_logs`, e.g. dropped backend parameters."""
 
 
+def _text(field: str, value: str) -> str:
+    """A string that reaches a program, a file name or a URL: no NUL, which would cut it short."""
+    if "\x00" in value:
+        raise InvalidTask(field, "must not contain a NUL character")
+    return value
+
+
 def _absolute(field: str, path: str) -> str:
     if not path.startswith("/"):
         raise InvalidTask(field, f"must be an absolute path, got {path!r}")
-    if "\x00" in path:
-        raise InvalidTask(field, "must not contain a NUL character")
-    if ".." in path.split("/"):
+    _text(field, path)
+    segments = path.split("/")
+    if ".." in segments:
         raise InvalidTask(field, f"must not contain '..' segments, got {path!r}")
+    if "//" in path or "." in segments:
+        raise InvalidTask(field, f"must be a normalized path (no '//' or '/./'), got {path!r}")
     return path
+
+
+def _at_most(field: str, items: Iterable[object] | None, limit: int) -> None:
+    count = len(list(items or []))
+    if count > limit:
+        raise InvalidTask(field, f"at most {limit} are allowed, got {count}")
 
 
 def _data_path(field: str, path: str, kind: FileType) -> str:
@@ -88,6 +114,7 @@ def _data_path(field: str, path: str, kind: FileType) -> str:
 
 
 def _url(field: str, url: str, rules: Rules) -> None:
+    _text(field, url)
     try:
         scheme = urlsplit(url).scheme.lower()
     except ValueError as exc:
@@ -109,19 +136,24 @@ def _unique_paths(field: str, paths: Iterable[str]) -> None:
         seen.add(normal)
 
 
-def _executor(i: int, e: Executor) -> Executor:
+def _executor(i: int, e: Executor, rules: Rules) -> Executor:
     f = f"executors[{i}]"
     if not e.image.strip():
         raise InvalidTask(f"{f}.image", "must not be empty")
+    _text(f"{f}.image", e.image)
     if not e.command:
         raise InvalidTask(f"{f}.command", "must hold at least the program to run")
+    for j, arg in enumerate(e.command):
+        _text(f"{f}.command[{j}]", arg)
+    _at_most(f"{f}.env", e.env, rules.max_env)
     for name in ("workdir", "stdin", "stdout", "stderr"):
         value = getattr(e, name)
         if value is not None:
             _absolute(f"{f}.{name}", value)
-    for key in e.env or {}:
+    for key, value in (e.env or {}).items():
         if not key or "=" in key or "\x00" in key:
             raise InvalidTask(f"{f}.env", f"{key!r} is not a valid variable name")
+        _text(f"{f}.env.{key}", value)
     return e
 
 
@@ -178,17 +210,19 @@ def _output(i: int, new: NewOutput, rules: Rules) -> Output:
     )
 
 
-def _positive(field: str, value: float | None) -> None:
+def _positive(field: str, value: float | None, limit: float) -> None:
     if value is not None and (not math.isfinite(value) or value <= 0):
         raise InvalidTask(field, f"must be a positive number, got {value!r}")
+    if value is not None and value > limit:
+        raise InvalidTask(field, f"must be at most {limit:g}, got {value!r}")
 
 
 def _resources(r: Resources | None, rules: Rules) -> tuple[Resources | None, list[str]]:
     if r is None:
         return None, []
-    _positive("resources.cpu_cores", r.cpu_cores)
-    _positive("resources.ram_gb", r.ram_gb)
-    _positive("resources.disk_gb", r.disk_gb)
+    _positive("resources.cpu_cores", r.cpu_cores, rules.max_cpu_cores)
+    _positive("resources.ram_gb", r.ram_gb, rules.max_gb)
+    _positive("resources.disk_gb", r.disk_gb, rules.max_gb)
     warnings: list[str] = []
     params = r.backend_parameters
     if params:
@@ -211,12 +245,19 @@ def accept(new: NewTask, *, task_id: str, creation_time: str, rules: Rules) -> A
         raise InvalidTask("executors", "at least one executor is required")
     if len(new.executors) > rules.max_executors:
         raise InvalidTask("executors", f"at most {rules.max_executors} executors are allowed")
-    executors = [_executor(i, e) for i, e in enumerate(new.executors)]
+    _at_most("inputs", new.inputs, rules.max_inputs)
+    _at_most("outputs", new.outputs, rules.max_outputs)
+    _at_most("volumes", new.volumes, rules.max_volumes)
+    _at_most("tags", new.tags, rules.max_tags)
+    executors = [_executor(i, e, rules) for i, e in enumerate(new.executors)]
     inputs = [_input(i, x, rules) for i, x in enumerate(new.inputs or [])]
     outputs = [_output(i, x, rules) for i, x in enumerate(new.outputs or [])]
     _unique_paths("inputs", (x.path for x in inputs))
     volumes = [_data_path(f"volumes[{i}]", v, FileType.DIRECTORY) for i, v in enumerate(new.volumes or [])]
     resources, warnings = _resources(new.resources, rules)
+    for key, value in (new.tags or {}).items():
+        _text(f"tags.{key}", key)
+        _text(f"tags.{key}", value)
     task = Task(
         id=task_id,
         state=State.QUEUED,
@@ -230,4 +271,11 @@ def accept(new: NewTask, *, task_id: str, creation_time: str, rules: Rules) -> A
         volumes=volumes or None,
         tags=new.tags or None,
     )
+    directories = len(outermost(data_dirs(task)))
+    if directories > rules.max_directories:
+        raise InvalidTask(
+            "inputs",
+            f"the inputs, outputs and volumes lie in {directories} separate directories; at most "
+            f"{rules.max_directories} are allowed (group files under common directories)",
+        )
     return Accepted(task=task, warnings=warnings)

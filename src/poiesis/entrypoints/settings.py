@@ -108,6 +108,15 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     max_body_bytes: int = 16 * 1024 * 1024
     max_content_bytes: int = 4 * 1024 * 1024
     """Largest inline `content` of one input."""
+    max_executors: int = 256
+    max_inputs: int = 20_000
+    max_outputs: int = 20_000
+    max_volumes: int = 256
+    max_tags: int = 256
+    max_env: int = 1024
+    """Environment variables of one executor."""
+    max_directories: int = 1024
+    """Separate directories a task's inputs, outputs and volumes may lie in (the mounts of its volume)."""
     backend_parameters: list[str] = []
     """`resources.backend_parameters` keys this deployment supports (case-insensitive)."""
     storage: list[str] = []

@@ -7,8 +7,10 @@ and the client never sees an error for a task that was stored.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
+from datetime import datetime
 from typing import cast
 
 import msgspec
@@ -17,7 +19,7 @@ from poiesis.domain.errors import InvalidRequest
 from poiesis.domain.identity import encode_page_token, new_task_id
 from poiesis.domain.listing import TaskQuery
 from poiesis.domain.states import State, is_terminal
-from poiesis.domain.submission import NewTask, Rules, accept
+from poiesis.domain.submission import Accepted, NewTask, Rules, accept
 from poiesis.domain.tes import ListTasksResponse, Task, TaskMinimal, View
 from poiesis.domain.times import rfc3339
 from poiesis.domain.views import render
@@ -27,6 +29,7 @@ from poiesis.ports.store import TaskStore
 
 log = logging.getLogger(__name__)
 
+_LARGE_BODY = 64 * 1024
 _AT = re.compile(r" - at `\$\.?(?P<path>[^`]*)`$")
 _MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]+)`")
 
@@ -46,6 +49,10 @@ def decode_task(body: bytes) -> NewTask:
         raise InvalidRequest(path or "body", message) from None
     except msgspec.DecodeError as exc:
         raise InvalidRequest("body", f"is not valid JSON: {exc}") from None
+    except UnicodeDecodeError as exc:
+        raise InvalidRequest("body", f"is not valid UTF-8 (byte {exc.start})") from None
+    except RecursionError:
+        raise InvalidRequest("body", "is nested too deeply") from None
 
 
 class TaskService:
@@ -56,14 +63,12 @@ class TaskService:
         self._rules = rules
 
     async def create(self, body: bytes, *, owner: str) -> str:
-        new = decode_task(body)
         now = self._clock.now()
-        accepted = accept(
-            new,
-            task_id=new_task_id(now),
-            creation_time=rfc3339(now),
-            rules=self._rules,
-        )
+        if len(body) > _LARGE_BODY:
+            # Decoding and checking a large task takes long enough to be felt by every other request.
+            accepted = await asyncio.to_thread(self._accept, body, now)
+        else:
+            accepted = self._accept(body, now)
         await self._store.create(accepted.task, owner=owner, system_logs=accepted.warnings)
         try:
             await self._cluster.submit(accepted.task)
@@ -75,6 +80,11 @@ class TaskService:
                 accepted.task.id, State.SYSTEM_ERROR, now=rfc3339(self._clock.now()), reason=str(exc)
             )
         return accepted.task.id
+
+    def _accept(self, body: bytes, now: datetime) -> Accepted:
+        return accept(
+            decode_task(body), task_id=new_task_id(now), creation_time=rfc3339(now), rules=self._rules
+        )
 
     async def get(self, task_id: str, *, view: View, owner: str | None) -> Task | TaskMinimal:
         return render(await self._store.get(task_id, view=view, owner=owner), view)
