@@ -97,18 +97,22 @@ async def _cluster(settings: Settings, store: TaskStore, clock: SystemClock) -> 
         yield UnattachedCluster()
         return
     from poiesis.adapters.local.cluster import LocalCluster
+    from poiesis.adapters.local.limits import CgroupLimits
     from poiesis.adapters.local.sandbox import choose
     from poiesis.entrypoints.filer import router
 
     storage = router(settings)
+    runtime = choose(
+        settings.local_runtime,
+        uid=settings.local_sandbox_uid,
+        host_network=settings.local_network == "host",
+        max_processes=settings.local_max_processes,
+    )
     cluster = LocalCluster(
         store=store,
         stager=Stager(storage, parallel=settings.filer_parallel),
-        runtime=choose(
-            settings.local_runtime,
-            uid=settings.local_sandbox_uid,
-            host_network=settings.local_network == "host",
-        ),
+        runtime=runtime,
+        limits=None if runtime.uses_images else CgroupLimits.detect(settings.local_max_processes),
         clock=clock,
         workspaces=settings.local_workspaces,
         max_tasks=settings.local_max_tasks,
@@ -116,9 +120,10 @@ async def _cluster(settings: Settings, store: TaskStore, clock: SystemClock) -> 
         keep_workspaces=settings.keep_workspaces,
     )
     log.info(
-        "local backend: executors run with %s, %d task(s) at once",
+        "local backend: executors run with %s, %d task(s) at once; limits enforced: %s",
         cluster.runtime.name,
         settings.local_max_tasks,
+        cluster.enforced,
     )
     await cluster.start()
     try:
@@ -171,7 +176,10 @@ async def _access(settings: Settings) -> AsyncIterator[Access]:
 
 def _backend(settings: Settings, cluster: Cluster) -> str:
     runtime = getattr(cluster, "runtime", None)
-    return f"{cluster.name}, executors run with {runtime.name}" if runtime else cluster.name
+    if runtime is None:
+        return cluster.name
+    enforced = getattr(cluster, "enforced", "")
+    return f"{cluster.name}, executors run with {runtime.name}; limits enforced: {enforced}"
 
 
 def _service_info(settings: Settings, cluster: Cluster) -> ServiceInfo:

@@ -8,6 +8,7 @@ that matters most: the sandbox must still hold none of root's power.
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Iterator
@@ -29,13 +30,14 @@ AS_ROOT = os.geteuid() == 0
 
 
 @pytest.fixture(scope="module")
-def host(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def host() -> Iterator[Path]:
     """A directory of the host's that no task may touch, with a secret in it."""
     place = Path(tempfile.mkdtemp(prefix="poiesis-host-", dir="/tmp"))
     place.chmod(0o755)
     (place / "secret.txt").write_text("host-secret\n")
     (place / "secret.txt").chmod(0o600)
-    return place
+    yield place
+    shutil.rmtree(place, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +52,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     }
     with running_server("serve", f"sqlite:///{tmp / 'tes.db'}", tmp, env) as s:
         yield s
+    shutil.rmtree(workspaces, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -210,3 +213,71 @@ def test_the_task_sees_no_host_data_directories(client: tes.HTTPClient) -> None:
     out = logs(task)[0].stdout
     assert "lib" not in out.split()  # /var is a fresh tmpfs, not the host's /var/lib
     assert "No such file" in out
+
+
+CGROUPS = AS_ROOT and Path("/sys/fs/cgroup/pids").is_dir()
+
+
+@pytest.mark.skipif(not CGROUPS, reason="needs root and cgroup v1 hierarchies (memory, pids, cpu)")
+def test_a_fork_bomb_stops_at_the_process_limit(client: tes.HTTPClient) -> None:
+    # Bounded in time so the test ends whatever happens; without a limit this takes the host down.
+    bomb = "b() { b | b & }; b; sleep 3; echo survived"
+    task = run(client, tes.Executor(image="alpine", command=["timeout", "10", "bash", "-c", bomb]))
+    assert any("process limit" in line for line in task.logs[0].system_logs)
+
+
+@pytest.mark.skipif(not CGROUPS, reason="needs root and cgroup v1 hierarchies (memory, pids, cpu)")
+def test_writing_past_ram_gb_through_tmp_is_stopped_and_named(client: tes.HTTPClient) -> None:
+    task = run(
+        client,
+        sh("head -c 400000000 /dev/zero > /tmp/fill; echo wrote"),
+        resources=tes.Resources(ram_gb=0.1),
+    )
+    assert task.state == "EXECUTOR_ERROR"
+    assert logs(task)[0].exit_code == 137
+    assert "wrote" not in logs(task)[0].stdout
+    assert task.logs[0].metadata["termination_reason"] == "OOMKilled"
+    assert any("memory limit" in line for line in task.logs[0].system_logs)
+
+
+def test_filling_the_volume_past_disk_gb_is_stopped_and_named(client: tes.HTTPClient) -> None:
+    task = run(
+        client,
+        sh("for i in $(seq 40); do head -c 10000000 /dev/zero > /data/x/f$i; sleep 0.1; done; echo filled"),
+        volumes=["/data/x"],
+        resources=tes.Resources(disk_gb=0.05),
+    )
+    assert task.state == "EXECUTOR_ERROR"
+    assert "filled" not in (logs(task)[0].stdout or "")
+    assert task.logs[0].metadata["termination_reason"] == "DiskLimitExceeded"
+    assert any("disk_gb" in line for line in task.logs[0].system_logs)
+
+
+@pytest.mark.skipif(not CGROUPS, reason="needs root and cgroup v1 hierarchies (memory, pids, cpu)")
+def test_cpu_cores_becomes_a_cpu_quota(client: tes.HTTPClient) -> None:
+    marker = f"{time.time_ns() % 10**9}"
+    task_id = client.create_task(
+        tes.Task(
+            executors=[tes.Executor(image="alpine", command=["sleep", f"30.{marker}"])],
+            resources=tes.Resources(cpu_cores=1),
+        )
+    )
+    deadline = time.monotonic() + 30
+    found: list[psutil.Process] = []
+    while not found and time.monotonic() < deadline:
+        found = [
+            p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", f"30.{marker}"]
+        ]
+        time.sleep(0.1)
+    assert found
+    cgroups = dict(
+        line.split(":", 2)[1:] for line in Path(f"/proc/{found[0].pid}/cgroup").read_text().splitlines()
+    )
+    cpu = next(v for k, v in cgroups.items() if "cpu" in k.split(","))
+    quota = Path(f"/sys/fs/cgroup/cpu{cpu}/cpu.cfs_quota_us").read_text().strip()
+    client.cancel_task(task_id)
+    assert quota == "100000"
+
+
+def test_service_info_says_which_limits_hold(client: tes.HTTPClient) -> None:
+    assert "limits enforced:" in client.get_service_info().description

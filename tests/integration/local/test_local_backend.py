@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -62,6 +63,7 @@ def env(tmp_path_factory: pytest.TempPathFactory, s3_server: storage.S3, http: s
 def server(env: Env) -> Iterator[Server]:
     with running_server("serve", f"sqlite:///{env.root / 'tes.db'}", env.root, env.vars) as running:
         yield running
+    shutil.rmtree(env.workspaces, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

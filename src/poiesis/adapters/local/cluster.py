@@ -29,6 +29,7 @@ import stat
 from pathlib import Path
 
 from poiesis.adapters.local import beneath
+from poiesis.adapters.local.limits import CgroupLimits
 from poiesis.adapters.local.sandbox import Launch, Outcome, Runtime
 from poiesis.adapters.storage.workspace import LocalWorkspace
 from poiesis.domain import lifecycle
@@ -59,6 +60,8 @@ class LocalCluster:
         max_tasks: int = 4,
         tail_bytes: int = 64 * 1024,
         keep_workspaces: bool = False,
+        limits: CgroupLimits | None = None,
+        disk_poll_seconds: float = 2.0,
     ) -> None:
         self._store = store
         self._stager = stager
@@ -70,11 +73,21 @@ class LocalCluster:
         self._keep = keep_workspaces
         self._running: dict[str, asyncio.Task[None]] = {}
         self._canceled: set[str] = set()
+        self._limits = limits if not runtime.uses_images else None
+        self._disk_poll = disk_poll_seconds
+        self.enforced = (
+            "ram_gb, cpu_cores and disk_gb by the container engine, and a process limit"
+            if runtime.uses_images
+            else "ram_gb (the sandbox's /tmp included), cpu_cores and a process limit by cgroups; disk_gb"
+            if self._limits is not None
+            else "disk_gb only; ram_gb as an address-space limit (the sandbox's /tmp not counted); "
+            "cpu_cores and the process count NOT enforced (this host gives no writable cgroups)"
+        )
         self._notice = (
             None
             if runtime.uses_images
             else "executors run in a bubblewrap sandbox on the server's own system directories; "
-            "the executor images are not used"
+            "the executor images are not used; limits enforced: " + self.enforced
         )
 
     def _now(self) -> str:
@@ -232,7 +245,7 @@ class LocalCluster:
         else:
             launch.cpu_cores = resources.cpu_cores if resources else None
             launch.ram_bytes = int(resources.ram_gb * 1e9) if resources and resources.ram_gb else None
-            outcome = await self.runtime.run(launch, tail_bytes=self._tail_bytes)
+            outcome = await self._limited(task, index, launch, workspace.root)
         outcome_code, out, err = outcome.exit_code, outcome.stdout_tail, outcome.stderr_tail
         ended = self._now()
         await self._store.record_executor(
@@ -244,6 +257,60 @@ class LocalCluster:
             progress,
             lifecycle.ExecutorExited(index, outcome_code, ended),
         )
+
+    async def _limited(self, task: Task, index: int, launch: Launch, root: str) -> Outcome:
+        """Run the executor within its cgroup and the volume's disk_gb; a limit it went over is a
+        system_logs line and the task log's termination_reason."""
+        cgroup = None
+        if self._limits is not None:
+            cgroup = await asyncio.to_thread(
+                self._limits.create,
+                f"{task.id}-{index}",
+                ram_bytes=launch.ram_bytes,
+                cpu_cores=launch.cpu_cores,
+            )
+            launch.prefix = cgroup.prefix()
+        disk_gb = task.resources.disk_gb if task.resources else None
+        run = asyncio.create_task(self.runtime.run(launch, tail_bytes=self._tail_bytes))
+        over_disk = False
+        try:
+            while disk_gb and not run.done():
+                await asyncio.wait({run}, timeout=self._disk_poll)
+                if not run.done() and await asyncio.to_thread(_usage, root) > disk_gb * 1e9:
+                    over_disk = True
+                    run.cancel()
+            try:
+                outcome = await run
+            except asyncio.CancelledError:
+                if not over_disk:
+                    raise
+                outcome = Outcome(137, "", "")
+        except asyncio.CancelledError:
+            run.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await run
+            raise
+        finally:
+            breach = cgroup.breach() if cgroup is not None else None
+            if cgroup is not None:
+                await asyncio.shield(asyncio.to_thread(cgroup.remove))
+        reason, line = None, None
+        if over_disk:
+            reason = "DiskLimitExceeded"
+            line = f"executor {index} was stopped: the task volume went over disk_gb = {disk_gb:g}"
+        elif breach is not None and breach.oom_kills:
+            reason = "OOMKilled"
+            line = (
+                f"executor {index} was killed: it went over its memory limit (ram_gb = "
+                f"{task.resources.ram_gb if task.resources else None}; the sandbox's /tmp counts)"
+            )
+        elif breach is not None and breach.process_limit_hits and self._limits is not None:
+            line = f"executor {index} reached the process limit ({self._limits.max_processes})"
+        if line is not None:
+            await self._store.append_system_log(task.id, line)
+        if reason is not None:
+            await self._store.set_metadata(task.id, {"termination_reason": reason})
+        return outcome
 
     def _prepare(self, task: Task, index: int, root: str, mounts: dict[str, str]) -> Launch:
         """The executor's launch, its directories checked and its redirections opened beneath the
@@ -283,6 +350,16 @@ class LocalCluster:
             stdout=stdout,
             stderr=stderr,
         )
+
+
+def _usage(root: str) -> int:
+    """Bytes the volume holds on disk, counted without following links."""
+    total = 0
+    for directory, _, files in os.walk(root, followlinks=False):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.lstat(os.path.join(directory, name)).st_blocks * 512
+    return total
 
 
 def _check_reachable(path: Path) -> None:

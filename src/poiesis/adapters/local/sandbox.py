@@ -59,6 +59,8 @@ class Launch:
     stderr: int | None = None
     cpu_cores: int | None = None
     ram_bytes: int | None = None
+    prefix: list[str] = field(default_factory=list)
+    """Run before the runtime's own command (entering the executor's cgroup)."""
 
 
 @dataclass
@@ -119,6 +121,7 @@ class Runtime:
         stdout, stderr = _Tail(tail_bytes, launch.stdout), _Tail(tail_bytes, launch.stderr)
         try:
             process = await asyncio.create_subprocess_exec(
+                *launch.prefix,
                 *self.argv(launch),
                 stdin=stdin,
                 stdout=asyncio.subprocess.PIPE,
@@ -254,7 +257,7 @@ class Bubblewrap(Runtime):
 
     def limits(self, launch: Launch) -> Callable[[], None] | None:
         ram = launch.ram_bytes
-        if not ram:
+        if not ram or launch.prefix:  # in a cgroup, its memory limit is the one that holds
             return None
 
         def apply() -> None:
@@ -266,10 +269,11 @@ class Bubblewrap(Runtime):
 class Container(Runtime):
     uses_images = True
 
-    def __init__(self, engine: str, *, host_network: bool = False) -> None:
+    def __init__(self, engine: str, *, host_network: bool = False, max_processes: int = 4096) -> None:
         self.engine = engine
         self.name = engine
         self.host_network = host_network
+        self.max_processes = max_processes
 
     def argv(self, launch: Launch) -> list[str]:
         args = [self.engine, "run", "--rm", "-i", "--name", launch.name, "--pull", "missing"]
@@ -285,6 +289,7 @@ class Container(Runtime):
             args.extend(["--cpus", str(launch.cpu_cores)])
         if launch.ram_bytes:
             args.extend(["--memory", str(launch.ram_bytes)])
+        args.extend(["--pids-limit", str(self.max_processes)])
         return [*args, "--entrypoint", launch.command[0], launch.image, *launch.command[1:]]
 
     async def _stop(self, process: asyncio.subprocess.Process, launch: Launch) -> None:
@@ -305,14 +310,16 @@ def engine_works(engine: str) -> bool:
     return probe.returncode == 0
 
 
-def choose(preference: str, *, uid: int = SANDBOX_UID, host_network: bool = False) -> Runtime:
+def choose(
+    preference: str, *, uid: int = SANDBOX_UID, host_network: bool = False, max_processes: int = 4096
+) -> Runtime:
     """`auto`: Docker, then Podman, when their engine answers; otherwise the bubblewrap sandbox."""
     if preference in ("docker", "podman"):
-        return Container(preference, host_network=host_network)
+        return Container(preference, host_network=host_network, max_processes=max_processes)
     if preference == "auto":
         for engine in ("docker", "podman"):
             if engine_works(engine):
-                return Container(engine, host_network=host_network)
+                return Container(engine, host_network=host_network, max_processes=max_processes)
     binary = shutil.which("bwrap")
     if binary is None:
         raise RuntimeError(
