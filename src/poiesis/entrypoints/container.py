@@ -113,6 +113,7 @@ async def _cluster(settings: Settings, store: TaskStore, clock: SystemClock) -> 
         stager=Stager(storage, parallel=settings.filer_parallel),
         runtime=runtime,
         limits=None if runtime.uses_images else CgroupLimits.detect(settings.local_max_processes),
+        reconcile_seconds=settings.local_reconcile_seconds,
         clock=clock,
         workspaces=settings.local_workspaces,
         max_tasks=settings.local_max_tasks,

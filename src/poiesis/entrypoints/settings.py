@@ -69,6 +69,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     pass through every directory above it (the default as root: /var/lib/poiesis/workspaces)."""
     local_sandbox_uid: int = 65534
     """The unprivileged host user (and group) a root server runs the sandbox as."""
+    local_reconcile_seconds: float = 15.0
+    """How often the local backend looks for tasks nothing is running (QUEUED, lost, CANCELING)."""
     local_max_processes: int = 4096
     """Processes (and threads) one executor may have at once (a fork bomb stops there)."""
     local_network: Literal["none", "host"] = "none"

@@ -26,7 +26,10 @@ import logging
 import os
 import shutil
 import stat
+import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 from poiesis.adapters.local import beneath
 from poiesis.adapters.local.limits import CgroupLimits
@@ -38,12 +41,40 @@ from poiesis.domain.states import State, is_terminal
 from poiesis.domain.tes import Task, View
 from poiesis.domain.times import rfc3339
 from poiesis.ports.clock import Clock
-from poiesis.ports.store import TaskStore
+from poiesis.ports.store import StoreUnavailable, TaskStore
 from poiesis.services.staging import Stager, StagingFailed
 
 log = logging.getLogger("poiesis.local")
 
 IN_FLIGHT = (State.INITIALIZING, State.RUNNING)
+_LOST = "the local backend lost this task's run (its store failed while it ran); its progress is lost"
+
+
+class _Patient:
+    """The store, with writes and reads that wait out a store that is unavailable for a while
+    (SQLite locked by a long writer, PostgreSQL restarting) instead of dropping a task's progress."""
+
+    def __init__(self, store: TaskStore, seconds: float) -> None:
+        self._store = store
+        self._seconds = seconds
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        method = getattr(self._store, name)
+
+        async def patient(*args: Any, **kwargs: Any) -> Any:
+            deadline = time.monotonic() + self._seconds
+            delay = 0.2
+            while True:
+                try:
+                    return await method(*args, **kwargs)
+                except StoreUnavailable as exc:
+                    if time.monotonic() + delay > deadline:
+                        raise
+                    log.warning("store unavailable (%s); retrying %s in %.1f s", exc, name, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+
+        return patient
 
 
 class LocalCluster:
@@ -62,8 +93,14 @@ class LocalCluster:
         keep_workspaces: bool = False,
         limits: CgroupLimits | None = None,
         disk_poll_seconds: float = 2.0,
+        reconcile_seconds: float = 15.0,
+        store_retry_seconds: float = 120.0,
     ) -> None:
         self._store = store
+        self._patient = _Patient(store, store_retry_seconds)
+        self._reconcile_seconds = reconcile_seconds
+        self._reconciler: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
         self._stager = stager
         self.runtime = runtime
         self._clock = clock
@@ -116,29 +153,52 @@ class LocalCluster:
     # Start and stop
 
     async def start(self) -> None:
-        """Settle what a previous process left behind, then run the tasks still QUEUED."""
+        """Settle what a previous process left behind, run the tasks still QUEUED, and go on
+        reconciling."""
         self._workspaces.mkdir(parents=True, exist_ok=True)
         if self.runtime.sandbox_owner is not None:
             self._workspaces.chmod(0o711)  # the sandbox's user passes through, lists nothing
             _check_reachable(self._workspaces)
+        await self.reconcile(lost="the server stopped while this task was running; its progress is lost")
+        self._reconciler = asyncio.create_task(self._reconcile_forever(), name="local-reconciler")
+
+    async def reconcile(self, lost: str = _LOST) -> None:
+        """One level-triggered pass: every non-terminal task in the store that nothing here is
+        running is brought to where it belongs. QUEUED ones run; INITIALIZING or RUNNING ones lost
+        their run (a store failure ended it, or the server stopped) and become SYSTEM_ERROR;
+        CANCELING ones have nothing left and become CANCELED. A second pass changes nothing."""
         for task_id in await self._store.ids_in_states(IN_FLIGHT):
-            await self._store.transition(
-                task_id,
-                State.SYSTEM_ERROR,
-                now=self._now(),
-                reason="the server stopped while this task was running; its progress is lost",
-            )
+            if task_id in self._running:
+                continue
+            if await self._store.transition(task_id, State.SYSTEM_ERROR, now=self._now(), reason=lost):
+                log.warning("task %s had no run left: SYSTEM_ERROR", task_id)
             await self._remove_workspace(task_id)
-            log.warning("task %s was in flight when the server stopped: SYSTEM_ERROR", task_id)
         for task_id in await self._store.ids_in_states([State.CANCELING]):
+            if task_id in self._running:
+                continue
             await self._remove_workspace(task_id)
             await self._store.transition(task_id, State.CANCELED, now=self._now())
         for task_id in sorted(await self._store.ids_in_states([State.QUEUED])):
-            await self.submit(await self._store.get(task_id, view=View.FULL))
+            if task_id not in self._running:
+                await self.submit(await self._store.get(task_id, view=View.FULL))
+
+    async def _reconcile_forever(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._reconcile_seconds)
+            self._wake.clear()
+            try:
+                await self.reconcile()
+            except Exception as exc:  # noqa: BLE001 - the next pass retries whatever failed
+                log.warning("local backend: a reconcile pass failed, retrying: %s", exc)
 
     async def stop(self) -> None:
         """Stop every running executor; their tasks end as SYSTEM_ERROR, QUEUED ones wait for the
         next start."""
+        if self._reconciler is not None:
+            self._reconciler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconciler
         jobs = dict(self._running)
         for job in jobs.values():
             job.cancel()
@@ -164,7 +224,13 @@ class LocalCluster:
                 raise
             except Exception as exc:
                 log.exception("task %s failed in the local backend", task.id)
-                await self._fail(task.id, f"the local backend failed: {type(exc).__name__}: {exc}")
+                try:
+                    await self._fail(task.id, f"the local backend failed: {type(exc).__name__}: {exc}")
+                except Exception:  # noqa: BLE001 - the store is failing too: the reconciler ends it
+                    log.warning(
+                        "task %s: its failure could not be written; the reconciler will end it", task.id
+                    )
+                    self._wake.set()
             finally:
                 # A cancel removes the workspace itself once the task has stopped; every other
                 # ending (a failed input included) removes it here.
@@ -172,13 +238,13 @@ class LocalCluster:
                     await asyncio.shield(self._remove_workspace(task.id))
 
     async def _fail(self, task_id: str, line: str) -> None:
-        await self._store.transition(task_id, State.SYSTEM_ERROR, now=self._now(), reason=line)
+        await self._patient.transition(task_id, State.SYSTEM_ERROR, now=self._now(), reason=line)
 
     async def _plan(self, task: Task) -> None:
-        if not await self._store.transition(task.id, State.INITIALIZING, now=self._now()):
+        if not await self._patient.transition(task.id, State.INITIALIZING, now=self._now()):
             return  # canceled while it waited
         if self._notice:
-            await self._store.append_system_log(task.id, self._notice)
+            await self._patient.append_system_log(task.id, self._notice)
         owner = self.runtime.sandbox_owner
         top = self._workspaces / task.id
         root = top / "volume"
@@ -202,7 +268,7 @@ class LocalCluster:
         progress = lifecycle.Progress(state=State.INITIALIZING)
         while True:
             if is_terminal(progress.state):
-                await self._store.transition(task.id, progress.state, now=self._now())
+                await self._patient.transition(task.id, progress.state, now=self._now())
                 return
             step = lifecycle.next_step(executors, has_outputs, progress)
             match step:
@@ -214,10 +280,10 @@ class LocalCluster:
                     except StagingFailed as exc:
                         await self._fail(task.id, str(exc))
                         return
-                    await self._store.add_output_files(task.id, files)
+                    await self._patient.add_output_files(task.id, files)
                     progress = lifecycle.apply(executors, has_outputs, progress, lifecycle.OutputsUploaded())
                 case lifecycle.Finish(state=state):
-                    await self._store.transition(task.id, state, now=self._now())
+                    await self._patient.transition(task.id, state, now=self._now())
                     return
                 case _:
                     return
@@ -234,8 +300,8 @@ class LocalCluster:
         progress = lifecycle.apply(
             task.executors, bool(task.outputs), progress, lifecycle.ExecutorStarted(index, started)
         )
-        await self._store.transition(task.id, State.RUNNING, now=started)
-        await self._store.record_executor(task.id, index, start_time=started)
+        await self._patient.transition(task.id, State.RUNNING, now=started)
+        await self._patient.record_executor(task.id, index, start_time=started)
         resources = task.resources
         try:
             launch = await asyncio.to_thread(self._prepare, task, index, workspace.root, mounts)
@@ -248,7 +314,7 @@ class LocalCluster:
             outcome = await self._limited(task, index, launch, workspace.root)
         outcome_code, out, err = outcome.exit_code, outcome.stdout_tail, outcome.stderr_tail
         ended = self._now()
-        await self._store.record_executor(
+        await self._patient.record_executor(
             task.id, index, end_time=ended, exit_code=outcome_code, stdout=out, stderr=err
         )
         return lifecycle.apply(
@@ -307,9 +373,9 @@ class LocalCluster:
         elif breach is not None and breach.process_limit_hits and self._limits is not None:
             line = f"executor {index} reached the process limit ({self._limits.max_processes})"
         if line is not None:
-            await self._store.append_system_log(task.id, line)
+            await self._patient.append_system_log(task.id, line)
         if reason is not None:
-            await self._store.set_metadata(task.id, {"termination_reason": reason})
+            await self._patient.set_metadata(task.id, {"termination_reason": reason})
         return outcome
 
     def _prepare(self, task: Task, index: int, root: str, mounts: dict[str, str]) -> Launch:

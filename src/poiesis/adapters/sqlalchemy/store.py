@@ -9,10 +9,12 @@ changes lock the task row, check the domain's transition table and record the mo
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
-from collections.abc import AsyncIterator, Callable, Collection
-from typing import Any
+import logging
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine
+from typing import Any, ParamSpec, TypeVar
 
 import msgspec
 import sqlalchemy as sa
@@ -45,6 +47,10 @@ from poiesis.domain.tes import (
 )
 from poiesis.domain.times import parse_time, rfc3339
 from poiesis.ports.store import StoreUnavailable, Transition
+
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
 
 ATTEMPT = 0  # Poiesis does not retry tasks: one task log per task.
 
@@ -103,6 +109,25 @@ class _Translated:
             raise StoreUnavailable(_reason(exc)) from exc
 
 
+def _uninterrupted(method: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Run a write to its end even if the caller is cancelled meanwhile, then let the cancellation
+    through. A write cut off inside its transaction can leave the connection holding SQLite's write
+    lock (or a row lock) until it is garbage-collected, and every other writer waits for it."""
+
+    @functools.wraps(method)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        write = asyncio.ensure_future(method(*args, **kwargs))
+        try:
+            return await asyncio.shield(write)
+        except asyncio.CancelledError:
+            await asyncio.wait({write})
+            if not write.cancelled() and write.exception() is not None:
+                log.warning("a write interrupted by a cancel failed: %s", write.exception())
+            raise
+
+    return run
+
+
 def _reason(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None) or exc
     return f"database unavailable: {type(orig).__name__}: {str(orig).splitlines()[0] if str(orig) else ''}"
@@ -116,6 +141,7 @@ class SqlAlchemyTaskStore:
 
     # --- writes -----------------------------------------------------------------------------
 
+    @_uninterrupted
     async def create(self, task: Task, *, owner: str, system_logs: list[str]) -> None:
         row: dict[str, Any] = {
             "id": task.id,
@@ -159,6 +185,7 @@ class SqlAlchemyTaskStore:
         except IntegrityError as exc:
             raise Conflict(f"task {task.id} already exists") from exc
 
+    @_uninterrupted
     async def transition(
         self,
         task_id: str,
@@ -205,6 +232,7 @@ class SqlAlchemyTaskStore:
                 await self._merge_metadata(conn, task_id, metadata)
             return True
 
+    @_uninterrupted
     async def record_executor(
         self,
         task_id: str,
@@ -234,6 +262,7 @@ class SqlAlchemyTaskStore:
             elif values:
                 await conn.execute(sa.update(t.executor_log).where(*where).values(**values))
 
+    @_uninterrupted
     async def append_system_log(self, task_id: str, line: str) -> None:
         async with self._engine.begin() as conn:
             await self._locked_state(conn, task_id)
@@ -243,6 +272,7 @@ class SqlAlchemyTaskStore:
                 [{"task_id": task_id, "attempt": ATTEMPT, "line": line}],
             )
 
+    @_uninterrupted
     async def add_output_files(self, task_id: str, files: list[OutputFileLog]) -> None:
         async with self._engine.begin() as conn:
             await self._locked_state(conn, task_id)
@@ -272,6 +302,7 @@ class SqlAlchemyTaskStore:
                     ],
                 )
 
+    @_uninterrupted
     async def set_metadata(self, task_id: str, metadata: dict[str, str]) -> None:
         async with self._engine.begin() as conn:
             await self._locked_state(conn, task_id)
