@@ -4,6 +4,7 @@ goes on answering; nothing that passes fails later for a reason the door could h
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -119,3 +120,26 @@ def test_the_largest_accepted_request_does_not_stall_the_server(server: Server) 
         poller.join()
     assert response.status_code == 200, response.text
     print(f"worst /healthz latency during the request: {worst * 1000:.0f} ms")
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        pytest.param("/ga4gh/tes/v1/tasks?name_prefix=" + "x" * 70_000, id="70 KB request line"),
+        pytest.param(
+            "/ga4gh/tes/v1/tasks?" + "&".join(f"a{i}=1" for i in range(20_000)), id="20k parameters"
+        ),
+    ],
+)
+def test_the_http_servers_own_refusals_are_the_json_error_body(server: Server, target: str) -> None:
+    host, port = server.url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as conn:
+        conn.sendall(f"GET {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400")
+    assert b"content-type: application/json" in head.lower()
+    assert json.loads(body)["status_code"] == 400
+    assert httpx.get(f"{server.url}/healthz").status_code == 200

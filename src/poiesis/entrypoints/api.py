@@ -17,16 +17,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, cast
 
-import msgspec
 from litestar import Litestar, Request, Response, Router, get, post
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException, ValidationException
-from litestar.openapi import OpenAPIConfig
 from litestar.params import FromPath, FromQuery, QueryParameter, SkipValidation
 
-from poiesis import __version__
 from poiesis.domain.errors import (
     Conflict,
     Forbidden,
@@ -49,6 +46,7 @@ from poiesis.domain.tes import (
 from poiesis.entrypoints.access import Access
 from poiesis.entrypoints.container import ApiContainer
 from poiesis.entrypoints.edge import LOOPBACK_NAMES, EdgeGuard
+from poiesis.entrypoints.openapi import ErrorBody, document
 from poiesis.entrypoints.settings import SettingsError, auth_problems, is_loopback
 from poiesis.ports.store import TaskStore
 from poiesis.services.tasks import TaskService
@@ -67,12 +65,6 @@ _STATUS: dict[type[PoiesisError], int] = {
     UnsupportedMediaType: 415,
     Unavailable: 503,
 }
-
-
-class ErrorBody(msgspec.Struct, omit_defaults=True):
-    msg: str
-    status_code: int
-    field: str | None = None
 
 
 def _error(status: int, msg: str, field: str | None = None) -> Response[ErrorBody]:
@@ -259,12 +251,18 @@ def create_app(container: ApiContainer) -> Litestar:
             "principal": Provide(_principal),
         },
     )
+    spec = document(security=[{"oidc": "bearer", "basic": "basic"}[m] for m in settings.auth if m != "none"])
+
+    @get("/openapi/openapi.json", include_in_schema=False, sync_to_thread=False)
+    def openapi() -> dict[str, Any]:
+        return spec
+
     hosts = (
         LOOPBACK_NAMES | {h.lower() for h in settings.allowed_hosts} if is_loopback(settings.host) else None
     )
     guard = EdgeGuard(hosts=hosts, origins=frozenset(settings.cors_allow_origins))
     return Litestar(
-        route_handlers=[tes, healthz, readyz],
+        route_handlers=[tes, healthz, readyz, openapi],
         middleware=[guard],
         dependencies={"store": from_state("store")},
         logging_config=None,
@@ -278,7 +276,7 @@ def create_app(container: ApiContainer) -> Litestar:
         if settings.cors_allow_origins
         else None,
         request_max_body_size=settings.max_body_bytes,
-        openapi_config=OpenAPIConfig(title="Poiesis TES", version=__version__, path="/openapi"),
+        openapi_config=None,
         debug=False,
     )
 

@@ -22,6 +22,8 @@ log = logging.getLogger("poiesis")
 def _serve_api(settings: Settings, *, workers: int) -> None:
     import uvicorn
 
+    from poiesis.entrypoints.http import JsonErrorsProtocol
+
     problems = auth_problems(settings)
     if problems:
         raise SettingsError("; ".join(problems))
@@ -42,6 +44,7 @@ def _serve_api(settings: Settings, *, workers: int) -> None:
             workers=workers,
             log_config=None,
             access_log=False,
+            http=JsonErrorsProtocol,
         )
         return
     from poiesis.entrypoints.api import create_app
@@ -56,7 +59,14 @@ def _serve_api(settings: Settings, *, workers: int) -> None:
         settings.database_url.split("@")[-1],
         settings.backend,
     )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_config=None,
+        access_log=False,
+        http=JsonErrorsProtocol,
+    )
 
 
 def _migrate(settings: Settings) -> None:
