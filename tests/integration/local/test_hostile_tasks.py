@@ -8,6 +8,7 @@ that matters most: the sandbox must still hold none of root's power.
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import tempfile
 import time
@@ -27,6 +28,7 @@ if not Path("/usr/bin/bwrap").exists():
 
 TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED"}
 AS_ROOT = os.geteuid() == 0
+X86_64 = pytest.mark.skipif(platform.machine() != "x86_64", reason="the call is made by its x86-64 number")
 
 
 @pytest.fixture(scope="module")
@@ -80,12 +82,13 @@ def logs(task: tes.Task) -> list[tes.ExecutorLog]:
 
 
 def test_the_task_holds_no_privilege(client: tes.HTTPClient) -> None:
-    task = run(client, sh("id -u; grep -E '^(CapEff|CapBnd|NoNewPrivs):' /proc/self/status"))
+    task = run(client, sh("id -u; grep -E '^(CapEff|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status"))
     out = logs(task)[0].stdout.split()
     assert task.state == "COMPLETE"
     assert out[out.index("CapEff:") + 1] == "0000000000000000"
     assert out[out.index("CapBnd:") + 1] == "0000000000000000"
     assert out[out.index("NoNewPrivs:") + 1] == "1"
+    assert out[out.index("Seccomp:") + 1] == "2"  # a filter is loaded
     if AS_ROOT:
         assert out[0] == "65534"
 
@@ -118,6 +121,27 @@ def test_remounting_a_system_directory_writable_fails(client: tes.HTTPClient, ho
     )
     assert task.state == "EXECUTOR_ERROR"
     assert not Path(target).exists()
+
+
+@pytest.mark.parametrize(
+    ("call", "args"),
+    [
+        pytest.param("mount", "b'tmpfs', b'/tmp', b'tmpfs', 0, None", id="mount"),
+        pytest.param("unshare", "0x10000000", id="unshare (user namespace)"),
+        pytest.param("ptrace", "16, 1, 0, 0", id="ptrace attach"),
+        pytest.param("syscall", "250, 0, -3, 0, 0, 0", id="keyctl", marks=X86_64),
+        pytest.param("syscall", "321, 0, 0, 0", id="bpf", marks=X86_64),
+        pytest.param("reboot", "0xfee1dead, 672274793, 0x4321fedc, 0", id="reboot"),
+    ],
+)
+def test_dangerous_system_calls_are_refused(client: tes.HTTPClient, call: str, args: str) -> None:
+    script = (
+        "import ctypes, os; libc = ctypes.CDLL(None, use_errno=True); "
+        f"r = libc.{call}({args}); print(r, os.strerror(ctypes.get_errno()))"
+    )
+    task = run(client, tes.Executor(image="alpine", command=["python3", "-c", script]))
+    assert task.state == "COMPLETE", logs(task)[0].stderr
+    assert logs(task)[0].stdout.strip() == "-1 Operation not permitted"
 
 
 def test_host_secrets_are_unreadable(client: tes.HTTPClient, host: Path, server: Server) -> None:

@@ -34,6 +34,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from poiesis.adapters.local import seccomp
+
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SYSTEM_DIRS = ("usr", "bin", "sbin", "lib", "lib32", "lib64", "libx32", "etc", "opt")
 NOT_STARTED = 127
@@ -61,6 +63,8 @@ class Launch:
     ram_bytes: int | None = None
     prefix: list[str] = field(default_factory=list)
     """Run before the runtime's own command (entering the executor's cgroup)."""
+    inherited: list[int] = field(default_factory=list)
+    """Descriptors passed to the runtime's command for this run (the seccomp program)."""
 
 
 @dataclass
@@ -116,9 +120,15 @@ class Runtime:
     def _exit(self, returncode: int, stderr: str) -> int:
         return _exit_code(returncode)
 
+    def _inherited(self) -> list[int]:
+        """Descriptors the runtime's command reads at start (created per run, closed after)."""
+        return []
+
     async def run(self, launch: Launch, *, tail_bytes: int) -> Outcome:
         stdin: Any = launch.stdin if launch.stdin is not None else subprocess.DEVNULL
         stdout, stderr = _Tail(tail_bytes, launch.stdout), _Tail(tail_bytes, launch.stderr)
+        inherited = self._inherited()
+        launch.inherited = inherited
         try:
             process = await asyncio.create_subprocess_exec(
                 *launch.prefix,
@@ -128,6 +138,7 @@ class Runtime:
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
                 preexec_fn=self.limits(launch),
+                pass_fds=inherited,
             )
         except BaseException:
             for tail in (stdout, stderr):
@@ -137,6 +148,8 @@ class Runtime:
         finally:
             if launch.stdin is not None:
                 os.close(launch.stdin)
+            for fd in inherited:
+                os.close(fd)
         assert process.stdout is not None
         assert process.stderr is not None
         try:
@@ -165,6 +178,17 @@ class Bubblewrap(Runtime):
         # Only root can (and must) give the sandbox another user; anyone else runs it as themselves.
         self.sandbox_owner = (uid, uid) if os.geteuid() == 0 else None
         self.setpriv = shutil.which("setpriv") or "setpriv"
+        self.seccomp = seccomp.program()
+
+    def _inherited(self) -> list[int]:
+        if self.seccomp is None:
+            return []
+        read, write = os.pipe()
+        try:
+            os.write(write, self.seccomp)  # a few hundred bytes: well within a pipe's buffer
+        finally:
+            os.close(write)
+        return [read]
 
     def _as_sandbox_user(self) -> list[str]:
         """The prefix that starts bubblewrap as the sandbox's user, with no supplementary groups."""
@@ -231,6 +255,7 @@ class Bubblewrap(Runtime):
             "--unshare-uts",
             "--unshare-cgroup-try",
             *([] if self.host_network else ["--unshare-net"]),
+            *(["--seccomp", str(launch.inherited[0])] if launch.inherited else []),
             "--hostname",
             "poiesis-task",
             "--proc",
