@@ -236,3 +236,15 @@ def test_gcs_urls_build_a_store_without_network() -> None:
     store, path = stores._store("gs://bucket/a/b.txt")
     assert path == "a/b.txt"
     assert type(store).__name__ == "GCSStore"
+
+
+async def test_a_missing_object_is_not_found_without_the_raw_response(
+    s3_server: storage.S3, workspace: LocalWorkspace
+) -> None:
+    bucket = f"missing-{os.getpid()}"
+    s3_server.client().create_bucket(Bucket=bucket)
+    router = StorageRouter(endpoints=[Endpoint(url="s3://", options=s3_server.options())], retry_seconds=2)
+    message = await stage_in_error(router, workspace, f"s3://{bucket}/no/such/object")
+    assert ": not found" in message
+    assert "<?xml" not in message
+    assert "<Error" not in message

@@ -65,6 +65,16 @@ def _classify(url: str, exc: Exception) -> Reason:
     return Reason.FAILED
 
 
+def _summary(exc: Exception) -> str:
+    """The storage library's message without the raw response it may quote (an S3 XML body)."""
+    text = str(exc).split("\n", 1)[0]
+    for marker in ("<?xml", "<Error", "response body"):
+        cut = text.find(marker)
+        if cut >= 0:
+            text = text[:cut]
+    return text.rstrip(" :,")[:300]
+
+
 def _plain_http(options: dict[str, Any]) -> bool:
     """Whether the store's endpoint is plain http (a local MinIO, moto, Azurite): from its options,
     or from the environment variables obstore reads itself."""
@@ -122,8 +132,7 @@ class ObjectStores:
         local = isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError | PermissionError)
         if local and isinstance(exc, OSError) and exc.errno:
             return os_error(url, exc)
-        detail = self._endpoints.scrub(str(exc).split("\n", 1)[0])[:300]
-        return StorageError(_classify(url, exc), url, detail)
+        return StorageError(_classify(url, exc), url, self._endpoints.scrub(_summary(exc)))
 
     async def download(self, url: str, dest: str) -> int:
         store, path = self._store(url)
