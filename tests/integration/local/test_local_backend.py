@@ -230,6 +230,10 @@ def test_an_input_that_404s_is_a_system_error_naming_it(client: tes.HTTPClient, 
         for line in task.logs[0].system_logs
     )
     assert not task.logs[0].logs  # no executor ran
+    deadline = time.monotonic() + 10  # removed right after the state is written
+    while (env.workspaces / task.id).exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not (env.workspaces / task.id).exists(), "a failed input left its workspace"
 
 
 def _sleepers(marker: str) -> list[psutil.Process]:
