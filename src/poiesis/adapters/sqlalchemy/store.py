@@ -167,13 +167,15 @@ class SqlAlchemyTaskStore:
                 else:
                     await conn.execute(sa.insert(t.task), [row])
                     for name, rows in children.items():
-                        if rows:
-                            table = _CHILD_TABLES[name]
+                        table = _CHILD_TABLES[name]
+                        # In slices: SQLAlchemy prepares each slice on the event loop, and a task of
+                        # thousands of inputs must not hold every other request up meanwhile.
+                        for start in range(0, len(rows), _SLICE):
                             await conn.execute(
                                 sa.insert(table),
                                 [
                                     {c.name: r.get(c.name) for c in table.c} | {"task_id": task.id}
-                                    for r in rows
+                                    for r in rows[start : start + _SLICE]
                                 ],
                             )
                 if system_logs:
@@ -439,6 +441,7 @@ def _time_text(value: str | None) -> str | None:
     return None if value is None else rfc3339(parse_time(value))
 
 
+_SLICE = 500
 _CHILD_TABLES = {"executors": t.executor, "inputs": t.input_, "outputs": t.output, "tag_rows": t.tag}
 _TASK_JSON = ("volumes", "tags", "zones", "backend_parameters")
 
