@@ -30,3 +30,12 @@ def test_the_task_volume_on_the_node_is_limited_and_requested(clock: FakeClock) 
     assert main["resources"]["requests"]["ephemeral-storage"] == "25000000000"
     untouched = render_pod_spec(make_task(clock), PodSettings())["containers"][0]["resources"]["requests"]
     assert "ephemeral-storage" not in untouched
+
+
+def test_host_network_and_an_explicit_api_server_for_clusters_without_kube_proxy() -> None:
+    settings = PodSettings(host_network=True, api_server="https://127.0.0.1:6443")
+    spec = render_pod_spec(make_task(FakeClock()), settings)
+    assert spec["hostNetwork"] is True
+    trec = next(c for c in spec["initContainers"] if c["name"] == "trec")
+    assert {"name": "POIESIS_TREC_API_SERVER", "value": "https://127.0.0.1:6443"} in trec["env"]
+    assert "hostNetwork" not in render_pod_spec(make_task(FakeClock()), PodSettings())

@@ -69,6 +69,12 @@ class PodSettings(msgspec.Struct, kw_only=True, frozen=True):
     zone_label: str = "topology.kubernetes.io/zone"
     tail_bytes: int = 64 * 1024
     filer_env: dict[str, str] = {}
+    api_server: str | None = None
+    """The apiserver URL trec uses instead of the in-cluster Service (clusters without kube-proxy)."""
+    host_network: bool = False
+    """Run task Pods on the node's network. Only for clusters where Pods cannot otherwise reach the
+    apiserver and the database (the test node has no kube-proxy); executors then share the node's
+    network, a risk on any shared cluster."""
 
 
 def job_name(task_id: str) -> str:
@@ -185,6 +191,8 @@ def _scheduling(task: Task, settings: PodSettings) -> dict[str, Any]:
         spec["priorityClassName"] = settings.priority_class
     if settings.runtime_class:
         spec["runtimeClassName"] = settings.runtime_class
+    if settings.host_network:
+        spec["hostNetwork"] = True
     return spec
 
 
@@ -206,6 +214,11 @@ def render_pod_spec(task: Task, settings: PodSettings) -> dict[str, Any]:
                 "name": "POIESIS_DATABASE_URL",
                 "valueFrom": {"secretKeyRef": {"name": settings.database_secret, "key": "url"}},
             },
+            *(
+                [{"name": "POIESIS_TREC_API_SERVER", "value": settings.api_server}]
+                if settings.api_server
+                else []
+            ),
         ],
         volumeMounts=[
             {"name": "trec-token", "mountPath": TOKEN_DIR, "readOnly": True},
