@@ -92,6 +92,21 @@ def main(bin_dir: str) -> None:
             "enablePodsOnNodeSyncStreamWatch": False,
         },
     }
+    if os.environ.get("POIESIS_REAL_NODE"):
+        # A real kubelet joins this cluster (scripts/real-node): kwok keeps to the fake nodes, and the
+        # apiserver reaches the real one at its address (its name resolves nowhere here).
+        config["componentsPatches"].append(
+            {
+                "name": "kwok-controller",
+                "extraArgs": [
+                    {"key": "manage-all-nodes", "value": "false", "override": True},
+                    {"key": "manage-nodes-with-annotation-selector", "value": "kwok.x-k8s.io/node=fake"},
+                ],
+            }
+        )
+        config["componentsPatches"][0]["extraArgs"].append(
+            {"key": "kubelet-preferred-address-types", "value": "InternalIP,Hostname"}
+        )
     docs = [json.dumps(config, indent=1), json.dumps(kwok, indent=1)]
     upstream = kwok_module_dir() / "kustomize" / "stage"
     docs += [(upstream / name).read_text() for name in UPSTREAM_STAGES]

@@ -1,0 +1,3 @@
+module poiesis/pause
+
+go 1.22

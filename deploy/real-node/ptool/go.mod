@@ -1,0 +1,3 @@
+module poiesis/ptool
+
+go 1.22
