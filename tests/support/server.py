@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +28,18 @@ class Server:
     @property
     def tes(self) -> str:
         return f"{self.url}/ga4gh/tes/v1"
+
+
+@contextmanager
+def sandbox_workspaces() -> Iterator[Path]:
+    """A workspaces directory the sandbox's unprivileged user can pass through (pytest's own
+    temporary tree is private to root), removed afterwards."""
+    path = Path(tempfile.mkdtemp(prefix="poiesis-ws-", dir="/tmp"))
+    path.chmod(0o711)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 @contextmanager

@@ -61,17 +61,12 @@ async def _reader(settings: Settings, writer: AsyncEngine) -> AsyncIterator[Asyn
 
 
 def _rules(settings: Settings) -> Rules:
+    # The caps (max_*) are settings of the same name; the rest is derived.
+    caps = {name: getattr(settings, name) for name in Rules.__struct_fields__ if name.startswith("max_")}
     return Rules(
         backend_parameters=frozenset(k.lower() for k in settings.backend_parameters),
-        max_content_bytes=settings.max_content_bytes,
-        max_executors=settings.max_executors,
-        max_inputs=settings.max_inputs,
-        max_outputs=settings.max_outputs,
-        max_volumes=settings.max_volumes,
-        max_tags=settings.max_tags,
-        max_env=settings.max_env,
-        max_directories=settings.max_directories,
         url_schemes=SCHEMES,
+        **caps,
     )
 
 

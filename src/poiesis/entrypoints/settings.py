@@ -119,6 +119,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     max_tags: int = 256
     max_env: int = 1024
     """Environment variables of one executor."""
+    max_cpu_cores: int = 1024
+    max_gb: float = 1e6
+    """The largest `ram_gb` and `disk_gb` a task may ask for."""
     max_directories: int = 1024
     """Separate directories a task's inputs, outputs and volumes may lie in (the mounts of its volume)."""
     backend_parameters: list[str] = []

@@ -5,9 +5,7 @@ the load stops, and no workspace is left behind."""
 from __future__ import annotations
 
 import random
-import shutil
 import sqlite3
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -15,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.server import running_server
+from tests.support.server import running_server, sandbox_workspaces
 
 if not Path("/usr/bin/bwrap").exists():
     pytest.skip("bubblewrap is not installed: run scripts/test", allow_module_level=True)
@@ -30,8 +28,11 @@ TASK = (
 
 def test_creates_racing_cancels_with_the_store_locked_leave_nothing_unfinished(tmp_path: Path) -> None:
     database = tmp_path / "tes.db"
-    workspaces = Path(tempfile.mkdtemp(prefix="poiesis-ws-", dir="/tmp"))
-    workspaces.chmod(0o711)
+    with sandbox_workspaces() as workspaces:
+        run_the_load(database, workspaces, tmp_path)
+
+
+def run_the_load(database: Path, workspaces: Path, tmp_path: Path) -> None:
     env = {
         "POIESIS_BACKEND": "local",
         "POIESIS_LOCAL_RUNTIME": "bwrap",
@@ -88,7 +89,6 @@ def test_creates_racing_cancels_with_the_store_locked_leave_nothing_unfinished(t
             time.sleep(1)
         log = server.log.read_text()
     leftovers = list(workspaces.iterdir())
-    shutil.rmtree(workspaces, ignore_errors=True)
     assert len(created) > 20
     assert set(created) <= set(states)
     assert unfinished == {}

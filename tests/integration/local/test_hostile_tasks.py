@@ -19,7 +19,7 @@ import psutil
 import pytest
 import tes
 
-from tests.support.server import Server, running_server
+from tests.support.server import Server, running_server, sandbox_workspaces
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -45,16 +45,14 @@ def host() -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("hostile")
-    workspaces = Path(tempfile.mkdtemp(prefix="poiesis-ws-", dir="/tmp"))
-    workspaces.chmod(0o711)
-    env = {
-        "POIESIS_BACKEND": "local",
-        "POIESIS_LOCAL_RUNTIME": "bwrap",
-        "POIESIS_LOCAL_WORKSPACES": str(workspaces),
-    }
-    with running_server("serve", f"sqlite:///{tmp / 'tes.db'}", tmp, env) as s:
-        yield s
-    shutil.rmtree(workspaces, ignore_errors=True)
+    with sandbox_workspaces() as workspaces:
+        env = {
+            "POIESIS_BACKEND": "local",
+            "POIESIS_LOCAL_RUNTIME": "bwrap",
+            "POIESIS_LOCAL_WORKSPACES": str(workspaces),
+        }
+        with running_server("serve", f"sqlite:///{tmp / 'tes.db'}", tmp, env) as s:
+            yield s
 
 
 @pytest.fixture(scope="module")
@@ -77,6 +75,21 @@ def sh(script: str, **fields: object) -> tes.Executor:
     return tes.Executor(image="alpine", command=["sh", "-c", script], **fields)
 
 
+def sleeping_executor(client: tes.HTTPClient, **fields: object) -> tuple[str, psutil.Process]:
+    """Start a task whose executor sleeps, and find its process on the host."""
+    marker = f"30.{time.time_ns() % 10**9}"
+    task_id = client.create_task(
+        tes.Task(executors=[tes.Executor(image="alpine", command=["sleep", marker])], **fields)
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        found = [p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", marker]]
+        if found:
+            return task_id, found[0]
+        time.sleep(0.1)
+    raise AssertionError("the executor's process did not appear")
+
+
 def logs(task: tes.Task) -> list[tes.ExecutorLog]:
     return task.logs[0].logs
 
@@ -95,19 +108,8 @@ def test_the_task_holds_no_privilege(client: tes.HTTPClient) -> None:
 
 @pytest.mark.skipif(not AS_ROOT, reason="the server runs the sandbox as another user only as root")
 def test_seen_from_the_host_the_task_runs_as_the_unprivileged_user(client: tes.HTTPClient) -> None:
-    marker = f"{time.time_ns() % 10**9}"
-    task_id = client.create_task(
-        tes.Task(executors=[tes.Executor(image="alpine", command=["sleep", f"30.{marker}"])])
-    )
-    deadline = time.monotonic() + 30
-    found: list[psutil.Process] = []
-    while not found and time.monotonic() < deadline:
-        found = [
-            p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", f"30.{marker}"]
-        ]
-        time.sleep(0.1)
-    assert found, "the executor's process did not appear"
-    uids, gids = set(found[0].uids()), set(found[0].gids())
+    task_id, process = sleeping_executor(client)
+    uids, gids = set(process.uids()), set(process.gids())
     client.cancel_task(task_id)
     assert uids == {65534}
     assert gids == {65534}
@@ -279,23 +281,9 @@ def test_filling_the_volume_past_disk_gb_is_stopped_and_named(client: tes.HTTPCl
 
 @pytest.mark.skipif(not CGROUPS, reason="needs root and cgroup v1 hierarchies (memory, pids, cpu)")
 def test_cpu_cores_becomes_a_cpu_quota(client: tes.HTTPClient) -> None:
-    marker = f"{time.time_ns() % 10**9}"
-    task_id = client.create_task(
-        tes.Task(
-            executors=[tes.Executor(image="alpine", command=["sleep", f"30.{marker}"])],
-            resources=tes.Resources(cpu_cores=1),
-        )
-    )
-    deadline = time.monotonic() + 30
-    found: list[psutil.Process] = []
-    while not found and time.monotonic() < deadline:
-        found = [
-            p for p in psutil.process_iter(["cmdline"]) if p.info["cmdline"] == ["sleep", f"30.{marker}"]
-        ]
-        time.sleep(0.1)
-    assert found
+    task_id, process = sleeping_executor(client, resources=tes.Resources(cpu_cores=1))
     cgroups = dict(
-        line.split(":", 2)[1:] for line in Path(f"/proc/{found[0].pid}/cgroup").read_text().splitlines()
+        line.split(":", 2)[1:] for line in Path(f"/proc/{process.pid}/cgroup").read_text().splitlines()
     )
     cpu = next(v for k, v in cgroups.items() if "cpu" in k.split(","))
     quota = Path(f"/sys/fs/cgroup/cpu{cpu}/cpu.cfs_quota_us").read_text().strip()
