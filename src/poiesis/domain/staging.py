@@ -84,10 +84,6 @@ def data_dirs(task: Task) -> list[str]:
     return dirs
 
 
-def _inside(path: str, directory: str) -> bool:
-    return directory == "/" or path == directory or path.startswith(directory + "/")
-
-
 def mount_dirs(task: Task) -> list[str]:
     """The smallest set of directories covering every input, output and volume, none nested in
     another, sorted. Mounting the task volume at each shows every TES path where the task expects it."""

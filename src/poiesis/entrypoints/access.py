@@ -21,10 +21,6 @@ class Access:
         self._by_scheme = {a.scheme.lower(): a for a in authenticators}
 
     @property
-    def enabled(self) -> bool:
-        return bool(self._by_scheme)
-
-    @property
     def schemes(self) -> list[str]:
         return [a.scheme for a in self._by_scheme.values()]
 

@@ -34,6 +34,7 @@ from poiesis.domain.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
+from poiesis.domain.hosts import LOOPBACK_NAMES, is_loopback
 from poiesis.domain.listing import build_query, parse_view
 from poiesis.domain.principal import Principal, listing_owner, owner_scope
 from poiesis.domain.tes import (
@@ -45,9 +46,9 @@ from poiesis.domain.tes import (
 )
 from poiesis.entrypoints.access import Access
 from poiesis.entrypoints.container import ApiContainer
-from poiesis.entrypoints.edge import LOOPBACK_NAMES, EdgeGuard
+from poiesis.entrypoints.edge import EdgeGuard
 from poiesis.entrypoints.openapi import ErrorBody, document
-from poiesis.entrypoints.settings import SettingsError, auth_problems, is_loopback
+from poiesis.entrypoints.settings import SettingsError, auth_problems
 from poiesis.ports.store import TaskStore
 from poiesis.services.tasks import TaskService
 

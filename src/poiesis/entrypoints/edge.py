@@ -24,7 +24,6 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 
 from poiesis.domain.errors import Forbidden, InvalidRequest, UnsupportedMediaType
 
-LOOPBACK_NAMES = frozenset({"localhost", "127.0.0.1", "::1"})
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 

@@ -6,7 +6,6 @@ Every field below is one setting; its environment variable is `POIESIS_` + the u
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import tomllib
 from collections.abc import Mapping
@@ -18,6 +17,7 @@ import msgspec
 from poiesis.adapters.auth.oidc import OidcIssuer, check_issuer
 from poiesis.adapters.kubernetes.controller import ControllerSettings
 from poiesis.adapters.kubernetes.render import PodSettings
+from poiesis.domain.hosts import is_loopback
 
 PREFIX = "POIESIS_"
 
@@ -179,15 +179,6 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
 
 class SettingsError(Exception):
     pass
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def auth_problems(settings: Settings) -> list[str]:

@@ -17,7 +17,6 @@ not 401: the token may well be good.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import time
 from collections.abc import Callable
@@ -29,6 +28,7 @@ import jwt
 import msgspec
 
 from poiesis.domain.errors import Unauthenticated
+from poiesis.domain.hosts import is_loopback
 from poiesis.domain.principal import Principal
 from poiesis.ports.auth import AuthUnavailable
 
@@ -86,14 +86,7 @@ def _trusted_url(url: str) -> bool:
     parts = urlsplit(url)
     if parts.scheme == "https" and parts.hostname:
         return True
-    if parts.scheme != "http" or not parts.hostname:
-        return False
-    if parts.hostname == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(parts.hostname).is_loopback
-    except ValueError:
-        return False
+    return parts.scheme == "http" and bool(parts.hostname) and is_loopback(parts.hostname or "")
 
 
 class _KeySet:
