@@ -18,8 +18,10 @@ from poiesis.adapters.auth.oidc import OidcIssuer, check_issuer
 from poiesis.adapters.kubernetes.controller import ControllerSettings
 from poiesis.adapters.kubernetes.render import PodSettings
 from poiesis.domain.hosts import is_loopback
+from poiesis.domain.submission import Rules
 
 PREFIX = "POIESIS_"
+_DOOR = Rules()
 
 
 def _data_dir() -> Path:
@@ -110,19 +112,20 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     cors_allow_origins: list[str] = []
     """Origins allowed to call the API from a browser; empty disables CORS."""
     max_body_bytes: int = 16 * 1024 * 1024
-    max_content_bytes: int = 4 * 1024 * 1024
+    # The caps of the door (`domain.submission.Rules`), one setting each, with the rules' defaults.
+    max_content_bytes: int = _DOOR.max_content_bytes
     """Largest inline `content` of one input."""
-    max_executors: int = 256
-    max_inputs: int = 20_000
-    max_outputs: int = 20_000
-    max_volumes: int = 256
-    max_tags: int = 256
-    max_env: int = 1024
+    max_executors: int = _DOOR.max_executors
+    max_inputs: int = _DOOR.max_inputs
+    max_outputs: int = _DOOR.max_outputs
+    max_volumes: int = _DOOR.max_volumes
+    max_tags: int = _DOOR.max_tags
+    max_env: int = _DOOR.max_env
     """Environment variables of one executor."""
-    max_cpu_cores: int = 1024
-    max_gb: float = 1e6
+    max_cpu_cores: int = _DOOR.max_cpu_cores
+    max_gb: float = _DOOR.max_gb
     """The largest `ram_gb` and `disk_gb` a task may ask for."""
-    max_directories: int = 1024
+    max_directories: int = _DOOR.max_directories
     """Separate directories a task's inputs, outputs and volumes may lie in (the mounts of its volume)."""
     backend_parameters: list[str] = []
     """`resources.backend_parameters` keys this deployment supports (case-insensitive)."""
