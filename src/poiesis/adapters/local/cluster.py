@@ -13,9 +13,13 @@ this machine, recording every step through the TaskStore as it happens:
   for an executor, so nothing an earlier executor left in the volume can steer the server outside
   it; a bounded tail of each stream goes to the executor log;
 - the volume belongs to the sandbox's unprivileged user once the inputs are staged;
+- each executor runs in its own cgroup where the host allows (`limits`), and the volume is watched
+  against `disk_gb`; a limit gone over is named in `system_logs` and `termination_reason`;
 - cancel stops the running executor's process tree, removes the workspace, then reports CANCELED;
-- on start, tasks a previous process left INITIALIZING or RUNNING become SYSTEM_ERROR with a
-  `system_logs` line saying why, CANCELING ones CANCELED, and QUEUED ones are run.
+- a task's store writes wait out an unavailable store; a reconciler (at start, every
+  `reconcile_seconds` and after a failed write) ends every task nothing here runs: QUEUED ones run,
+  CANCELING ones become CANCELED, and INITIALIZING or RUNNING ones whose run was lost become
+  SYSTEM_ERROR with a `system_logs` line saying why.
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ privileges, a session of its own (no terminal injection) and, unless the operato
 host's network, a network namespace holding only a loopback of its own. Mounts it inherits are
 locked by the kernel, so it cannot make a read-only system directory writable. Its PID namespace
 dies with it, so stopping the sandbox stops every process the executor started. The image is not
-used in this mode. Memory (`ram_gb`) is bounded by RLIMIT_DATA; CPU is not capped (no cgroup).
+used in this mode. A seccomp filter (`seccomp`) refuses the system calls a task has no use for.
+Memory, CPU and processes are limited by the executor's cgroup where the host allows one
+(`limits`); otherwise `ram_gb` is only an RLIMIT_DATA.
 
 Container (docker/podman): `<engine> run --rm` with the same mounts, env, workdir, `--cpus` and
 `--memory` from the task's resources, `--cap-drop ALL`, no new privileges, and `--network none`
