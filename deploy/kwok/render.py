@@ -92,9 +92,13 @@ def main(bin_dir: str) -> None:
             "enablePodsOnNodeSyncStreamWatch": False,
         },
     }
-    if os.environ.get("POIESIS_REAL_NODE"):
-        # A real kubelet joins this cluster (scripts/real-node): kwok keeps to the fake nodes, and the
-        # apiserver reaches the real one at its address (its name resolves nowhere here).
+    node_ip = os.environ.get("POIESIS_REAL_NODE")
+    if node_ip:
+        # A real kubelet joins this cluster (scripts/real-node, inside its network namespace): kwok
+        # keeps to the fake nodes, and the apiserver reaches the real one at its address (its name
+        # resolves nowhere here). The apiserver also listens on the node's address and advertises
+        # it, so kube-proxy routes the `kubernetes` Service (10.0.0.1, in its certificate) there and
+        # Pods on the Pod network reach it as in any cluster.
         config["componentsPatches"].append(
             {
                 "name": "kwok-controller",
@@ -104,9 +108,12 @@ def main(bin_dir: str) -> None:
                 ],
             }
         )
-        config["componentsPatches"][0]["extraArgs"].append(
-            {"key": "kubelet-preferred-address-types", "value": "InternalIP,Hostname"}
-        )
+        config["componentsPatches"][0]["extraArgs"] = [
+            {"key": "advertise-address", "value": node_ip},
+            {"key": "bind-address", "value": "0.0.0.0", "override": True},
+            {"key": "kubelet-preferred-address-types", "value": "InternalIP,Hostname"},
+        ]
+        config["options"]["kubeApiserverCertSANs"] = ["10.0.0.1", node_ip]
     docs = [json.dumps(config, indent=1), json.dumps(kwok, indent=1)]
     upstream = kwok_module_dir() / "kustomize" / "stage"
     docs += [(upstream / name).read_text() for name in UPSTREAM_STAGES]

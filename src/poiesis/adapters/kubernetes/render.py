@@ -37,7 +37,7 @@ RECORDED_MARK = f"{STATUS_DIR}/recorded"
 TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
-class PodSettings(msgspec.Struct, kw_only=True, frozen=True):
+class PodSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
     namespace: str = "default"
     image: str = "ghcr.io/poiesis-tes/poiesis:latest"
     """The poiesis image: trec, setup (it holds /usr/local/bin/poiesis-launcher), filers, done."""
