@@ -56,7 +56,13 @@ class LeaseTiming(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def _micro_time(now: float) -> str:
-    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # The Kubernetes client reads the stamp back into a datetime and writes it with isoformat(),
+    # which drops the fraction of a whole second, and the apiserver then refuses the Lease
+    # (MicroTime needs six digits): a stamp never falls on a whole second.
+    moment = datetime.fromtimestamp(now, UTC)
+    if moment.microsecond == 0:
+        moment = moment.replace(microsecond=1)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 class Elector:
@@ -183,8 +189,12 @@ def lease_from_object(obj: dict[str, Any]) -> LeaseRecord:
     )
 
 
-def lease_object(name: str, namespace: str, record: LeaseRecord) -> dict[str, Any]:
-    metadata: dict[str, Any] = {"name": name, "namespace": namespace}
+def lease_object(
+    name: str, namespace: str, record: LeaseRecord, kept: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The Lease as written; `kept`: the labels and annotations it already carries (a Lease made by
+    a Helm release keeps the marks that let `helm uninstall` remove it)."""
+    metadata: dict[str, Any] = {"name": name, "namespace": namespace, **(kept or {})}
     if record.version:
         metadata["resourceVersion"] = record.version
     return {
@@ -209,6 +219,7 @@ class KubeLeases:
         self._api = api
         self.namespace = namespace
         self.name = name
+        self._kept: dict[str, Any] = {}
 
     def _get(self) -> LeaseRecord | None:
         try:
@@ -217,10 +228,13 @@ class KubeLeases:
             if exc.status == 404:
                 return None
             raise
-        return lease_from_object(self._api.sanitize_for_serialization(found))
+        obj = self._api.sanitize_for_serialization(found)
+        metadata = obj.get("metadata") or {}
+        self._kept = {k: metadata[k] for k in ("labels", "annotations") if metadata.get(k)}
+        return lease_from_object(obj)
 
     def _put(self, record: LeaseRecord, *, create: bool) -> bool:
-        body = lease_object(self.name, self.namespace, record)
+        body = lease_object(self.name, self.namespace, record, None if create else self._kept)
         try:
             if create:
                 self._coordination.create_namespaced_lease(self.namespace, body)
