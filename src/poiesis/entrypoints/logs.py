@@ -48,4 +48,8 @@ def configure(level: str, fmt: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("alembic").setLevel(logging.WARNING)
+    # Libraries that log every migration step or every HTTP request at INFO (trec's each read of
+    # its Pod) speak at WARNING; DEBUG lets them through.
+    quiet = logging.DEBUG if level.upper() == "DEBUG" else logging.WARNING
+    for name in ("alembic", "httpx", "httpcore"):
+        logging.getLogger(name).setLevel(quiet)
