@@ -19,7 +19,6 @@ Tasks of two busybox executors run one after another. It prints:
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import subprocess
@@ -36,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks.k8s import pct, template, writes  # noqa: E402
 from tests.support.measure import vm_hwm  # noqa: E402
+from tests.support.realnode import database_secret, write_config  # noqa: E402
 
 LABEL = "poiesis.io/task"
 BUSYBOX = "poiesis.test/busybox:1"
@@ -188,23 +188,9 @@ def measure(tasks: int, kubeconfig: str) -> None:
     ):
         work = Path(tmp)
         database = fresh_postgres_url_sync(pg, template(pg))
-        core.create_namespaced_secret(
-            namespace, {"metadata": {"name": "poiesis-database"}, "stringData": {"url": database}}
-        )
-        settings = {
-            "namespace": namespace,
-            "image": "poiesis.test/poiesis:dev",
-            "image_pull_policy": "Never",
-            "task_volume": "empty-dir",
-            "host_network": True,
-            "api_server": api_server,
-            "ttl_seconds_after_finished": 300,
-        }
-        toml = work / "poiesis.toml"
-        toml.write_text(
-            f'backend = "kubernetes"\nkubeconfig = "{kubeconfig}"\n[kubernetes]\n'
-            + "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items())
-            + '[kubernetes.node_selector]\ntype = "real"\n'
+        database_secret(core, namespace, database)
+        toml = write_config(
+            work / "poiesis.toml", kubeconfig, namespace, api_server, ttl_seconds_after_finished=300
         )
         for target in (watch_jobs, watch_pods):
             threading.Thread(target=quietly(target), daemon=True).start()

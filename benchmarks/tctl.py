@@ -103,7 +103,9 @@ def main() -> None:
             with (work / "tctl.log").open("wb") as log:
                 tctl = subprocess.Popen(
                     [sys.executable, "-m", "poiesis.entrypoints.cli", "tctl"],
-                    env=os.environ | env | {"POIESIS_POD_NAME": "bench-tctl"},
+                    env=os.environ
+                    | env
+                    | {"POIESIS_POD_NAME": "bench-tctl", "POIESIS_PORT": str(postgres.free_port())},
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )

@@ -134,6 +134,7 @@ def chart_schema() -> dict[str, Any]:
                 ),
                 "config": {"$ref": "#/$defs/Settings"},
                 "basicUsers": obj({"existingSecret": string(), "content": string()}),
+                "metrics": obj({"annotations": {"type": "boolean"}}),
                 "api": obj(
                     {
                         "replicas": replicas,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, cast
@@ -24,6 +25,8 @@ from litestar.di import NamedDependency, Provide
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.params import FromPath, FromQuery, QueryParameter, SkipValidation
 
+from poiesis.adapters.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from poiesis.adapters.metrics import ApiMetrics
 from poiesis.domain.errors import (
     Conflict,
     Forbidden,
@@ -139,6 +142,9 @@ async def create_task(
 ) -> CreateTaskResponse:
     task_id = await tasks.create(await request.body(), owner=principal.name)
     _audit("create", task_id, principal, request)
+    metrics: ApiMetrics | None = getattr(request.app.state, "metrics", None)
+    if metrics is not None:
+        metrics.created.inc()
     return CreateTaskResponse(id=task_id)
 
 
@@ -214,6 +220,33 @@ async def readyz(store: NamedDependency[SkipValidation[TaskStore]]) -> Response[
     return Response({"status": "ok"})
 
 
+class _MeasuredApp(Litestar):
+    """The API, every HTTP request counted by method, route template and status once its response
+    started (404s, refusals at the door and errors included)."""
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        metrics: ApiMetrics | None = getattr(self.state, "metrics", None)
+        if scope["type"] != "http" or metrics is None:
+            await super().__call__(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def sending(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await super().__call__(scope, receive, sending)
+        finally:
+            route = scope.get("path_template") or "unmatched"
+            metrics.requests.labels(scope["method"], route, str(status)).observe(
+                time.perf_counter() - started
+            )
+
+
 async def _resolved(value: Any) -> Any:
     return await value if inspect.isawaitable(value) else value
 
@@ -233,6 +266,8 @@ def create_app(container: ApiContainer) -> Litestar:
             app.state.store = await _resolved(container.store())
             app.state.info = await _resolved(container.service_info())
             app.state.access = await _resolved(container.access())
+            if settings.metrics:
+                app.state.metrics = await _resolved(container.metrics())
             yield
         finally:
             await container.shutdown_resources()  # type: ignore[misc]
@@ -258,12 +293,16 @@ def create_app(container: ApiContainer) -> Litestar:
     def openapi() -> dict[str, Any]:
         return spec
 
+    @get("/metrics", include_in_schema=False)
+    async def metrics(state: State) -> Response[bytes]:
+        return Response(await state.metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
+
     hosts = (
         LOOPBACK_NAMES | {h.lower() for h in settings.allowed_hosts} if is_loopback(settings.host) else None
     )
     guard = EdgeGuard(hosts=hosts, origins=frozenset(settings.cors_allow_origins))
-    return Litestar(
-        route_handlers=[tes, healthz, readyz, openapi],
+    return _MeasuredApp(
+        route_handlers=[tes, healthz, readyz, openapi, *([metrics] if settings.metrics else [])],
         middleware=[guard],
         dependencies={"store": from_state("store")},
         logging_config=None,

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from poiesis import __version__
 from poiesis.adapters.clock import SystemClock
+from poiesis.adapters.metrics import ApiMetrics, TimedCluster
 from poiesis.adapters.sqlalchemy.engine import create_engine, is_sqlite, migrate
 from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore
 from poiesis.adapters.unattached import UnattachedCluster
@@ -178,6 +179,10 @@ def _backend(settings: Settings, cluster: Cluster) -> str:
     return f"{cluster.name}, executors run with {runtime.name}; limits enforced: {enforced}"
 
 
+def _metrics(settings: Settings, store: TaskStore) -> ApiMetrics:
+    return ApiMetrics(store, cache_seconds=settings.metrics_cache_seconds)
+
+
 def _service_info(settings: Settings, cluster: Cluster) -> ServiceInfo:
     return ServiceInfo(
         id=settings.service_id,
@@ -204,4 +209,6 @@ class ApiContainer(containers.DeclarativeContainer):
     rules = providers.Callable(_rules, settings)
     service_info = providers.Singleton(_service_info, settings, cluster)
     access = providers.Resource(_access, settings)
-    tasks = providers.Singleton(TaskService, store=store, cluster=cluster, clock=clock, rules=rules)
+    metrics = providers.Singleton(_metrics, settings, store)
+    timed_cluster = providers.Singleton(TimedCluster, cluster, metrics)
+    tasks = providers.Singleton(TaskService, store=store, cluster=timed_cluster, clock=clock, rules=rules)

@@ -149,6 +149,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """How long transient storage errors are retried before a transfer fails."""
     filer_part_mib: int = 16
     """Part size of multipart uploads, and the download chunk size."""
+    metrics: bool = True
+    """Serve Prometheus metrics at `/metrics` on the API's port, without authentication: counts and
+    latencies only, never a task id, owner or URL."""
+    metrics_cache_seconds: float = 5.0
+    """The task counts in the metrics are read from the database at most this often."""
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 

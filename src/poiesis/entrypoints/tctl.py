@@ -14,10 +14,13 @@ import os
 import signal
 import socket
 
+from prometheus_client import start_http_server
+
 from poiesis.adapters.kubernetes.cluster import KubernetesCluster, api_client
 from poiesis.adapters.kubernetes.controller import Controller
 from poiesis.adapters.kubernetes.lease import Elector, KubeLeases, LeaseTiming
 from poiesis.adapters.kubernetes.objects import KubeTaskObjects
+from poiesis.adapters.metrics import ControllerMetrics
 from poiesis.adapters.sqlalchemy.engine import create_engine
 from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore
 from poiesis.entrypoints.settings import Settings
@@ -37,7 +40,13 @@ async def run(settings: Settings, name: str | None = None) -> int:
     api = api_client(settings.kubeconfig)
     cluster = KubernetesCluster(api, settings.kubernetes)
     objects = KubeTaskObjects(cluster, api)
-    controller = Controller(store, objects, cfg)
+    metrics = ControllerMetrics()
+    controller = Controller(store, objects, cfg, metrics=metrics)
+    server = None
+    if settings.metrics:
+        # Prometheus's own server in a thread, on the `host` and `port` the API would use.
+        server, _ = start_http_server(settings.port, settings.host, registry=metrics.registry)
+        log.info("tctl metrics at http://%s:%d/metrics", settings.host, settings.port)
     timing = LeaseTiming(
         lease_seconds=cfg.lease_seconds,
         renew_deadline_seconds=cfg.renew_deadline_seconds,
@@ -70,4 +79,6 @@ async def run(settings: Settings, name: str | None = None) -> int:
         objects.stop()
         await engine.dispose()
         cluster.stop()
+        if server is not None:
+            server.shutdown()
     return 0

@@ -85,6 +85,11 @@ class TaskStore(Protocol):
 
     async def ids_in_states(self, states: Collection[State]) -> list[str]: ...
 
+    async def count_by_state(self) -> dict[State, int]:
+        """How many tasks are in each state (states with none may be left out); cheap whatever the
+        number of tasks stored."""
+        ...
+
     async def ping(self) -> None:
         """Raise if the store cannot serve requests now (readiness)."""
         ...

@@ -14,10 +14,11 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import tes
 from kubernetes import client
@@ -27,6 +28,7 @@ from poiesis.adapters.sqlalchemy.engine import create_engine
 from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore
 from tests.conftest import fresh_postgres_url_sync
 from tests.integration.k8s.conftest import wait_until
+from tests.support.postgres import free_port
 from tests.support.recorders import InProcessRecorders, Recorders, service_account_token, token_kubeconfig
 from tests.support.server import Server, running_server
 
@@ -47,6 +49,11 @@ class Backend:
     work: Path
     env: dict[str, str]
     tctls: dict[str, subprocess.Popen[bytes]]
+    metrics_ports: dict[str, int] = field(default_factory=dict)
+    """Each replica's /metrics port (a replica restarted keeps its port)."""
+
+    def tctl_metrics(self, name: str) -> str:
+        return httpx.get(f"http://127.0.0.1:{self.metrics_ports[name]}/metrics", timeout=5).text
 
     def start_tctl(self, name: str) -> None:
         with (self.work / f"{name}.log").open("ab") as log:
@@ -54,7 +61,8 @@ class Backend:
                 [sys.executable, "-m", "poiesis.entrypoints.cli", "tctl"],
                 env=os.environ
                 | self.env
-                | {"POIESIS_DATABASE_URL": self.database_url, "POIESIS_POD_NAME": name},
+                | {"POIESIS_DATABASE_URL": self.database_url, "POIESIS_POD_NAME": name}
+                | {"POIESIS_PORT": str(self.metrics_ports.setdefault(name, free_port()))},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

@@ -296,3 +296,13 @@ def test_the_kubernetes_schema_check_finds_a_misspelt_field_and_a_kind_the_relea
     assert KubeSchema("1.29.15").errors(claim) == [
         "ResourceClaim resource.k8s.io/v1: not served by Kubernetes 1.29.15"
     ]
+
+
+def test_pods_carry_scrape_annotations_while_metrics_are_on() -> None:
+    for deployment in by_kind(render(MINIMAL), "Deployment"):
+        annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+        assert annotations["prometheus.io/scrape"] == "true"
+        assert annotations["prometheus.io/port"] == "8000"
+    off = {**MINIMAL, "config": {**MINIMAL["config"], "metrics": False}}
+    for deployment in by_kind(render(off), "Deployment"):
+        assert "prometheus.io/scrape" not in deployment["spec"]["template"]["metadata"]["annotations"]

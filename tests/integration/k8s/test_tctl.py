@@ -89,6 +89,37 @@ def test_an_image_that_cannot_be_pulled(ctl: Backend) -> None:
     wait_until(lambda: not jobs(ctl, task_id), timeout=30, what="the Job removed")
 
 
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def test_the_leaders_metrics_show_what_it_did_and_the_other_replica_idles(ctl: Backend) -> None:
+    leader = ctl.leader()
+    assert leader in ctl.tctls
+    (other,) = set(ctl.tctls) - {leader}
+    before = samples(ctl.tctl_metrics(leader))
+    ended = ("poiesis_tctl_actions_total", (("action", "ended_system_error"),))
+    task_id = ctl.client.create_task(
+        tes.Task(executors=[tes.Executor(image="unpullable.invalid/metrics:1", command=["x"])])
+    )
+    assert ctl.wait(task_id, timeout=90).state == "SYSTEM_ERROR"
+    after = samples(ctl.tctl_metrics(leader))
+    assert after[("poiesis_tctl_leader", ())] == 1.0
+    assert after[ended] == before.get(ended, 0.0) + 1
+    passes = ("poiesis_tctl_reconcile_duration_seconds_count", (("outcome", "ok"),))
+    assert after[passes] > before.get(passes, 0.0)
+    assert ("poiesis_tctl_queue_depth", ()) in after
+    idle = samples(ctl.tctl_metrics(other))
+    assert idle[("poiesis_tctl_leader", ())] == 0.0
+    assert not [k for k in idle if k[0] == "poiesis_tctl_actions_total"]
+
+
 def test_more_cpu_than_any_node_has(ctl: Backend) -> None:
     task_id = ctl.client.create_task(tes.Task(executors=[ex("big")], resources=tes.Resources(cpu_cores=64)))
     task = ctl.wait(task_id, timeout=90)

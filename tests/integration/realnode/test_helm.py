@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import tes
 from kubernetes import client
@@ -310,6 +311,10 @@ def test_a_task_through_a_port_forward_completes_on_the_real_node_recorded_by_it
         assert f"task {task_id}:" not in release.core.read_namespaced_pod_log(
             tctl.metadata.name, release.namespace
         )
+    # The API's metrics, through the same port-forward a user has: counted from the database.
+    with release.tes() as tes_client:
+        metrics = httpx.get(f"{tes_client.url}/metrics", timeout=10).text
+    assert re.search(r'^poiesis_tasks\{state="COMPLETE"\} [1-9]', metrics, re.M), metrics[:2000]
     print(f"[helm] task POST -> COMPLETE through the port-forward {release.timings['task']:.1f} s")
 
 

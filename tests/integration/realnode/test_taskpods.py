@@ -29,6 +29,8 @@ from kubernetes.stream import stream
 
 from tests.conftest import fresh_postgres_url_sync
 from tests.support import storage
+from tests.support.postgres import free_port
+from tests.support.realnode import database_secret, write_config
 from tests.support.recorders import token_kubeconfig
 from tests.support.server import Server, running_server
 
@@ -116,28 +118,18 @@ def node(
         + " }\n"
     )
     with namespace(core) as space:
-        core.create_namespaced_secret(
-            space, {"metadata": {"name": "poiesis-database"}, "stringData": {"url": database_url}}
-        )
+        database_secret(core, space, database_url)
         core.create_namespaced_secret(
             space, {"metadata": {"name": "poiesis-storage"}, "stringData": {"endpoints.toml": endpoints}}
         )
-        settings = {
-            "namespace": space,
-            "image": "poiesis.test/poiesis:dev",
-            "image_pull_policy": "Never",
-            "task_volume": "empty-dir",
-            "storage_secret": "poiesis-storage",
-            "host_network": True,
-            "api_server": api_server,
-            "ttl_seconds_after_finished": 60,
-        }
-        config = work / "poiesis.toml"
-        config.write_text(
-            f'backend = "kubernetes"\nkubeconfig = "{real_kubeconfig}"\n[kubernetes]\n'
-            + "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items())
-            + '[kubernetes.node_selector]\ntype = "real"\n'
-            + "[tctl]\nstart_timeout_seconds = 15\nended_grace_seconds = 5\nresync_seconds = 5\n"
+        config = write_config(
+            work / "poiesis.toml",
+            real_kubeconfig,
+            space,
+            api_server,
+            "[tctl]\nstart_timeout_seconds = 15\nended_grace_seconds = 5\nresync_seconds = 5\n",
+            storage_secret="poiesis-storage",
+            ttl_seconds_after_finished=60,
         )
         env = {"POIESIS_CONFIG": str(config), "POIESIS_LOG_FORMAT": "text"}
         with running_server("api", database_url, work, env) as server, tctl(work, env, database_url):
@@ -157,7 +149,13 @@ def tctl(work: Path, env: dict[str, str], database_url: str) -> Iterator[None]:
     with (work / "tctl.log").open("ab") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "poiesis.entrypoints.cli", "tctl"],
-            env=os.environ | env | {"POIESIS_DATABASE_URL": database_url, "POIESIS_POD_NAME": "tctl-0"},
+            env=os.environ
+            | env
+            | {
+                "POIESIS_DATABASE_URL": database_url,
+                "POIESIS_POD_NAME": "tctl-0",
+                "POIESIS_PORT": str(free_port()),
+            },
             stdout=log,
             stderr=subprocess.STDOUT,
         )

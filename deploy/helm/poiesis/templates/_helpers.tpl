@@ -201,3 +201,12 @@ initContainers:
 {{- define "poiesis.leaseName" -}}
 {{- (.Values.config.tctl | default dict).lease_name | default (printf "%s-tctl" (include "poiesis.fullname" .)) -}}
 {{- end -}}
+
+{{/* Annotations for annotation-based Prometheus scraping, when metrics are on. */}}
+{{- define "poiesis.scrapeAnnotations" -}}
+{{- if and .Values.metrics.annotations (ne (toString .Values.config.metrics) "false") }}
+prometheus.io/scrape: "true"
+prometheus.io/port: {{ .Values.api.port | quote }}
+prometheus.io/path: /metrics
+{{- end }}
+{{- end -}}

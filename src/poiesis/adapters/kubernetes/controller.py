@@ -22,6 +22,7 @@ from typing import Any, Protocol
 import msgspec
 
 from poiesis.adapters.kubernetes import diagnose, observe
+from poiesis.adapters.metrics import ControllerMetrics
 from poiesis.domain import lifecycle
 from poiesis.domain.errors import TaskNotFound
 from poiesis.domain.states import State, is_terminal
@@ -134,11 +135,14 @@ class Controller:
         *,
         monotonic: Callable[[], float] = time.monotonic,
         now: Callable[[], str] | None = None,
+        metrics: ControllerMetrics | None = None,
     ) -> None:
         self.store = store
         self.objects = objects
         self.settings = settings
         self.queue = WorkQueue()
+        self.metrics = metrics or ControllerMetrics()
+        self.metrics.queue_depth.set_function(lambda: len(self.queue))
         self._monotonic = monotonic
         self._now = now or (lambda: rfc3339_now())
         self._ended_seen: dict[str, float] = {}
@@ -239,7 +243,7 @@ class Controller:
             await self._write(task, diagnose.Verdict(State.SYSTEM_ERROR, "Refused", str(exc)))
             return
         what = "created the missing Job" if job is None else "released the Job left suspended"
-        self._act(task.id, what)
+        self._act(task.id, what, "job_created" if job is None else "job_released")
         await self.objects.event(task.id, "JobSubmitted", f"the Task Controller {what}", warning=False)
 
     async def _finish_cancel(self, task: Task) -> None:
@@ -247,7 +251,7 @@ class Controller:
             self.queue.add_after(task.id, 2.0)
             return
         if await self.store.transition(task.id, State.CANCELED, now=self._now()):
-            self._act(task.id, "CANCELED: the task's objects are gone")
+            self._act(task.id, "CANCELED: the task's objects are gone", "canceled")
         self._settled(task.id)
 
     async def _orphan(self, task_id: str) -> None:
@@ -256,7 +260,7 @@ class Controller:
         if self.objects.pod(task_id) is None and await self.objects.job(task_id) is None:
             return
         if await self.objects.remove(task_id):
-            self._act(task_id, "removed the objects of a task the database does not know")
+            self._act(task_id, "removed the objects of a task the database does not know", "orphan_removed")
             self.objects.forget(task_id)
         else:
             self.queue.add_after(task_id, 2.0)
@@ -290,7 +294,11 @@ class Controller:
             reason=verdict.line,
             metadata={"termination_reason": verdict.reason},
         ):
-            self._act(task.id, f"{verdict.state.value} ({verdict.reason}): {verdict.line}")
+            self._act(
+                task.id,
+                f"{verdict.state.value} ({verdict.reason}): {verdict.line}",
+                f"ended_{verdict.state.value.lower()}",
+            )
             await self.objects.event(
                 task.id,
                 f"Task{verdict.state.value.title().replace('_', '')}",
@@ -299,8 +307,9 @@ class Controller:
             )
         self._settled(task.id)
 
-    def _act(self, task_id: str, action: str) -> None:
+    def _act(self, task_id: str, action: str, kind: str) -> None:
         self.actions.append((task_id, action))
+        self.metrics.actions.labels(kind).inc()
         log.info("task %s: %s", task_id, action)
 
     def _settled(self, task_id: str) -> None:
@@ -313,18 +322,28 @@ class Controller:
     async def worker(self) -> None:
         while True:
             task_id = str(await self.queue.get())
+            started = time.perf_counter()
+            outcome = "ok"
             try:
                 await self.reconcile(task_id)
             except (ClusterUnavailable, StoreUnavailable) as exc:
+                outcome = "retry"
+                cause = "kubernetes" if isinstance(exc, ClusterUnavailable) else "database"
+                self.metrics.errors.labels(cause).inc()
                 log.warning("task %s: will retry: %s", task_id, exc)
                 self.queue.add_after(task_id, 2.0)
             except asyncio.CancelledError:
+                outcome = "cancelled"
                 raise
             except Exception:
+                outcome = "error"
+                self.metrics.errors.labels("unexpected").inc()
                 log.exception("task %s: reconciling failed; will retry", task_id)
                 self.queue.add_after(task_id, 5.0)
             finally:
                 self.queue.done(task_id)
+                if outcome != "cancelled":
+                    self.metrics.passes.labels(outcome).observe(time.perf_counter() - started)
 
     async def resync(self) -> None:
         """Queue every non-terminal task, and every task the cluster holds objects for, now and
@@ -350,10 +369,14 @@ class Controller:
 
     async def run(self) -> None:
         """Act until cancelled (leadership lost): the workers and the resync."""
-        async with asyncio.TaskGroup() as group:
-            group.create_task(self.resync())
-            for _ in range(self.settings.workers):
-                group.create_task(self.worker())
+        self.metrics.leader.set(1)
+        try:
+            async with asyncio.TaskGroup() as group:
+                group.create_task(self.resync())
+                for _ in range(self.settings.workers):
+                    group.create_task(self.worker())
+        finally:
+            self.metrics.leader.set(0)
 
 
 def _iso(value: Any) -> str:

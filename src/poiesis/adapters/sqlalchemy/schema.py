@@ -102,6 +102,17 @@ task = sa.Table(
 )
 """`tags` repeats the tag table as one document: a GIN index on it answers tag filters (PostgreSQL)."""
 
+task_state_count = sa.Table(
+    "task_state_count",
+    metadata,
+    sa.Column("state", sa.String(16), primary_key=True),
+    sa.Column("shard", sa.SmallInteger, primary_key=True),
+    sa.Column("n", sa.BigInteger, nullable=False),
+)
+"""How many tasks are in each state: the sum over a state's shards, kept exact by triggers on
+`task` (migration 0002) in the transaction of every write. Read by the metrics, which must not count
+the whole task table on every scrape."""
+
 executor = sa.Table(
     "executor",
     metadata,

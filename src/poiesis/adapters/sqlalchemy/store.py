@@ -391,6 +391,14 @@ class SqlAlchemyTaskStore:
             )
             return [r.id for r in rows]
 
+    async def count_by_state(self) -> dict[State, int]:
+        counts = t.task_state_count
+        async with self._reader.connect() as conn:
+            rows = await conn.execute(
+                sa.select(counts.c.state, sa.func.sum(counts.c.n).label("n")).group_by(counts.c.state)
+            )
+            return {State(r.state): int(r.n) for r in rows if r.n}
+
     async def ping(self) -> None:
         async with self._reader.connect() as conn:
             await conn.execute(sa.select(sa.literal(1)))
