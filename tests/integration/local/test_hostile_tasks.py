@@ -20,13 +20,13 @@ import pytest
 import tes
 
 from tests.support.server import Server, running_server, sandbox_workspaces
+from tests.support.tasks import wait_ended
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
 if not Path("/usr/bin/bwrap").exists():
     pytest.skip("bubblewrap is not installed: run scripts/test", allow_module_level=True)
 
-TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED"}
 AS_ROOT = os.geteuid() == 0
 X86_64 = pytest.mark.skipif(platform.machine() != "x86_64", reason="the call is made by its x86-64 number")
 
@@ -61,14 +61,7 @@ def client(server: Server) -> tes.HTTPClient:
 
 
 def run(client: tes.HTTPClient, *executors: tes.Executor, **fields: object) -> tes.Task:
-    task_id = client.create_task(tes.Task(executors=list(executors), **fields))
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        task = client.get_task(task_id, view="FULL")
-        if task.state in TERMINAL:
-            return task
-        time.sleep(0.1)
-    raise AssertionError(f"{task_id} did not end")
+    return wait_ended(client, client.create_task(tes.Task(executors=list(executors), **fields)))
 
 
 def sh(script: str, **fields: object) -> tes.Executor:

@@ -16,6 +16,7 @@ import tes
 
 from tests.support import storage
 from tests.support.server import Server, running_server
+from tests.support.tasks import wait_ended
 
 TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED"}
 
@@ -72,14 +73,7 @@ def client(server: Server) -> tes.HTTPClient:
 
 
 def run(client: tes.HTTPClient, task: tes.Task, timeout: float = 60) -> tes.Task:
-    task_id = client.create_task(task)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = client.get_task(task_id, view="FULL")
-        if got.state in TERMINAL:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"task {task_id} still {got.state} after {timeout} s")
+    return wait_ended(client, client.create_task(task), timeout)
 
 
 def executor(*command: str, **fields: object) -> tes.Executor:

@@ -33,13 +33,13 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.support.cluster import binaries_dir
 from tests.support.helm import CHART, helm
+from tests.support.tasks import wait_ended
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 ROOT = Path(__file__).resolve().parents[3]
 RELEASE = "rel"
 FULLNAME = "rel-poiesis"
 BUSYBOX = "poiesis.test/busybox:1"
-TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED"}
 REAL = {"type": "real"}
 SMALL = {"requests": {"cpu": "50m", "memory": "96Mi"}, "limits": {"memory": "768Mi"}}
 KINDS = [
@@ -132,13 +132,7 @@ class Release:
                 process.stdout.close()
 
     def wait(self, tes_client: tes.HTTPClient, task_id: str, timeout: float = 180) -> tes.Task:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            task = tes_client.get_task(task_id, view="FULL")
-            if task.state in TERMINAL:
-                return task
-            time.sleep(0.5)
-        raise AssertionError(f"{task_id} still {task.state}")
+        return wait_ended(tes_client, task_id, timeout, every=0.5)
 
 
 def node_ip(core: Any) -> str:
