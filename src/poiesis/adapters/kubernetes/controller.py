@@ -17,12 +17,11 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Hashable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
 from poiesis.adapters.kubernetes import diagnose, observe
-from poiesis.adapters.metrics import ControllerMetrics
 from poiesis.domain import lifecycle
 from poiesis.domain.errors import TaskNotFound
 from poiesis.domain.states import State, is_terminal
@@ -30,6 +29,9 @@ from poiesis.domain.tes import Task, View
 from poiesis.domain.times import parse_time, rfc3339
 from poiesis.ports.cluster import ClusterRefused, ClusterUnavailable
 from poiesis.ports.store import StoreUnavailable, TaskStore
+
+if TYPE_CHECKING:
+    from poiesis.adapters.metrics import ControllerMetrics
 
 log = logging.getLogger("poiesis.tctl")
 
@@ -141,7 +143,12 @@ class Controller:
         self.objects = objects
         self.settings = settings
         self.queue = WorkQueue()
-        self.metrics = metrics or ControllerMetrics()
+        if metrics is None:
+            # Imported here: the settings import this module, and every process reads the settings.
+            from poiesis.adapters.metrics import ControllerMetrics
+
+            metrics = ControllerMetrics()
+        self.metrics = metrics
         self.metrics.queue_depth.set_function(lambda: len(self.queue))
         self._monotonic = monotonic
         self._now = now or (lambda: rfc3339_now())
