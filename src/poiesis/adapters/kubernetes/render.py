@@ -73,8 +73,8 @@ class PodSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     """The apiserver URL trec uses instead of the in-cluster Service (clusters without kube-proxy)."""
     host_network: bool = False
     """Run task Pods on the node's network. Only for clusters where Pods cannot otherwise reach the
-    apiserver and the database (the test node has no kube-proxy); executors then share the node's
-    network, a risk on any shared cluster."""
+    apiserver and the database (the TaskPod tests use it: their PostgreSQL listens on the test
+    node's loopback); executors then share the node's network, a risk on any shared cluster."""
 
 
 def job_name(task_id: str) -> str:
