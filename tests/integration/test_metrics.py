@@ -101,6 +101,31 @@ def test_metrics_can_be_turned_off(database_url: str, tmp_path: Path) -> None:
         assert httpx.get(f"{server.url}/metrics", timeout=10).status_code == 404
 
 
+def test_no_request_can_add_a_series_of_its_own(database_url: str, tmp_path: Path) -> None:
+    env = {"POIESIS_BACKEND": "none"}
+    probes = [f"probe-{n}-{'x' * 50}" for n in range(20)]
+    with running_server("api", database_url, tmp_path, env) as server, httpx.Client(timeout=10) as http:
+        for probe in probes:
+            assert http.get(f"{server.url}/{probe}").status_code == 404
+            assert http.request("PROPFIND", f"{server.tes}/tasks/{probe}").status_code == 405
+        samples = scrape(server.url)
+    requests = {k[1] for k in samples if k[0] == "poiesis_http_request_duration_seconds_count"}
+    assert (("method", "GET"), ("route", "unmatched"), ("status", "404")) in requests
+    # A method no handler takes is refused by the router, before any route is matched.
+    assert (("method", "other"), ("route", "unmatched"), ("status", "405")) in requests
+    values = {v for labels in requests for _, v in labels}
+    assert not [v for v in values if "probe" in v or v == "PROPFIND"]
+    assert (
+        samples[
+            (
+                "poiesis_http_request_duration_seconds_count",
+                (("method", "GET"), ("route", "unmatched"), ("status", "404")),
+            )
+        ]
+        == 20
+    )
+
+
 @pytest.mark.parametrize("cache", [60.0])
 def test_the_counts_are_read_at_most_once_per_cache_period(
     database_url: str, tmp_path: Path, cache: float

@@ -31,6 +31,9 @@ from poiesis.ports.store import StoreUnavailable, TaskStore
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# A request's method becomes a label only when it is one of these: anything a client may send
+# beyond them is `other`, so no request can add a series of its own.
+HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 PASS_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0)
 
 
@@ -102,6 +105,11 @@ class ApiMetrics:
             "Scrapes that could not read the task counts (the last ones read are shown).",
             registry=self.registry,
         )
+
+    def request(self, method: str, route: str | None, status: int, seconds: float) -> None:
+        """One HTTP request; `route` is the matched route's template (None: no route matched)."""
+        label = method if method in HTTP_METHODS else "other"
+        self.requests.labels(label, route or "unmatched", str(status)).observe(seconds)
 
     async def exposition(self) -> bytes:
         now = self._monotonic()

@@ -241,9 +241,8 @@ class _MeasuredApp(Litestar):
         try:
             await super().__call__(scope, receive, sending)
         finally:
-            route = scope.get("path_template") or "unmatched"
-            metrics.requests.labels(scope["method"], route, str(status)).observe(
-                time.perf_counter() - started
+            metrics.request(
+                scope["method"], scope.get("path_template"), status, time.perf_counter() - started
             )
 
 
