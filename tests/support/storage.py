@@ -39,7 +39,8 @@ def _wait_for_port(port: int, process: subprocess.Popen[bytes], log: Path, secon
 
 
 @contextlib.contextmanager
-def _process(command: list[str], port: int, log: Path, env: dict[str, str] | None = None) -> Iterator[None]:
+def serving(command: list[str], port: int, log: Path, env: dict[str, str] | None = None) -> Iterator[None]:
+    """Run `command` while the block runs, once it listens on 127.0.0.1:`port`; stop it after."""
     with log.open("wb") as out:
         process = subprocess.Popen(
             command, stdout=out, stderr=subprocess.STDOUT, env=os.environ | (env or {})
@@ -94,7 +95,7 @@ def moto_s3(log_dir: Path) -> Iterator[S3]:
     port = free_port()
     endpoint = f"http://127.0.0.1:{port}"
     moto = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-    with _process(moto, port, log_dir / "moto.log", {"INITIAL_NO_AUTH_ACTION_COUNT": "3"}):
+    with serving(moto, port, log_dir / "moto.log", {"INITIAL_NO_AUTH_ACTION_COUNT": "3"}):
         iam = boto3.client(
             "iam",
             endpoint_url=endpoint,
@@ -259,5 +260,5 @@ def azurite(work: Path) -> Iterator[Azure]:
         "--silent",
     ]
     env = {"PATH": f"{Path(node).parent}:{os.environ.get('PATH', '')}"} if node else {}
-    with _process(command, port, work / "azurite.log", env):
+    with serving(command, port, work / "azurite.log", env):
         yield Azure(endpoint=f"http://127.0.0.1:{port}/{AZURITE_ACCOUNT}")

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import gc
 import json
-import os
-import subprocess
 import sys
 import time
 import uuid
@@ -145,28 +143,13 @@ def node(
 
 @contextmanager
 def tctl(work: Path, env: dict[str, str], database_url: str) -> Iterator[None]:
-    """One Task Controller, as a process beside the API: the backstop for what trec cannot see."""
-    with (work / "tctl.log").open("ab") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "poiesis.entrypoints.cli", "tctl"],
-            env=os.environ
-            | env
-            | {
-                "POIESIS_DATABASE_URL": database_url,
-                "POIESIS_POD_NAME": "tctl-0",
-                "POIESIS_PORT": str(free_port()),
-            },
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )
-    try:
+    """One Task Controller, as a process beside the API: the backstop for what trec cannot see.
+    Ready once its metrics listen."""
+    port = free_port()
+    identity = {"POIESIS_DATABASE_URL": database_url, "POIESIS_POD_NAME": "tctl-0", "POIESIS_PORT": str(port)}
+    command = [sys.executable, "-m", "poiesis.entrypoints.cli", "tctl"]
+    with storage.serving(command, port, work / "tctl.log", env | identity):
         yield
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 def timings(name: str, node: Node, task_id: str, posted: float, task: tes.Task, seen: float) -> None:
