@@ -8,13 +8,12 @@ import logging
 import os
 import sys
 import time
-from typing import NoReturn
-
-import msgspec
+from typing import TYPE_CHECKING, NoReturn
 
 from poiesis import __version__
-from poiesis.entrypoints.logs import configure
-from poiesis.entrypoints.settings import Settings, SettingsError, auth_problems, load
+
+if TYPE_CHECKING:
+    from poiesis.entrypoints.settings import Settings
 
 log = logging.getLogger("poiesis")
 
@@ -23,6 +22,7 @@ def _serve_api(settings: Settings, *, workers: int) -> None:
     import uvicorn
 
     from poiesis.entrypoints.http import JsonErrorsProtocol
+    from poiesis.entrypoints.settings import SettingsError, auth_problems
 
     problems = auth_problems(settings)
     if problems:
@@ -155,6 +155,11 @@ def _exit_now(code: int) -> NoReturn:
 
 
 def main(argv: list[str] | None = None) -> int:
+    args_in = sys.argv[1:] if argv is None else argv
+    if args_in[:1] == ["task"]:
+        from poiesis.entrypoints.client import main as client_main
+
+        return client_main(args_in[1:])
     parser = argparse.ArgumentParser(prog="poiesis", description="GA4GH TES v1.1.0 for Kubernetes")
     parser.add_argument("--version", action="version", version=f"poiesis {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -173,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     filer.add_argument("--root", required=True, help="the task volume")
     filer.add_argument("--report", help="write the result as JSON here")
     filer.add_argument("--termination-log", help="write a failure's message here")
+    sub.add_parser(
+        "task", help="a client: submit, list, get, logs, cancel and wait for tasks", add_help=False
+    )
     sub.add_parser("trec", help="the Task Recorder (the sidecar of each task Pod)")
     sub.add_parser("tctl", help="the Task Controller (leader-elected; heals what trec cannot record)")
     users = sub.add_parser("users", help="add, remove or list the users of basic authentication")
@@ -183,9 +191,15 @@ def main(argv: list[str] | None = None) -> int:
     wait_file = sub.add_parser("wait-file", help="wait until a file exists (the task Pod's main container)")
     wait_file.add_argument("path")
     wait_file.add_argument("--timeout", type=float, default=120.0)
-    args = parser.parse_args(argv)
+    args = parser.parse_args(args_in)
     if args.command == "wait-file":
         return _wait_file(args.path, args.timeout)
+
+    # The server's settings (and what they import) only for the server's commands.
+    import msgspec
+
+    from poiesis.entrypoints.logs import configure
+    from poiesis.entrypoints.settings import SettingsError, load
 
     try:
         settings = load(
