@@ -230,11 +230,13 @@ def test_a_hostile_task_cannot_write_to_the_users_terminal(server: Server) -> No
     assert cli("wait", task_id, url=server.url).returncode == 0
     table = cli("list", "--name-prefix", "[red]", url=server.url)
     assert "[red]markup[/red]" in table.stdout
-    assert "\x1b" not in table.stdout and "\x07" not in table.stdout
+    assert "\x1b" not in table.stdout
+    assert "\x07" not in table.stdout
     # Piped, the logs are the task's bytes; on a terminal the escapes are defused.
     assert cli("logs", task_id, url=server.url).stdout == "\x1b]52;c;cHduZWQ=\x07\n"
     shown = on_a_terminal(server, "logs", task_id)
-    assert "\x1b]52" not in shown and "cHduZWQ=" in shown
+    assert "\x1b]52" not in shown
+    assert "cHduZWQ=" in shown
 
 
 def on_a_terminal(server: Server, *args: str) -> str:
@@ -271,9 +273,12 @@ def on_a_terminal(server: Server, *args: str) -> str:
 def test_wait_on_a_terminal_shows_live_progress(server: Server) -> None:
     task_id = submit(server, "--name", "slow", "--image", "alpine", "--", "sh", "-c", "sleep 2")
     shown = on_a_terminal(server, "wait", task_id, "--interval", "0.3")
-    assert "ELAPSED" in shown and "EXECUTORS" in shown
-    assert "RUNNING" in shown and "COMPLETE" in shown
-    assert "0/1" in shown and "1/1" in shown
+    assert "ELAPSED" in shown
+    assert "EXECUTORS" in shown
+    assert "RUNNING" in shown
+    assert "COMPLETE" in shown
+    assert "0/1" in shown
+    assert "1/1" in shown
 
 
 def test_bad_addresses_and_unknown_tasks_are_one_line(server: Server, tmp_path: Path) -> None:
@@ -291,10 +296,12 @@ def test_bad_addresses_and_unknown_tasks_are_one_line(server: Server, tmp_path: 
     # The API path in the URL is optional.
     assert cli("list", url=server.tes).returncode == 0
     usage = cli("submit", url=server.url)
-    assert usage.returncode == 2 and "Traceback" not in usage.stderr
+    assert usage.returncode == 2
+    assert "Traceback" not in usage.stderr
     assert "give a task FILE" in usage.stderr
     bad_pair = cli("submit", "--image", "alpine", "--env", "NOEQUALS", "--", "true", url=server.url)
-    assert bad_pair.returncode == 2 and "'NOEQUALS' is not KEY=VALUE" in bad_pair.stderr
+    assert bad_pair.returncode == 2
+    assert "'NOEQUALS' is not KEY=VALUE" in bad_pair.stderr
 
 
 # --- credentials ---------------------------------------------------------------------------------

@@ -347,6 +347,19 @@ async def test_the_state_counts_stay_exact_under_concurrent_writers(
     assert counts == await _counted_directly(store)
 
 
+async def test_counts_of_one_owner(store: SqlAlchemyTaskStore, clock: FakeClock) -> None:
+    ids = {}
+    for owner in ("a", "a", "a", "b"):
+        task = make_task(clock)
+        await store.create(task, owner=owner, system_logs=[])
+        ids.setdefault(owner, []).append(task.id)
+    await store.transition(ids["a"][0], State.RUNNING, now=NOW)
+    await store.transition(ids["b"][0], State.INITIALIZING, now=NOW)
+    assert await store.count_by_state(owner="a") == {State.QUEUED: 2, State.RUNNING: 1}
+    assert await store.count_by_state(owner="b") == {State.INITIALIZING: 1}
+    assert await store.count_by_state(owner="nobody") == {}
+
+
 async def test_the_migration_counts_the_tasks_stored_before_it(
     store: SqlAlchemyTaskStore, clock: FakeClock, engines: tuple[AsyncEngine, AsyncEngine]
 ) -> None:

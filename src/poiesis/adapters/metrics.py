@@ -9,6 +9,7 @@ each task's recorder, tctl), read at most once per `cache_seconds` whatever the 
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
 from prometheus_client import (
@@ -25,9 +26,10 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from poiesis.domain.states import TERMINAL, State
-from poiesis.domain.tes import Task
+from poiesis.domain.tes import Task, View
+from poiesis.domain.times import parse_time
 from poiesis.ports.cluster import Cluster, ClusterRefused, ClusterUnavailable
-from poiesis.ports.store import StoreUnavailable, TaskStore
+from poiesis.ports.store import StoreUnavailable, TaskStore, Transition
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -35,6 +37,7 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 # beyond them is `other`, so no request can add a series of its own.
 HTTP_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 PASS_BUCKETS = (0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 30.0)
+STATE_BUCKETS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0, 86400.0)
 
 
 def _registry() -> CollectorRegistry:
@@ -71,6 +74,69 @@ class _TaskCounts(Collector):
         yield ended
 
 
+def state_durations(creation_time: str, history: list[Transition]) -> list[tuple[State, float]]:
+    """How long a task held each state it left: from its creation (QUEUED) or the transition into a
+    state to the transition out of it, in seconds."""
+    entered = parse_time(creation_time)
+    held = []
+    for transition in history:
+        at = parse_time(transition.at)
+        held.append((transition.source, max(0.0, (at - entered).total_seconds())))
+        entered = at
+    return held
+
+
+class StateTimes:
+    """`poiesis_task_state_duration_seconds`: the time each ended task spent in each state, observed
+    once per task from its stored history by the process that sees it end (the local backend; the
+    tctl leader for Kubernetes)."""
+
+    def __init__(self, registry: CollectorRegistry, remember: int = 10_000) -> None:
+        self.histogram = Histogram(
+            "poiesis_task_state_duration_seconds",
+            "Time ended tasks spent in each state they passed through (QUEUED from creation).",
+            ["state"],
+            buckets=STATE_BUCKETS,
+            registry=registry,
+        )
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._remember = remember
+
+    async def observe(self, store: TaskStore, task_id: str) -> None:
+        if task_id in self._seen:
+            return
+        task = await store.get(task_id, view=View.BASIC)
+        if task.state not in TERMINAL:
+            return
+        for state, seconds in state_durations(task.creation_time, await store.history(task_id)):
+            self.histogram.labels(state.value).observe(seconds)
+        self._seen[task_id] = None
+        while len(self._seen) > self._remember:
+            self._seen.popitem(last=False)
+
+
+class _LocalLoad(Collector):
+    """The local backend's tasks: running (holding one of its slots) and waiting for one."""
+
+    def __init__(self, load: Callable[[], tuple[int, int, int]]) -> None:
+        self._load = load
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        running, waiting, slots = self._load()
+        tasks = GaugeMetricFamily(
+            "poiesis_local_tasks",
+            "Tasks in this process's local backend, running or waiting for a slot.",
+            labels=["phase"],
+        )
+        tasks.add_metric(["running"], running)
+        tasks.add_metric(["waiting"], waiting)
+        yield tasks
+        yield GaugeMetricFamily("poiesis_local_slots", "Tasks the local backend runs at once.", value=slots)
+
+
 class ApiMetrics:
     def __init__(
         self, store: TaskStore, cache_seconds: float = 5.0, monotonic: Callable[[], float] = time.monotonic
@@ -100,11 +166,25 @@ class ApiMetrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.cluster_errors = Counter(
+            "poiesis_cluster_errors",
+            "Calls to the cluster (Kubernetes API) that failed, by operation and cause.",
+            ["operation", "cause"],
+            registry=self.registry,
+        )
+        self.state_times = StateTimes(self.registry)
         self.count_errors = Counter(
             "poiesis_metrics_task_count_errors",
             "Scrapes that could not read the task counts (the last ones read are shown).",
             registry=self.registry,
         )
+
+    def watch_local(self, load: Callable[[], tuple[int, int, int]]) -> None:
+        """Report the local backend's load (running, waiting, slots) at each scrape."""
+        self.registry.register(_LocalLoad(load))
+
+    async def task_ended(self, task_id: str) -> None:
+        await self.state_times.observe(self._store, task_id)
 
     def request(self, method: str, route: str | None, status: int, seconds: float) -> None:
         """One HTTP request; `route` is the matched route's template (None: no route matched)."""
@@ -144,9 +224,18 @@ class TimedCluster:
             raise
         finally:
             self._metrics.submits.labels(outcome).observe(time.perf_counter() - started)
+            if outcome != "ok":
+                self._metrics.cluster_errors.labels("submit", outcome).inc()
 
     async def cancel(self, task_id: str) -> bool:
-        return await self._cluster.cancel(task_id)
+        try:
+            return await self._cluster.cancel(task_id)
+        except ClusterUnavailable:
+            self._metrics.cluster_errors.labels("cancel", "unavailable").inc()
+            raise
+        except Exception:
+            self._metrics.cluster_errors.labels("cancel", "error").inc()
+            raise
 
 
 class ControllerMetrics:
@@ -170,6 +259,7 @@ class ControllerMetrics:
         self.actions = Counter(
             "poiesis_tctl_actions", "Actions taken on tasks, by kind.", ["action"], registry=self.registry
         )
+        self.state_times = StateTimes(self.registry)
         self.errors = Counter(
             "poiesis_tctl_errors",
             "Passes that will be retried, by cause (the Kubernetes API or the database unavailable).",

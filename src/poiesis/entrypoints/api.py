@@ -75,8 +75,15 @@ def _error(status: int, msg: str, field: str | None = None) -> Response[ErrorBod
     return Response(ErrorBody(msg=msg, status_code=status, field=field), status_code=status)
 
 
+def status_of(exc: Exception) -> int:
+    """The HTTP status an error is answered with."""
+    if isinstance(exc, HTTPException):
+        return exc.status_code
+    return next((code for kind, code in _STATUS.items() if isinstance(exc, kind)), 500)
+
+
 def _domain_error(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
-    status = next((code for kind, code in _STATUS.items() if isinstance(exc, kind)), 500)
+    status = status_of(exc)
     field = exc.field if isinstance(exc, InvalidRequest) else None
     response = _error(status, str(exc), field)
     if isinstance(exc, Unauthenticated):
@@ -296,12 +303,18 @@ def create_app(container: ApiContainer) -> Litestar:
     async def metrics(state: State) -> Response[bytes]:
         return Response(await state.metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
 
+    pages: list[Any] = []
+    if settings.ui:
+        from poiesis.entrypoints import ui
+
+        pages = [ui.router(principal=Provide(_principal), tasks=from_state("tasks")), ui.home]
+
     hosts = (
         LOOPBACK_NAMES | {h.lower() for h in settings.allowed_hosts} if is_loopback(settings.host) else None
     )
     guard = EdgeGuard(hosts=hosts, origins=frozenset(settings.cors_allow_origins))
     return _MeasuredApp(
-        route_handlers=[tes, healthz, readyz, openapi, *([metrics] if settings.metrics else [])],
+        route_handlers=[tes, healthz, readyz, openapi, *([metrics] if settings.metrics else []), *pages],
         middleware=[guard],
         dependencies={"store": from_state("store")},
         logging_config=None,

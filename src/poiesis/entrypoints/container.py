@@ -179,8 +179,13 @@ def _backend(settings: Settings, cluster: Cluster) -> str:
     return f"{cluster.name}, executors run with {runtime.name}; limits enforced: {enforced}"
 
 
-def _metrics(settings: Settings, store: TaskStore) -> ApiMetrics:
-    return ApiMetrics(store, cache_seconds=settings.metrics_cache_seconds)
+def _metrics(settings: Settings, store: TaskStore, cluster: Cluster) -> ApiMetrics:
+    metrics = ApiMetrics(store, cache_seconds=settings.metrics_cache_seconds)
+    load = getattr(cluster, "load", None)
+    if load is not None and hasattr(cluster, "on_end"):  # the local backend
+        metrics.watch_local(load)
+        cluster.on_end = metrics.task_ended
+    return metrics
 
 
 def _service_info(settings: Settings, cluster: Cluster) -> ServiceInfo:
@@ -209,6 +214,6 @@ class ApiContainer(containers.DeclarativeContainer):
     rules = providers.Callable(_rules, settings)
     service_info = providers.Singleton(_service_info, settings, cluster)
     access = providers.Resource(_access, settings)
-    metrics = providers.Singleton(_metrics, settings, store)
+    metrics = providers.Singleton(_metrics, settings, store, cluster)
     timed_cluster = providers.Singleton(TimedCluster, cluster, metrics)
     tasks = providers.Singleton(TaskService, store=store, cluster=timed_cluster, clock=clock, rules=rules)

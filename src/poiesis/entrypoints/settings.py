@@ -149,6 +149,9 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     """How long transient storage errors are retried before a transfer fails."""
     filer_part_mib: int = 16
     """Part size of multipart uploads, and the download chunk size."""
+    ui: bool = True
+    """Serve the web dashboard at `/ui`: the tasks each user may see through the API, with the same
+    authentication; false leaves only the API."""
     metrics: bool = True
     """Serve Prometheus metrics at `/metrics` on the API's port, without authentication: counts and
     latencies only, never a task id, owner or URL."""

@@ -85,9 +85,9 @@ class TaskStore(Protocol):
 
     async def ids_in_states(self, states: Collection[State]) -> list[str]: ...
 
-    async def count_by_state(self) -> dict[State, int]:
-        """How many tasks are in each state (states with none may be left out); cheap whatever the
-        number of tasks stored."""
+    async def count_by_state(self, *, owner: str | None = None) -> dict[State, int]:
+        """How many tasks are in each state (states with none may be left out). Of every owner: cheap
+        whatever the number of tasks stored; of one owner: in proportion to that owner's tasks."""
         ...
 
     async def ping(self) -> None:

@@ -95,6 +95,10 @@ class TaskService:
         token = encode_page_token(page.next_after) if page.next_after else None
         return ListTasksResponse(tasks=tasks, next_page_token=token)
 
+    async def counts(self, *, owner: str | None) -> dict[State, int]:
+        """Tasks by state: every owner's (None) or one owner's."""
+        return await self._store.count_by_state(owner=owner)
+
     async def cancel(self, task_id: str, *, owner: str | None) -> None:
         """CANCELING at once; CANCELED once the cluster holds nothing of the task. A task already
         in a terminal state is left as it is (cancel is idempotent)."""

@@ -115,6 +115,20 @@ def test_the_leaders_metrics_show_what_it_did_and_the_other_replica_idles(ctl: B
     passes = ("poiesis_tctl_reconcile_duration_seconds_count", (("outcome", "ok"),))
     assert after[passes] > before.get(passes, 0.0)
     assert ("poiesis_tctl_queue_depth", ()) in after
+
+    def timed(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]) -> float:
+        return sum(
+            v for (name, _), v in samples.items() if name == "poiesis_task_state_duration_seconds_count"
+        )
+
+    # The ended task's time in each state it passed through, once.
+    assert timed(after) >= timed(before) + 1
+    assert (
+        samples(ctl.tctl_metrics(leader))[
+            ("poiesis_task_state_duration_seconds_count", (("state", "QUEUED"),))
+        ]
+        >= 1
+    )
     idle = samples(ctl.tctl_metrics(other))
     assert idle[("poiesis_tctl_leader", ())] == 0.0
     assert not [k for k in idle if k[0] == "poiesis_tctl_actions_total"]

@@ -168,6 +168,8 @@ class Controller:
             await self._orphan(task_id)
             return
         if is_terminal(task.state):
+            if self.objects.pod(task_id) is not None:  # it ran here: time its states, once
+                await self.metrics.state_times.observe(self.store, task_id)
             self._settled(task_id)
             return
         if task.state is State.CANCELING:
@@ -258,6 +260,7 @@ class Controller:
             self.queue.add_after(task.id, 2.0)
             return
         if await self.store.transition(task.id, State.CANCELED, now=self._now()):
+            await self.metrics.state_times.observe(self.store, task.id)
             self._act(task.id, "CANCELED: the task's objects are gone", "canceled")
         self._settled(task.id)
 
@@ -301,6 +304,7 @@ class Controller:
             reason=verdict.line,
             metadata={"termination_reason": verdict.reason},
         ):
+            await self.metrics.state_times.observe(self.store, task.id)
             self._act(
                 task.id,
                 f"{verdict.state.value} ({verdict.reason}): {verdict.line}",

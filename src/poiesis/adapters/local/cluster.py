@@ -113,6 +113,10 @@ class LocalCluster:
         self._tail_bytes = tail_bytes
         self._keep = keep_workspaces
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._max_tasks = max(1, max_tasks)
+        self._holding = 0
+        self.on_end: Callable[[str], Awaitable[None]] | None = None
+        """Called with a task's id once it ran to its end (not when canceled)."""
         self._canceled: set[str] = set()
         self._limits = limits if not runtime.uses_images else None
         self._disk_poll = disk_poll_seconds
@@ -220,8 +224,13 @@ class LocalCluster:
         if not self._keep:
             await asyncio.to_thread(shutil.rmtree, self._workspaces / task_id, ignore_errors=True)
 
+    def load(self) -> tuple[int, int, int]:
+        """Tasks running (holding a slot), tasks waiting for one, and the slots."""
+        return self._holding, len(self._running) - self._holding, self._max_tasks
+
     async def _run(self, task: Task) -> None:
         async with self._slots:
+            self._holding += 1
             try:
                 await self._plan(task)
             except asyncio.CancelledError:
@@ -238,8 +247,14 @@ class LocalCluster:
             finally:
                 # A cancel removes the workspace itself once the task has stopped; every other
                 # ending (a failed input included) removes it here.
+                self._holding -= 1
                 if task.id not in self._canceled:
                     await asyncio.shield(self._remove_workspace(task.id))
+        if self.on_end is not None:
+            try:
+                await self.on_end(task.id)
+            except Exception:  # a metric is not worth failing a task for
+                log.warning("task %s: its state times were not observed", task.id, exc_info=True)
 
     async def _fail(self, task_id: str, line: str) -> None:
         await self._patient.transition(task_id, State.SYSTEM_ERROR, now=self._now(), reason=line)

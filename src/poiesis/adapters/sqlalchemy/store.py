@@ -391,12 +391,19 @@ class SqlAlchemyTaskStore:
             )
             return [r.id for r in rows]
 
-    async def count_by_state(self) -> dict[State, int]:
+    async def count_by_state(self, *, owner: str | None = None) -> dict[State, int]:
         counts = t.task_state_count
-        async with self._reader.connect() as conn:
-            rows = await conn.execute(
-                sa.select(counts.c.state, sa.func.sum(counts.c.n).label("n")).group_by(counts.c.state)
+        if owner is None:
+            query = sa.select(counts.c.state, sa.func.sum(counts.c.n).label("n")).group_by(counts.c.state)
+        else:
+            # Answered from the (owner, state, id) index.
+            query = (
+                sa.select(t.task.c.state, sa.func.count().label("n"))
+                .where(t.task.c.owner == owner)
+                .group_by(t.task.c.state)
             )
+        async with self._reader.connect() as conn:
+            rows = await conn.execute(query)
             return {State(r.state): int(r.n) for r in rows if r.n}
 
     async def ping(self) -> None:
