@@ -176,6 +176,9 @@ def test_the_list_filters_pages_and_counts(server: Server, browser: Any) -> None
     eventually(lambda: len(rows(browser)) == 3, what="the odd ones")
     assert [n for n, _ in rows(browser)] == ["batch-5", "batch-3", "batch-1"]
 
+    browser.get(f"{server.url}/ui/?name_prefix=batch-")
+    screenshot(browser, "list")
+
     # Paging through everything named batch-, three at a time.
     browser.get(f"{server.url}/ui/?name_prefix=batch-&page_size=3")
     seen = []
@@ -200,7 +203,7 @@ def test_the_list_filters_pages_and_counts(server: Server, browser: Any) -> None
     assert counts == expected
     browser.find_element(By.CSS_SELECTOR, "#counts a[data-state=EXECUTOR_ERROR]").click()
     assert rows(browser) == [("batch-failing", "EXECUTOR_ERROR")]
-    screenshot(browser, "list")
+    screenshot(browser, "list-by-state")
 
 
 def test_the_list_follows_running_tasks(server: Server, browser: Any) -> None:
@@ -328,6 +331,7 @@ def test_each_user_sees_only_their_own_tasks(guarded: Server) -> None:
         assert rows(alice) == [("alice-task", "QUEUED")]
         alice.get(f"{guarded.url}/ui/tasks/{mine}")
         assert text(alice, "#name") == "alice-task"
+        assert text(alice, "#owner") == "alice"
 
 
 class _HostilePage(http.server.BaseHTTPRequestHandler):
