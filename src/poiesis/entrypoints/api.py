@@ -15,8 +15,8 @@ import inspect
 import logging
 import time
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from typing import Annotated, Any, cast
+from contextlib import asynccontextmanager, nullcontext
+from typing import TYPE_CHECKING, Annotated, Any, cast
 
 from litestar import Litestar, Request, Response, Router, get, post
 from litestar.config.cors import CORSConfig
@@ -54,6 +54,9 @@ from poiesis.entrypoints.openapi import ErrorBody, document
 from poiesis.entrypoints.settings import SettingsError, auth_problems
 from poiesis.ports.store import TaskStore
 from poiesis.services.tasks import TaskService
+
+if TYPE_CHECKING:
+    from poiesis.adapters.tracing import Tracing
 
 log = logging.getLogger(__name__)
 audit = logging.getLogger("poiesis.audit")
@@ -233,7 +236,8 @@ class _MeasuredApp(Litestar):
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         metrics: ApiMetrics | None = getattr(self.state, "metrics", None)
-        if scope["type"] != "http" or metrics is None:
+        tracing: Tracing | None = getattr(self.state, "tracing", None)
+        if scope["type"] != "http" or (metrics is None and tracing is None):
             await super().__call__(scope, receive, send)
             return
         started = time.perf_counter()
@@ -245,12 +249,16 @@ class _MeasuredApp(Litestar):
                 status = message["status"]
             await send(message)
 
-        try:
-            await super().__call__(scope, receive, sending)
-        finally:
-            metrics.request(
-                scope["method"], scope.get("path_template"), status, time.perf_counter() - started
-            )
+        with tracing.request(scope) if tracing is not None else nullcontext() as finish:
+            try:
+                await super().__call__(scope, receive, sending)
+            finally:
+                if metrics is not None:
+                    metrics.request(
+                        scope["method"], scope.get("path_template"), status, time.perf_counter() - started
+                    )
+                if finish is not None:
+                    finish(status)
 
 
 async def _resolved(value: Any) -> Any:
@@ -263,10 +271,19 @@ def create_app(container: ApiContainer) -> Litestar:
     if problems:
         raise SettingsError("; ".join(problems))
 
+    tracing = None
+    if settings.otlp_traces_endpoint:
+        from poiesis.adapters.tracing import Tracing
+
+        tracing = Tracing(settings.otlp_traces_endpoint, sample_ratio=settings.tracing_sample_ratio)
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         await container.init_resources()  # type: ignore[misc]
         try:
+            if tracing is not None:
+                tracing.engines(await _resolved(container.writer()), await _resolved(container.reader()))
+                app.state.tracing = tracing
             # Providers that depend on async resources hand out awaitables: resolve them once.
             app.state.tasks = await _resolved(container.tasks())
             app.state.store = await _resolved(container.store())
@@ -277,6 +294,8 @@ def create_app(container: ApiContainer) -> Litestar:
             yield
         finally:
             await container.shutdown_resources()  # type: ignore[misc]
+            if tracing is not None:
+                tracing.shutdown()
 
     def from_state(name: str) -> Provide:
         def provider(state: State) -> Any:

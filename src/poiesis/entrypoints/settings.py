@@ -10,7 +10,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -157,6 +157,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     latencies only, never a task id, owner or URL."""
     metrics_cache_seconds: float = 5.0
     """The task counts in the metrics are read from the database at most this often."""
+    otlp_traces_endpoint: str = ""
+    """Send OpenTelemetry traces of the API's requests and database statements over OTLP/HTTP to
+    this URL (e.g. `http://otel-collector:4318/v1/traces`); empty turns tracing off."""
+    tracing_sample_ratio: Annotated[float, msgspec.Meta(ge=0.0, le=1.0)] = 1.0
+    """The share of new traces recorded (a caller's sampled `traceparent` is always followed)."""
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 
