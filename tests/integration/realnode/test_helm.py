@@ -11,6 +11,7 @@ The tests run in order on one release (module scope); each prints its timings.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import secrets
@@ -308,7 +309,29 @@ def test_a_task_through_a_port_forward_completes_on_the_real_node_recorded_by_it
     # The API's metrics, through the same port-forward a user has: counted from the database.
     with release.tes() as tes_client:
         metrics = httpx.get(f"{tes_client.url}/metrics", timeout=10).text
+        # The dashboard and the command-line client, with the same user's credentials.
+        auth = (tes_client.user, tes_client.password)
+        page = httpx.get(f"{tes_client.url}/ui/tasks/{task_id}", auth=auth, timeout=10)
+        shown = subprocess.run(
+            [sys.executable, "-m", "poiesis.entrypoints.cli", "task", "-o", "json", "get", task_id],
+            env={
+                "PATH": os.environ["PATH"],
+                "HOME": "/nonexistent",
+                "POIESIS_URL": tes_client.url,
+                "POIESIS_USER": auth[0],
+                "POIESIS_PASSWORD": auth[1],
+            },
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
     assert re.search(r'^poiesis_tasks\{state="COMPLETE"\} [1-9]', metrics, re.M), metrics[:2000]
+    assert page.status_code == 200
+    assert 'id="state">COMPLETE<' in page.text
+    assert "installed by helm" in page.text
+    assert shown.returncode == 0, shown.stderr
+    assert json.loads(shown.stdout)["state"] == "COMPLETE"
     print(f"[helm] task POST -> COMPLETE through the port-forward {release.timings['task']:.1f} s")
 
 
