@@ -105,6 +105,7 @@ def test_a_running_task_reaches_complete_without_a_reload(server: Server, browse
     browser.get(f"{server.url}/ui/tasks/{task_id}")
     assert text(browser, "#name") == "live task"
     eventually(lambda: text(browser, "#state") == "RUNNING", what="RUNNING shown")
+    assert text(browser, ".executor .exit") == "running"
     browser.execute_script("window.__samePage = 'yes'")
     screenshot(browser, "task-running")
     eventually(lambda: text(browser, "#state") == "COMPLETE", what="COMPLETE shown without a reload")

@@ -285,7 +285,9 @@ def _task_context(task: Task) -> dict[str, Any]:
     return {
         "task": task,
         "attempt": attempt,
+        # The task shows the executors that ended; the one after them runs while the task does.
         "executors": [(i, e, runs[i] if i < len(runs) else None) for i, e in enumerate(task.executors)],
+        "running": len(runs) if task.state is State.RUNNING else None,
         "sizes": {o.url: o.size_bytes for o in (attempt.outputs if attempt else [])},
         "live": task.state not in TERMINAL,
         "resources": [
