@@ -13,13 +13,16 @@ Contract, for every adapter:
 - `record_executor` upserts executor `index`'s log; fields left None keep their stored value, so a
   restarted writer may repeat a write harmlessly. A log without an exit code is not shown in views.
 - `add_output_files` records each output URL once: repeating it (a restarted writer) adds nothing.
+- `apply` makes several of those writes (`Moved`, `ExecutorRan`, `OutputsRecorded`) in one
+  transaction, in order, each with the meaning of its single-write method; a move the lifecycle
+  does not allow at its turn is skipped, and `Applied.moved` says which moves happened.
 - Listing is newest first, in pages bounded by `query.page_size`, continuing after `query.after`.
 - Every method raises `StoreUnavailable` when the database cannot be reached; nothing is half written.
 """
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Protocol
 
 import msgspec
@@ -38,6 +41,42 @@ class Transition(msgspec.Struct, frozen=True, kw_only=True):
     source: State
     target: State
     at: str
+
+
+class Moved(msgspec.Struct, frozen=True, kw_only=True):
+    """A guarded transition, as `transition` makes it."""
+
+    target: State
+    at: str
+    reason: str | None = None
+    metadata: dict[str, str] | None = None
+
+
+class ExecutorRan(msgspec.Struct, frozen=True, kw_only=True):
+    """An executor log upserted, as `record_executor` writes it."""
+
+    index: int
+    start_time: str | None = None
+    end_time: str | None = None
+    exit_code: int | None = None
+    stdout: str | None = None
+    stderr: str | None = None
+
+
+class OutputsRecorded(msgspec.Struct, frozen=True, kw_only=True):
+    """Output file logs added, as `add_output_files` adds them."""
+
+    files: list[OutputFileLog]
+
+
+Change = Moved | ExecutorRan | OutputsRecorded
+
+
+class Applied(msgspec.Struct, frozen=True, kw_only=True):
+    state: State
+    """The task's state once the changes were made."""
+    moved: tuple[State, ...] = ()
+    """The targets of the moves that happened, in order (a skipped move is not here)."""
 
 
 class TaskStore(Protocol):
@@ -74,6 +113,10 @@ class TaskStore(Protocol):
         stdout: str | None = None,
         stderr: str | None = None,
     ) -> None: ...
+
+    async def apply(self, task_id: str, changes: Sequence[Change]) -> Applied:
+        """Every change in one transaction, in order (see the module's contract)."""
+        ...
 
     async def append_system_log(self, task_id: str, line: str) -> None: ...
 

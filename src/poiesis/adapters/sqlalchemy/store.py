@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable, Collection, Coroutine
+from collections.abc import AsyncIterator, Callable, Collection, Coroutine, Sequence
 from typing import Any, ParamSpec, TypeVar
 
 import msgspec
@@ -46,7 +46,15 @@ from poiesis.domain.tes import (
     View,
 )
 from poiesis.domain.times import parse_time, rfc3339
-from poiesis.ports.store import StoreUnavailable, Transition
+from poiesis.ports.store import (
+    Applied,
+    Change,
+    ExecutorRan,
+    Moved,
+    OutputsRecorded,
+    StoreUnavailable,
+    Transition,
+)
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -197,42 +205,8 @@ class SqlAlchemyTaskStore:
         reason: str | None = None,
         metadata: dict[str, str] | None = None,
     ) -> bool:
-        at = parse_time(now)
-        async with self._engine.begin() as conn:
-            current = await self._locked_state(conn, task_id)
-            if not can_transition(current, target):
-                return False
-            await conn.execute(sa.update(t.task).where(t.task.c.id == task_id).values(state=target))
-            await conn.execute(
-                sa.insert(t.state_transition),
-                [{"task_id": task_id, "source": current, "target": target, "at": at}],
-            )
-            if target in (State.INITIALIZING, State.RUNNING):
-                await self._ensure_log(conn, task_id)
-                await conn.execute(
-                    sa.update(t.task_log)
-                    .where(
-                        t.task_log.c.task_id == task_id,
-                        t.task_log.c.start_time.is_(None),
-                    )
-                    .values(start_time=at)
-                )
-            elif target in TERMINAL:
-                await self._ensure_log(conn, task_id)
-                await conn.execute(
-                    sa.update(t.task_log)
-                    .where(t.task_log.c.task_id == task_id, t.task_log.c.end_time.is_(None))
-                    .values(end_time=at)
-                )
-            if reason is not None:
-                await self._ensure_log(conn, task_id)
-                await conn.execute(
-                    sa.insert(t.system_log),
-                    [{"task_id": task_id, "attempt": ATTEMPT, "line": reason}],
-                )
-            if metadata:
-                await self._merge_metadata(conn, task_id, metadata)
-            return True
+        change = Moved(target=target, at=now, reason=reason, metadata=metadata)
+        return bool((await self._apply(task_id, [change])).moved)
 
     @_uninterrupted
     async def record_executor(
@@ -246,23 +220,114 @@ class SqlAlchemyTaskStore:
         stdout: str | None = None,
         stderr: str | None = None,
     ) -> None:
-        values = _drop_none(
-            start_time=parse_time(start_time) if start_time else None,
-            end_time=parse_time(end_time) if end_time else None,
+        change = ExecutorRan(
+            index=index,
+            start_time=start_time,
+            end_time=end_time,
             exit_code=exit_code,
             stdout=stdout,
             stderr=stderr,
         )
-        key = {"task_id": task_id, "attempt": ATTEMPT, "idx": index}
-        where = [t.executor_log.c[k] == v for k, v in key.items()]
+        await self._apply(task_id, [change])
+
+    @_uninterrupted
+    async def add_output_files(self, task_id: str, files: list[OutputFileLog]) -> None:
+        await self._apply(task_id, [OutputsRecorded(files=files)])
+
+    @_uninterrupted
+    async def apply(self, task_id: str, changes: Sequence[Change]) -> Applied:
+        return await self._apply(task_id, changes)
+
+    async def _apply(self, task_id: str, changes: Sequence[Change]) -> Applied:
+        moved: list[State] = []
         async with self._engine.begin() as conn:
-            await self._locked_state(conn, task_id)  # serialises this task's writers
-            await self._ensure_log(conn, task_id)
-            found = (await conn.execute(sa.select(t.executor_log.c.idx).where(*where))).first()
-            if found is None:
-                await conn.execute(sa.insert(t.executor_log), [key | values])
-            elif values:
-                await conn.execute(sa.update(t.executor_log).where(*where).values(**values))
+            state = await self._locked_state(conn, task_id)  # serialises this task's writers
+            logged = False
+            for change in changes:
+                if isinstance(change, Moved) and not can_transition(state, change.target):
+                    continue
+                if not logged and _needs_log(change):
+                    await self._ensure_log(conn, task_id)
+                    logged = True
+                match change:
+                    case Moved():
+                        await self._move(conn, task_id, state, change)
+                        state = change.target
+                        moved.append(state)
+                    case ExecutorRan():
+                        await self._executor(conn, task_id, change)
+                    case OutputsRecorded():
+                        await self._outputs(conn, task_id, change.files)
+        return Applied(state=state, moved=tuple(moved))
+
+    async def _move(self, conn: AsyncConnection, task_id: str, current: State, change: Moved) -> None:
+        target, at = change.target, parse_time(change.at)
+        await conn.execute(sa.update(t.task).where(t.task.c.id == task_id).values(state=target))
+        await conn.execute(
+            sa.insert(t.state_transition),
+            [{"task_id": task_id, "source": current, "target": target, "at": at}],
+        )
+        if target in (State.INITIALIZING, State.RUNNING):
+            await conn.execute(
+                sa.update(t.task_log)
+                .where(t.task_log.c.task_id == task_id, t.task_log.c.start_time.is_(None))
+                .values(start_time=at)
+            )
+        elif target in TERMINAL:
+            await conn.execute(
+                sa.update(t.task_log)
+                .where(t.task_log.c.task_id == task_id, t.task_log.c.end_time.is_(None))
+                .values(end_time=at)
+            )
+        if change.reason is not None:
+            await conn.execute(
+                sa.insert(t.system_log),
+                [{"task_id": task_id, "attempt": ATTEMPT, "line": change.reason}],
+            )
+        if change.metadata:
+            await self._merge_metadata(conn, task_id, change.metadata)
+
+    async def _executor(self, conn: AsyncConnection, task_id: str, change: ExecutorRan) -> None:
+        values = _drop_none(
+            start_time=parse_time(change.start_time) if change.start_time else None,
+            end_time=parse_time(change.end_time) if change.end_time else None,
+            exit_code=change.exit_code,
+            stdout=change.stdout,
+            stderr=change.stderr,
+        )
+        key = {"task_id": task_id, "attempt": ATTEMPT, "idx": change.index}
+        where = [t.executor_log.c[k] == v for k, v in key.items()]
+        found = (await conn.execute(sa.select(t.executor_log.c.idx).where(*where))).first()
+        if found is None:
+            await conn.execute(sa.insert(t.executor_log), [key | values])
+        elif values:
+            await conn.execute(sa.update(t.executor_log).where(*where).values(**values))
+
+    async def _outputs(self, conn: AsyncConnection, task_id: str, files: list[OutputFileLog]) -> None:
+        recorded = set(
+            (
+                await conn.execute(
+                    sa.select(t.output_file_log.c.url).where(
+                        t.output_file_log.c.task_id == task_id, t.output_file_log.c.attempt == ATTEMPT
+                    )
+                )
+            ).scalars()
+        )
+        fresh = {f.url: f for f in files if f.url not in recorded}
+        if fresh:
+            await conn.execute(
+                sa.insert(t.output_file_log),
+                [
+                    {
+                        "task_id": task_id,
+                        "attempt": ATTEMPT,
+                        "url": f.url,
+                        "path": f.path,
+                        "size_bytes": int(f.size_bytes),
+                    }
+                    for f in fresh.values()
+                ],
+            )
 
     @_uninterrupted
     async def append_system_log(self, task_id: str, line: str) -> None:
@@ -273,36 +338,6 @@ class SqlAlchemyTaskStore:
                 sa.insert(t.system_log),
                 [{"task_id": task_id, "attempt": ATTEMPT, "line": line}],
             )
-
-    @_uninterrupted
-    async def add_output_files(self, task_id: str, files: list[OutputFileLog]) -> None:
-        async with self._engine.begin() as conn:
-            await self._locked_state(conn, task_id)
-            await self._ensure_log(conn, task_id)
-            recorded = set(
-                (
-                    await conn.execute(
-                        sa.select(t.output_file_log.c.url).where(
-                            t.output_file_log.c.task_id == task_id, t.output_file_log.c.attempt == ATTEMPT
-                        )
-                    )
-                ).scalars()
-            )
-            fresh = {f.url: f for f in files if f.url not in recorded}
-            if fresh:
-                await conn.execute(
-                    sa.insert(t.output_file_log),
-                    [
-                        {
-                            "task_id": task_id,
-                            "attempt": ATTEMPT,
-                            "url": f.url,
-                            "path": f.path,
-                            "size_bytes": int(f.size_bytes),
-                        }
-                        for f in fresh.values()
-                    ],
-                )
 
     @_uninterrupted
     async def set_metadata(self, task_id: str, metadata: dict[str, str]) -> None:
@@ -450,6 +485,14 @@ class SqlAlchemyTaskStore:
         if exists.first() is None:
             # Callers hold the task's row lock, so no other writer can insert it meanwhile.
             await conn.execute(sa.insert(t.task_log), [{"task_id": task_id, "attempt": ATTEMPT}])
+
+
+def _needs_log(change: Change) -> bool:
+    """Whether a change writes to the task log (a move to CANCELING or PAUSED alone does not)."""
+    if not isinstance(change, Moved):
+        return True
+    logged_states = (State.INITIALIZING, State.RUNNING, *TERMINAL)
+    return change.target in logged_states or change.reason is not None or bool(change.metadata)
 
 
 def _time_text(value: str | None) -> str | None:
