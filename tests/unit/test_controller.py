@@ -1,4 +1,5 @@
-"""The Task Controller's passes against the real store (SQLite and PostgreSQL) and a fake cluster."""
+"""The Task Controller's passes against the in-memory FakeTaskStore (which passes the store contract
+suite, tests/contracts/store.py) and a fake cluster."""
 
 from __future__ import annotations
 
@@ -9,12 +10,13 @@ from typing import Any
 import pytest
 
 from poiesis.adapters.kubernetes.controller import Controller, ControllerSettings, WorkQueue
-from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore
 from poiesis.domain.states import State
 from poiesis.domain.tes import Task, View
 from poiesis.domain.times import rfc3339
+from poiesis.ports.store import Applied, Change, ExecutorRan, Moved, TaskStore
 from tests.builders import make_task
 from tests.conftest import FakeClock
+from tests.support.fake_store import FakeTaskStore
 from tests.support.pods import disruption, pod, running, terminated, unschedulable, waiting
 
 SETTINGS = ControllerSettings(ended_grace_seconds=10, queued_grace_seconds=30, start_timeout_seconds=60)
@@ -62,7 +64,7 @@ class FakeTaskObjects:
 
 
 class Harness:
-    def __init__(self, store: SqlAlchemyTaskStore, clock: FakeClock) -> None:
+    def __init__(self, store: TaskStore, clock: FakeClock) -> None:
         self.store = store
         self.clock = clock
         self.objects = FakeTaskObjects()
@@ -91,7 +93,12 @@ class Harness:
 
 
 @pytest.fixture
-def h(store: SqlAlchemyTaskStore, clock: FakeClock) -> Harness:
+def store() -> FakeTaskStore:
+    return FakeTaskStore()
+
+
+@pytest.fixture
+def h(store: TaskStore, clock: FakeClock) -> Harness:
     return Harness(store, clock)
 
 
@@ -265,7 +272,7 @@ async def test_the_work_queue_holds_each_id_once_and_gives_it_to_one_worker() ->
 class StoreWrapper:
     """The real store, with some calls replaced by a subclass."""
 
-    def __init__(self, store: SqlAlchemyTaskStore) -> None:
+    def __init__(self, store: TaskStore) -> None:
         self.store = store
 
     def __getattr__(self, name: str) -> Any:
@@ -275,7 +282,7 @@ class StoreWrapper:
 class FlakyStore(StoreWrapper):
     """The store, whose listing of open tasks fails once in a way nobody planned for."""
 
-    def __init__(self, store: SqlAlchemyTaskStore) -> None:
+    def __init__(self, store: TaskStore) -> None:
         super().__init__(store)
         self.calls = 0
 
@@ -309,7 +316,7 @@ async def test_the_resync_outlives_an_unexpected_store_error(h: Harness) -> None
 class CountingStore(StoreWrapper):
     """The store, noting the view of every task read and every write."""
 
-    def __init__(self, store: SqlAlchemyTaskStore) -> None:
+    def __init__(self, store: TaskStore) -> None:
         super().__init__(store)
         self.views: list[View] = []
         self.writes: list[tuple[Any, ...]] = []
@@ -325,6 +332,15 @@ class CountingStore(StoreWrapper):
     async def record_executor(self, task_id: str, index: int, **kwargs: Any) -> None:
         self.writes.append(("executor", index, "exit_code" in kwargs))
         await self.store.record_executor(task_id, index, **kwargs)
+
+    async def apply(self, task_id: str, changes: list[Change]) -> Applied:
+        """Several writes in one transaction: noted one by one, as the single writes are."""
+        for change in changes:
+            if isinstance(change, Moved):
+                self.writes.append(("transition", change.target))
+            elif isinstance(change, ExecutorRan):
+                self.writes.append(("executor", change.index, change.exit_code is not None))
+        return await self.store.apply(task_id, changes)
 
 
 async def test_a_pass_over_a_task_running_well_reads_only_its_state(h: Harness) -> None:

@@ -102,13 +102,16 @@ class StateTimes:
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._remember = remember
 
-    async def observe(self, store: TaskStore, task_id: str) -> None:
+    async def observe(self, store: TaskStore, task_id: str, *, creation_time: str | None = None) -> None:
+        """Once per task; `creation_time` of a task known to have ended saves reading it."""
         if task_id in self._seen:
             return
-        task = await store.get(task_id, view=View.BASIC)
-        if task.state not in TERMINAL:
-            return
-        for state, seconds in state_durations(task.creation_time, await store.history(task_id)):
+        if creation_time is None:
+            task = await store.get(task_id, view=View.BASIC)
+            if task.state not in TERMINAL:
+                return
+            creation_time = task.creation_time
+        for state, seconds in state_durations(creation_time, await store.history(task_id)):
             self.histogram.labels(state.value).observe(seconds)
         self._seen[task_id] = None
         while len(self._seen) > self._remember:

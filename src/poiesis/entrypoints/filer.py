@@ -17,23 +17,15 @@ from pathlib import Path
 
 import msgspec
 
+from poiesis.adapters.kubernetes.taskpod import FilerReport
 from poiesis.adapters.storage.endpoints import load_endpoints
 from poiesis.adapters.storage.router import StorageRouter
 from poiesis.adapters.storage.workspace import LocalWorkspace
-from poiesis.domain.tes import OutputFileLog, Task
+from poiesis.domain.tes import Task
 from poiesis.entrypoints.settings import Settings
 from poiesis.services.staging import Stager, StagingFailed
 
 log = logging.getLogger("poiesis.filer")
-
-
-class Report(msgspec.Struct, omit_defaults=True):
-    direction: str
-    ok: bool
-    bytes: int = 0
-    seconds: float = 0.0
-    outputs: list[OutputFileLog] = []
-    error: str | None = None
 
 
 def router(settings: Settings) -> StorageRouter:
@@ -45,7 +37,7 @@ def router(settings: Settings) -> StorageRouter:
     )
 
 
-async def stage(settings: Settings, direction: str, task: Task, root: str) -> Report:
+async def stage(settings: Settings, direction: str, task: Task, root: str) -> FilerReport:
     workspace = LocalWorkspace(root)
     started = time.monotonic()
     async with router(settings) as storage:
@@ -53,12 +45,14 @@ async def stage(settings: Settings, direction: str, task: Task, root: str) -> Re
         try:
             if direction == "stage-in":
                 size = await stager.stage_in(task, workspace)
-                return Report(direction, True, bytes=size, seconds=time.monotonic() - started)
+                return FilerReport(direction, True, bytes=size, seconds=time.monotonic() - started)
             outputs = await stager.stage_out(task, workspace)
             size = sum(int(o.size_bytes) for o in outputs)
-            return Report(direction, True, bytes=size, seconds=time.monotonic() - started, outputs=outputs)
+            return FilerReport(
+                direction, True, bytes=size, seconds=time.monotonic() - started, outputs=outputs
+            )
         except StagingFailed as exc:
-            return Report(direction, False, seconds=time.monotonic() - started, error=str(exc))
+            return FilerReport(direction, False, seconds=time.monotonic() - started, error=str(exc))
 
 
 def main(

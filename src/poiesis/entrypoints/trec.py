@@ -1,10 +1,12 @@
 """`poiesis trec`: the Task Recorder, the native sidecar of every TaskPod.
 
-It watches its own Pod and writes what the Pod shows as it happens: INITIALIZING when staging
-starts, RUNNING when the first executor starts, each executor's log (start, end, real exit code,
-bounded stdout/stderr tails), a filer's failure line into `system_logs`, the output file logs, and
-the terminal state. Then it marks the end on the status volume so the Pod's main container exits
-and the Job completes.
+It watches its own Pod and writes what the Pod shows as it happens (`recording.PodRecorder`):
+INITIALIZING when staging starts, RUNNING when the first executor starts, each executor's log
+(start, end, real exit code, bounded stdout/stderr tails), a filer's failure line into
+`system_logs`, the output file logs, and the terminal state; what one Pod status shows new is one
+transaction, and a status seen again writes nothing. Then it marks the end on the status volume so
+the Pod's main container exits and the Job completes. This module keeps the process: the
+environment, the signals and the follow loop.
 
 Every write is idempotent (guarded transitions, upserted executor logs, output logs recorded once),
 so a restarted recorder repeats nothing wrongly. It holds no idle database connection: each write
@@ -23,19 +25,31 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import msgspec
 
-from poiesis.adapters.kubernetes import diagnose, observe
-from poiesis.adapters.kubernetes.podapi import IN_CLUSTER, ApiError, PodApi
-from poiesis.adapters.kubernetes.render import OUTPUTS_REPORT, STATUS_DIR, VOLUME_ROOT
+from poiesis.adapters.clock import SystemClock
+from poiesis.adapters.kubernetes.podapi import (
+    IN_CLUSTER,
+    ApiError,
+    ApiUnavailable,
+    PodApi,
+    PodNotReadable,
+    WatchExpired,
+)
+from poiesis.adapters.kubernetes.recording import PodRecorder
+from poiesis.adapters.kubernetes.taskpod import (
+    OUTPUTS_REPORT,
+    STATUS_DIR,
+    VOLUME_ROOT,
+    ReportedOutputs,
+    executor_container,
+)
 from poiesis.adapters.sqlalchemy.engine import create_engine
 from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore
-from poiesis.domain import lifecycle
-from poiesis.domain.states import State, is_terminal
-from poiesis.domain.tes import OutputFileLog, Task, View
+from poiesis.domain.tes import OutputFileLog, View
 from poiesis.domain.times import rfc3339
-from poiesis.ports.store import StoreUnavailable
+from poiesis.ports.clock import Clock
+from poiesis.ports.store import StoreUnavailable, TaskStore
 
 log = logging.getLogger("poiesis.trec")
 
@@ -55,24 +69,22 @@ class Config(msgspec.Struct, kw_only=True, frozen=True):
     grant_wait_seconds: float = 120.0
 
 
-def _iso(value: Any) -> str:
-    return value if isinstance(value, str) else rfc3339(value)
-
-
 class Recorder:
-    def __init__(self, cfg: Config, store: SqlAlchemyTaskStore, api: PodApi) -> None:
+    """The Pod's own recorder: a PodRecorder reading the executors' tails and the output report
+    from the Pod's volumes, and the recorded mark that lets the Pod's main container end."""
+
+    def __init__(self, cfg: Config, store: TaskStore, api: PodApi, clock: Clock | None = None) -> None:
         self.cfg = cfg
         self.store = store
         self.api = api
-        self.task: Task | None = None
-        self._ended: set[int] = set()
-        self._written: State | None = None
+        self.clock = clock or SystemClock()
+        self.pod: PodRecorder | None = None
         self.recorded = False
 
     async def _tail(self, index: int) -> tuple[str, str]:
         """stdout and stderr tails: the launcher's files on the status volume, or else the
         container log (both streams, as Kubernetes keeps them) as stdout."""
-        prefix = Path(self.cfg.status_dir) / f"executor-{index}"
+        prefix = Path(self.cfg.status_dir) / executor_container(index)
         limit = self.cfg.tail_bytes
 
         def files() -> tuple[str, str] | None:
@@ -87,61 +99,32 @@ class Recorder:
         if found is not None:
             return found
         try:
-            text = await self.api.log_tail(self.cfg.namespace, self.cfg.pod_name, f"executor-{index}", limit)
-        except (ApiError, httpx.HTTPError) as exc:
+            text = await self.api.log_tail(
+                self.cfg.namespace, self.cfg.pod_name, executor_container(index), limit
+            )
+        except ApiError as exc:
             log.warning("reading executor %d's log failed: %s", index, exc)
             text = ""
         return text, ""
 
-    def _outputs(self) -> list[OutputFileLog]:
-        path = Path(self.cfg.volume + OUTPUTS_REPORT)
-        try:
-            report = msgspec.json.decode(path.read_bytes())
-        except (OSError, msgspec.DecodeError):
-            return []
-        return msgspec.convert(report.get("outputs") or [], list[OutputFileLog])
+    async def _outputs(self) -> list[OutputFileLog]:
+        def read() -> list[OutputFileLog]:
+            try:
+                return msgspec.json.decode(
+                    Path(self.cfg.volume + OUTPUTS_REPORT).read_bytes(), type=ReportedOutputs
+                ).outputs
+            except (OSError, msgspec.DecodeError):
+                return []
+
+        return await asyncio.to_thread(read)
 
     async def reconcile(self, pod: dict[str, Any]) -> None:
-        store, task_id = self.store, self.cfg.task_id
-        if self.task is None:
-            self.task = await store.get(task_id, view=View.FULL)
-        task = self.task
-        now = rfc3339_now()
-        progress = lifecycle.Progress()
-        for event in observe.events(task, pod):
-            progress = lifecycle.apply(task.executors, bool(task.outputs), progress, event)
-            match event:
-                case lifecycle.StagingStarted():
-                    await store.transition(task_id, State.INITIALIZING, now=now)
-                case lifecycle.ExecutorStarted(index=index, at=at):
-                    await store.transition(task_id, State.RUNNING, now=_iso(at))
-                    if index not in self._ended:
-                        await store.record_executor(task_id, index, start_time=_iso(at))
-                case lifecycle.ExecutorExited(index=index, exit_code=code, at=at):
-                    if index not in self._ended:
-                        out, err = await self._tail(index)
-                        await store.record_executor(
-                            task_id, index, end_time=_iso(at), exit_code=code, stdout=out, stderr=err
-                        )
-                        self._ended.add(index)
-                case lifecycle.OutputsUploaded():
-                    await store.add_output_files(task_id, await asyncio.to_thread(self._outputs))
-                case lifecycle.SystemFailure(reason=reason):
-                    await store.transition(task_id, State.SYSTEM_ERROR, now=now, reason=reason)
-        override = diagnose.overriding(task, pod)
-        if override is not None and self._written is None:
-            await store.transition(
-                task_id,
-                override.state,
-                now=now,
-                reason=override.line,
-                metadata={"termination_reason": override.reason},
+        if self.pod is None:
+            task = await self.store.get(self.cfg.task_id, view=View.FULL)
+            self.pod = PodRecorder(
+                self.store, task, lambda: rfc3339(self.clock.now()), tails=self._tail, outputs=self._outputs
             )
-            self._written = override.state
-        elif is_terminal(progress.state) and self._written is None:
-            await store.transition(task_id, progress.state, now=now)
-            self._written = progress.state
-        if self._written is not None or is_terminal(await store.state(task_id)):
+        if await self.pod.record(pod):
             self._mark_recorded()
 
     def _mark_recorded(self) -> None:
@@ -149,12 +132,6 @@ class Recorder:
             with contextlib.suppress(OSError):
                 (Path(self.cfg.status_dir) / "recorded").touch()
             self.recorded = True
-
-
-def rfc3339_now() -> str:
-    from datetime import UTC, datetime
-
-    return rfc3339(datetime.now(UTC))
 
 
 def _phase(pod: dict[str, Any]) -> str:
@@ -188,26 +165,27 @@ async def follow(recorder: Recorder, api: PodApi, cfg: Config) -> None:
                 await _reconcile(recorder, obj)
                 if recorder.recorded and _phase(obj) in ("Succeeded", "Failed"):
                     return
-        except ApiError as exc:
-            if exc.status in (401, 403, 404) and time.monotonic() < deadline:
+        except PodNotReadable as exc:
+            if time.monotonic() < deadline:
                 # Just after the Pod starts: its grant (403), or the apiserver's view of the fresh
                 # ServiceAccount behind the token (401), may not be there yet. Backing off keeps
                 # a burst of new Pods from polling the apiserver hard while it catches up.
                 await asyncio.sleep(pause)
                 pause = min(pause * 1.5, GRANT_PAUSE_MAX)
                 continue
-            if exc.status in (401, 403, 404):
-                log.warning("cannot read the Pod (%s): nothing more to record", exc)
-                return
-            if exc.status != 410:  # 410: the watch's version expired; start again from a GET
-                log.warning("watching the Pod failed, retrying: %s", exc)
-                await asyncio.sleep(1)
-        except httpx.HTTPError as exc:
+            log.warning("cannot read the Pod (%s): nothing more to record", exc)
+            return
+        except WatchExpired:
+            continue  # start again from a GET
+        except ApiUnavailable as exc:
             log.warning("the Kubernetes API did not answer, retrying: %s", exc)
+            await asyncio.sleep(1)
+        except ApiError as exc:
+            log.warning("watching the Pod failed, retrying: %s", exc)
             await asyncio.sleep(1)
 
 
-async def record(cfg: Config, store: SqlAlchemyTaskStore, api: PodApi, stopping: asyncio.Event) -> None:
+async def record(cfg: Config, store: TaskStore, api: PodApi, stopping: asyncio.Event) -> None:
     """Follow the Pod until its end is recorded, it is gone, or `stopping` is set; then, if stopped
     early, look at the Pod once more (it is ending) and record what it shows."""
     recorder = Recorder(cfg, store, api)
@@ -219,7 +197,7 @@ async def record(cfg: Config, store: SqlAlchemyTaskStore, api: PodApi, stopping:
             following.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await following
-            with contextlib.suppress(ApiError, httpx.HTTPError):
+            with contextlib.suppress(ApiError):
                 await _reconcile(recorder, await api.pod(cfg.namespace, cfg.pod_name))
         else:
             following.result()

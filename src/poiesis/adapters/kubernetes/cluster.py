@@ -31,14 +31,13 @@ from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
 
 from poiesis.adapters.kubernetes.render import (
-    TASK_LABEL,
     PodSettings,
-    job_name,
     render_config_map,
     render_grant,
     render_job,
     render_service_account,
 )
+from poiesis.adapters.kubernetes.taskpod import TASK_LABEL, job_name
 from poiesis.domain.tes import Task
 from poiesis.ports.cluster import ClusterRefused, ClusterUnavailable
 
@@ -81,8 +80,6 @@ class KubernetesCluster:
         self._rbac: Any = client.RbacAuthorizationV1Api(api)
         self.settings = settings
         self._grace = cancel_grace_seconds
-        self.writes = 0
-        """Kubernetes API write calls made (for benchmarks)."""
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
 
@@ -105,8 +102,7 @@ class KubernetesCluster:
             raise
 
     def _create(self, create: Callable[[], Any]) -> Any:
-        """Create, counting the write; an object that already exists is fine (None)."""
-        self.writes += 1
+        """Create; an object that already exists is fine (None)."""
         try:
             return create()
         except ApiException as exc:
@@ -135,7 +131,6 @@ class KubernetesCluster:
             )
         )
         if not self.settings.kueue_queue:
-            self.writes += 1
             self._batch.patch_namespaced_job(name, ns, {"spec": {"suspend": False}})
 
     async def submit(self, task: Task) -> None:
@@ -145,7 +140,6 @@ class KubernetesCluster:
         ns = self.namespace
         selector = f"{TASK_LABEL}={task_id}"
         try:
-            self.writes += 1
             self._batch.delete_namespaced_job(job_name(task_id), ns, propagation_policy="Background")
         except ApiException as exc:
             if exc.status != 404:
@@ -153,7 +147,6 @@ class KubernetesCluster:
         pods = self._core.list_namespaced_pod(ns, label_selector=selector).items
         for pod in pods:
             if pod.metadata.deletion_timestamp is None:
-                self.writes += 1
                 try:
                     self._core.delete_namespaced_pod(pod.metadata.name, ns, grace_period_seconds=self._grace)
                 except ApiException as exc:

@@ -21,17 +21,19 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
-from poiesis.adapters.kubernetes import diagnose, observe
-from poiesis.domain import lifecycle
+from poiesis.adapters.kubernetes import diagnose
+from poiesis.adapters.kubernetes.recording import PodRecorder
 from poiesis.domain.errors import TaskNotFound
 from poiesis.domain.states import State, is_terminal
 from poiesis.domain.tes import Task, View
 from poiesis.domain.times import parse_time, rfc3339
 from poiesis.ports.cluster import ClusterRefused, ClusterUnavailable
-from poiesis.ports.store import StoreUnavailable, TaskStore
+from poiesis.ports.store import Moved, StoreUnavailable, TaskStore
 
 if TYPE_CHECKING:
     from poiesis.adapters.metrics import ControllerMetrics
+
+ACTIONS_KEPT = 1000
 
 log = logging.getLogger("poiesis.tctl")
 
@@ -155,6 +157,7 @@ class Controller:
         self._ended_seen: dict[str, float] = {}
         self._stuck_seen: dict[str, float] = {}
         self.actions: list[tuple[str, str]] = []
+        """The latest actions taken, at most ACTIONS_KEPT (the metrics count them all)."""
         """(task id, action) in the order taken, for tests and benchmarks."""
 
     # One pass
@@ -215,8 +218,11 @@ class Controller:
         if wait > 0 and not deleted:
             self.queue.add_after(task.id, wait)
             return
-        await self._record_steps(task, pod)
-        await self._write(task, verdict)
+        # The steps the Pod shows and the task does not, then the end, in one transaction.
+        recorder = PodRecorder(self.store, task, self._now)
+        if await recorder.record_end(pod, self._end(verdict)):
+            await self._ended(task, verdict)
+        self._settled(task.id)
 
     async def _pod_cannot_start(self, task: Task, pod: dict[str, Any]) -> None:
         found = diagnose.stuck(pod)
@@ -277,49 +283,38 @@ class Controller:
 
     # Writes
 
-    async def _record_steps(self, task: Task, pod: dict[str, Any]) -> None:
-        """Executor logs and the states on the way, as far as the Pod status shows them, leaving
-        out what the task shows already (the recorder wrote it)."""
-        # Executors end in order, so the ended ones (the logs a task shows) are a prefix.
-        ended = len(task.logs[-1].logs or []) if task.logs else 0
-        before_running = task.state in (State.QUEUED, State.INITIALIZING)
-        for event in observe.events(task, pod):
-            match event:
-                case lifecycle.StagingStarted() if task.state is State.QUEUED:
-                    await self.store.transition(task.id, State.INITIALIZING, now=self._now())
-                case lifecycle.ExecutorStarted(index=index, at=at):
-                    if before_running:
-                        await self.store.transition(task.id, State.RUNNING, now=_iso(at))
-                        before_running = False
-                    if index >= ended:
-                        await self.store.record_executor(task.id, index, start_time=_iso(at))
-                case lifecycle.ExecutorExited(index=index, exit_code=code, at=at) if index >= ended:
-                    await self.store.record_executor(task.id, index, end_time=_iso(at), exit_code=code)
-
-    async def _write(self, task: Task, verdict: diagnose.Verdict) -> None:
-        if await self.store.transition(
-            task.id,
-            verdict.state,
-            now=self._now(),
+    def _end(self, verdict: diagnose.Verdict) -> Moved:
+        return Moved(
+            target=verdict.state,
+            at=self._now(),
             reason=verdict.line,
             metadata={"termination_reason": verdict.reason},
-        ):
-            await self.metrics.state_times.observe(self.store, task.id)
-            self._act(
-                task.id,
-                f"{verdict.state.value} ({verdict.reason}): {verdict.line}",
-                f"ended_{verdict.state.value.lower()}",
-            )
-            await self.objects.event(
-                task.id,
-                f"Task{verdict.state.value.title().replace('_', '')}",
-                verdict.line,
-                warning=verdict.state is not State.COMPLETE,
-            )
+        )
+
+    async def _write(self, task: Task, verdict: diagnose.Verdict) -> None:
+        if (await self.store.apply(task.id, [self._end(verdict)])).moved:
+            await self._ended(task, verdict)
         self._settled(task.id)
+
+    async def _ended(self, task: Task, verdict: diagnose.Verdict) -> None:
+        """This controller wrote the task's end: time its states, count it, tell the cluster."""
+        await self.metrics.state_times.observe(self.store, task.id, creation_time=task.creation_time or None)
+        self._act(
+            task.id,
+            f"{verdict.state.value} ({verdict.reason}): {verdict.line}",
+            f"ended_{verdict.state.value.lower()}",
+        )
+        await self.objects.event(
+            task.id,
+            f"Task{verdict.state.value.title().replace('_', '')}",
+            verdict.line,
+            warning=verdict.state is not State.COMPLETE,
+        )
 
     def _act(self, task_id: str, action: str, kind: str) -> None:
         self.actions.append((task_id, action))
+        if len(self.actions) > ACTIONS_KEPT:
+            del self.actions[: len(self.actions) - ACTIONS_KEPT]
         self.metrics.actions.labels(kind).inc()
         log.info("task %s: %s", task_id, action)
 
@@ -388,10 +383,6 @@ class Controller:
                     group.create_task(self.worker())
         finally:
             self.metrics.leader.set(0)
-
-
-def _iso(value: Any) -> str:
-    return value if isinstance(value, str) else rfc3339(value)
 
 
 def rfc3339_now() -> str:

@@ -30,6 +30,7 @@ from typing import Any
 import msgspec
 
 from poiesis.adapters.kubernetes import observe
+from poiesis.adapters.kubernetes.taskpod import executor_index
 from poiesis.domain.states import State, is_terminal
 from poiesis.domain.tes import Task
 
@@ -52,8 +53,6 @@ _CANNOT_START = {
 }
 
 _UNSCHEDULABLE = ("PodScheduled", "False", "Unschedulable")
-
-POIESIS_CONTAINERS = {"trec", "setup", "tif", "tof", "done"}
 
 
 class Verdict(msgspec.Struct, frozen=True):
@@ -109,13 +108,14 @@ def _oom(task: Task, pod: dict[str, Any]) -> Verdict | None:
         if terminated.get("reason") != "OOMKilled":
             continue
         name = str(status.get("name"))
-        if name.startswith("executor-"):
+        index = executor_index(name)
+        if index is not None:
             ram = task.resources.ram_gb if task.resources else None
             limit = f" of {ram:g} GB" if ram else ""
             return Verdict(
                 State.EXECUTOR_ERROR,
                 "OOMKilled",
-                f"executor {name.removeprefix('executor-')} was killed for using more than its memory"
+                f"executor {index} was killed for using more than its memory"
                 f"{limit} (OOMKilled, exit code {terminated.get('exitCode')})",
             )
         return Verdict(

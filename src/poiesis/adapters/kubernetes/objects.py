@@ -25,7 +25,7 @@ from kubernetes.watch.watch import iter_resp_lines
 
 from poiesis.adapters.kubernetes import diagnose
 from poiesis.adapters.kubernetes.cluster import KubernetesCluster
-from poiesis.adapters.kubernetes.render import TASK_LABEL, job_name
+from poiesis.adapters.kubernetes.taskpod import TASK_LABEL, job_name
 from poiesis.domain.tes import Task
 
 log = logging.getLogger("poiesis.tctl.informer")
@@ -73,7 +73,6 @@ class KubeTaskObjects:
         self._thread: threading.Thread | None = None
         self.synced = threading.Event()
         """Set once the first full list is in the cache."""
-        self.events_seen = 0
 
     # The cache
 
@@ -165,7 +164,6 @@ class KubeTaskObjects:
                 version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
                 if kind == "BOOKMARK":
                     continue
-                self.events_seen += 1
                 pod = slim(obj)
                 deleted = kind == "DELETED"
                 task_id = self._put(pod, deleted)

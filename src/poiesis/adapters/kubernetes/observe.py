@@ -8,15 +8,18 @@ idempotent. The launcher puts an executor's real exit code in its termination me
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import msgspec
 
+from poiesis.adapters.kubernetes.taskpod import (
+    EXIT_CODE_MESSAGE,
+    STAGE_IN,
+    STAGE_OUT,
+    executor_container,
+)
 from poiesis.domain import lifecycle
 from poiesis.domain.tes import Task
-
-_EXIT = re.compile(r"^exit_code=(-?\d+)")
 
 
 class ContainerSeen(msgspec.Struct, frozen=True, kw_only=True):
@@ -36,7 +39,7 @@ def _seen(status: dict[str, Any]) -> ContainerSeen:
         t = state["terminated"] or {}
         message = (t.get("message") or "").strip() or None
         code = t.get("exitCode")
-        match = _EXIT.match(message or "")
+        match = EXIT_CODE_MESSAGE.match(message or "")
         if match:
             code = int(match.group(1))
         return ContainerSeen(
@@ -56,7 +59,7 @@ def containers(pod: dict[str, Any]) -> dict[str, ContainerSeen]:
 
 
 def _filer_failure(seen: ContainerSeen, what: str) -> str:
-    if seen.message and not _EXIT.match(seen.message):
+    if seen.message and not EXIT_CODE_MESSAGE.match(seen.message):
         return seen.message
     reason = seen.reason or "Error"
     return f"{what} failed: container exited with {seen.exit_code} ({reason})"
@@ -66,22 +69,22 @@ def events(task: Task, pod: dict[str, Any]) -> list[lifecycle.Event]:
     """The events the Pod's status shows so far, in the order they happened."""
     seen = containers(pod)
     found: list[lifecycle.Event] = []
-    tif = seen.get("tif")
-    first = seen.get("executor-0")
+    tif = seen.get(STAGE_IN)
+    first = seen.get(executor_container(0))
     if (tif and (tif.started or tif.finished)) or (first and first.started):
         found.append(lifecycle.StagingStarted())
     if tif and tif.finished and tif.exit_code not in (0, None):
         found.append(lifecycle.SystemFailure(_filer_failure(tif, "staging the inputs")))
         return found
     for index in range(len(task.executors)):
-        executor = seen.get(f"executor-{index}")
+        executor = seen.get(executor_container(index))
         if executor is None or not executor.started:
             break
         found.append(lifecycle.ExecutorStarted(index, executor.started))
         if executor.finished is None or executor.exit_code is None:
             break
         found.append(lifecycle.ExecutorExited(index, executor.exit_code, executor.finished))
-    tof = seen.get("tof")
+    tof = seen.get(STAGE_OUT)
     if tof and tof.finished:
         if tof.exit_code == 0:
             found.append(lifecycle.OutputsUploaded())

@@ -9,23 +9,60 @@ the cluster CA, and the API address from the environment.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from poiesis.domain.errors import Forbidden, PoiesisError, Unavailable
+
 IN_CLUSTER = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
-class ApiError(Exception):
+class ApiError(PoiesisError):
+    """A call to the Kubernetes API that did not succeed; the errors below say which way."""
+
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(f"{status} {reason}")
         self.status = status
         self.reason = reason
+
+
+class PodNotReadable(ApiError, Forbidden):
+    """401, 403 or 404: the recorder's grant, its token's account or its Pod is not (yet, or no
+    longer) there."""
+
+
+class WatchExpired(ApiError):
+    """410: the watch's resource version is too old; start again from a GET."""
+
+
+class ApiUnavailable(ApiError, Unavailable):
+    """The API did not answer (a transport error) or failed (5xx, 429): try again later."""
+
+
+def _error(status: int, reason: str) -> ApiError:
+    if status in (401, 403, 404):
+        return PodNotReadable(status, reason)
+    if status == 410:
+        return WatchExpired(status, reason)
+    if status == 429 or status >= 500:
+        return ApiUnavailable(status, reason)
+    return ApiError(status, reason)
+
+
+@contextlib.contextmanager
+def _translated() -> Iterator[None]:
+    """The one place httpx's errors become this module's."""
+    try:
+        yield
+    except httpx.HTTPError as exc:
+        raise ApiUnavailable(0, f"{type(exc).__name__}: {exc}") from exc
 
 
 class PodApi:
@@ -52,12 +89,13 @@ class PodApi:
     @staticmethod
     def _check(response: httpx.Response) -> None:
         if response.status_code >= 400:
-            raise ApiError(response.status_code, response.reason_phrase)
+            raise _error(response.status_code, response.reason_phrase)
 
     async def pod(self, namespace: str, name: str) -> dict[str, Any]:
-        response = await self._http.get(
-            f"{self.server}/api/v1/namespaces/{namespace}/pods/{name}", headers=self._headers()
-        )
+        with _translated():
+            response = await self._http.get(
+                f"{self.server}/api/v1/namespaces/{namespace}/pods/{name}", headers=self._headers()
+            )
         self._check(response)
         pod: dict[str, Any] = response.json()
         return pod
@@ -74,23 +112,27 @@ class PodApi:
             "allowWatchBookmarks": "false",
         }
         url = f"{self.server}/api/v1/namespaces/{namespace}/pods"
-        async with self._http.stream("GET", url, params=params, headers=self._headers()) as response:
-            self._check(response)
-            async for line in response.aiter_lines():
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                if event.get("type") == "ERROR":
-                    status = event.get("object") or {}
-                    raise ApiError(int(status.get("code") or 500), str(status.get("reason") or "watch error"))
-                yield event["type"], event["object"]
+        with _translated():
+            async with self._http.stream("GET", url, params=params, headers=self._headers()) as response:
+                self._check(response)
+                async for line in response.aiter_lines():
+                    if not line.strip():
+                        continue
+                    event = json.loads(line)
+                    if event.get("type") == "ERROR":
+                        status = event.get("object") or {}
+                        raise _error(
+                            int(status.get("code") or 500), str(status.get("reason") or "watch error")
+                        )
+                    yield event["type"], event["object"]
 
     async def log_tail(self, namespace: str, name: str, container: str, limit_bytes: int) -> str:
         """The end of a container's log: its last 2,000 lines, cut to `limit_bytes`."""
-        response = await self._http.get(
-            f"{self.server}/api/v1/namespaces/{namespace}/pods/{name}/log",
-            params={"container": container, "tailLines": "2000"},
-            headers=self._headers(),
-        )
+        with _translated():
+            response = await self._http.get(
+                f"{self.server}/api/v1/namespaces/{namespace}/pods/{name}/log",
+                params={"container": container, "tailLines": "2000"},
+                headers=self._headers(),
+            )
         self._check(response)
         return response.content[-limit_bytes:].decode("utf-8", "replace")

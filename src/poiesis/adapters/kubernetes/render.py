@@ -1,20 +1,7 @@
-"""The TaskPod: a task as Kubernetes objects (plain manifests, so the apiserver is the only judge).
-
-One task is one Job (backoffLimit 0, TTL after it finishes) wrapping one Pod:
-
-    init  trec         native sidecar: the Task Recorder (the only container with an API token
-                       and the database credentials)
-    init  setup        copies the static launcher into a shared emptyDir
-    init  tif          stages the inputs (left out when there are none)
-    init  executor-N   the user's images, in order, through the launcher: redirection without a
-                       shell, the real exit code in the termination message
-    init  tof          uploads the outputs (left out when there are none)
-    main  done         waits until trec has recorded the end, so the Job completes after it
-
-Plus a ConfigMap with the task (what the filers need, no credentials) and a ServiceAccount for
-trec, both owned by the Job, and the task volume: a generic ephemeral volume whose claim lives and
-dies with the Pod. Every object carries `poiesis.io/task=<id>`.
-"""
+"""The TaskPod as Kubernetes objects (plain manifests, so the apiserver is the only judge): the Job
+and its Pod (their shape is `taskpod`'s), a ConfigMap with the task (what the filers need, no
+credentials) and a ServiceAccount for trec, both owned by the Job, and the task volume: a generic
+ephemeral volume whose claim lives and dies with the Pod, or an emptyDir on the node's disk."""
 
 from __future__ import annotations
 
@@ -24,17 +11,26 @@ from typing import Any, Literal
 
 import msgspec
 
+from poiesis.adapters.kubernetes.taskpod import (
+    BIN_DIR,
+    DONE,
+    OUTPUTS_REPORT,
+    RECORDED_MARK,
+    SETUP,
+    STAGE_IN,
+    STAGE_OUT,
+    STATUS_DIR,
+    TASK_DIR,
+    TASK_LABEL,
+    TOKEN_DIR,
+    TREC,
+    VOLUME_ROOT,
+    executor_container,
+    executor_status,
+    job_name,
+)
 from poiesis.domain.staging import mount_dirs
 from poiesis.domain.tes import Executor, Task
-
-TASK_LABEL = "poiesis.io/task"
-VOLUME_ROOT = "/tes/volume"
-TASK_DIR = "/tes/task"
-BIN_DIR = "/tes/bin"
-STATUS_DIR = "/tes/status"
-OUTPUTS_REPORT = "/.poiesis/outputs.json"
-RECORDED_MARK = f"{STATUS_DIR}/recorded"
-TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 class PodSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=True):
@@ -77,10 +73,6 @@ class PodSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     node's loopback); executors then share the node's network, a risk on any shared cluster."""
 
 
-def job_name(task_id: str) -> str:
-    return f"tes-{task_id}"
-
-
 def sub_path(directory: str) -> str:
     """Where a TES directory lives on the task volume (the volume holds `/a/b` at `a/b`)."""
     return directory.strip("/")
@@ -103,7 +95,7 @@ def _resources(task: Task, settings: PodSettings) -> dict[str, Any]:
 
 
 def _launcher(executor: Executor, index: int) -> list[str]:
-    args = [f"{BIN_DIR}/launcher", "--status", f"{STATUS_DIR}/executor-{index}"]
+    args = [f"{BIN_DIR}/launcher", "--status", executor_status(index)]
     for flag, value in (
         ("--stdin", executor.stdin),
         ("--stdout", executor.stdout),
@@ -196,12 +188,9 @@ def _scheduling(task: Task, settings: PodSettings) -> dict[str, Any]:
     return spec
 
 
-def render_pod_spec(task: Task, settings: PodSettings) -> dict[str, Any]:
-    name = job_name(task.id)
-    data_mounts = _data_mounts(task)
-    redirects = _redirect_dirs(task)
-    trec = _poiesis(
-        "trec",
+def _trec(task: Task, settings: PodSettings) -> dict[str, Any]:
+    return _poiesis(
+        TREC,
         settings,
         ["poiesis", "trec"],
         restartPolicy="Always",
@@ -226,67 +215,71 @@ def render_pod_spec(task: Task, settings: PodSettings) -> dict[str, Any]:
             {"name": "status", "mountPath": STATUS_DIR},
         ],
     )
-    setup = _poiesis(
-        "setup",
+
+
+def _setup(settings: PodSettings) -> dict[str, Any]:
+    return _poiesis(
+        SETUP,
         settings,
         ["cp", "/usr/local/bin/poiesis-launcher", f"{BIN_DIR}/launcher"],
         volumeMounts=[{"name": "bin", "mountPath": BIN_DIR}],
     )
-    init: list[dict[str, Any]] = [trec, setup]
-    if task.inputs:
-        init.append(_filer("tif", "stage-in", task, settings))
-    resources = _resources(task, settings)
-    for i, executor in enumerate(task.executors):
-        container: dict[str, Any] = {
-            "name": f"executor-{i}",
-            "image": executor.image,
-            "command": _launcher(executor, i),
-            "volumeMounts": [
-                {"name": "bin", "mountPath": BIN_DIR, "readOnly": True},
-                {"name": "status", "mountPath": STATUS_DIR},
-                *data_mounts,
-                *({"name": f"redirect-{n}", "mountPath": d} for n, d in enumerate(redirects)),
-            ],
-            "terminationMessagePolicy": "File",
-        }
-        if executor.workdir:
-            container["workingDir"] = executor.workdir
-        if executor.env:
-            container["env"] = [{"name": k, "value": v} for k, v in executor.env.items()]
-        if resources:
-            container["resources"] = resources
-        init.append(container)
-    if task.outputs:
-        init.append(_filer("tof", "stage-out", task, settings))
-    done = _poiesis(
-        "done",
+
+
+def _executor(
+    task: Task, index: int, executor: Executor, resources: dict[str, Any], redirects: list[str]
+) -> dict[str, Any]:
+    container: dict[str, Any] = {
+        "name": executor_container(index),
+        "image": executor.image,
+        "command": _launcher(executor, index),
+        "volumeMounts": [
+            {"name": "bin", "mountPath": BIN_DIR, "readOnly": True},
+            {"name": "status", "mountPath": STATUS_DIR},
+            *_data_mounts(task),
+            *({"name": f"redirect-{n}", "mountPath": d} for n, d in enumerate(redirects)),
+        ],
+        "terminationMessagePolicy": "File",
+    }
+    if executor.workdir:
+        container["workingDir"] = executor.workdir
+    if executor.env:
+        container["env"] = [{"name": k, "value": v} for k, v in executor.env.items()]
+    if resources:
+        container["resources"] = resources
+    return container
+
+
+def _done(settings: PodSettings) -> dict[str, Any]:
+    return _poiesis(
+        DONE,
         settings,
         ["poiesis", "wait-file", RECORDED_MARK, "--timeout", "120"],
         volumeMounts=[{"name": "status", "mountPath": STATUS_DIR, "readOnly": True}],
     )
-    disk_gb = (task.resources.disk_gb if task.resources else None) or settings.default_disk_gb
-    claim: dict[str, Any] = {
-        "accessModes": ["ReadWriteOnce"],
-        "resources": {"requests": {"storage": _quantity_bytes(disk_gb)}},
-    }
+
+
+def _disk_gb(task: Task, settings: PodSettings) -> float:
+    return (task.resources.disk_gb if task.resources else None) or settings.default_disk_gb
+
+
+def _task_volume(task: Task, settings: PodSettings) -> dict[str, Any]:
+    size = _quantity_bytes(_disk_gb(task, settings))
+    if settings.task_volume == "empty-dir":
+        return {"name": "task-volume", "emptyDir": {"sizeLimit": size}}
+    claim: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": size}}}
     if settings.storage_class:
         claim["storageClassName"] = settings.storage_class
-    if settings.task_volume == "empty-dir":
-        task_volume: dict[str, Any] = {
-            "name": "task-volume",
-            "emptyDir": {"sizeLimit": _quantity_bytes(disk_gb)},
-        }
-        done["resources"]["requests"]["ephemeral-storage"] = _quantity_bytes(disk_gb)
-    else:
-        task_volume = {
-            "name": "task-volume",
-            "ephemeral": {
-                "volumeClaimTemplate": {"metadata": {"labels": {TASK_LABEL: task.id}}, "spec": claim}
-            },
-        }
+    return {
+        "name": "task-volume",
+        "ephemeral": {"volumeClaimTemplate": {"metadata": {"labels": {TASK_LABEL: task.id}}, "spec": claim}},
+    }
+
+
+def _volumes(task: Task, settings: PodSettings, redirects: list[str]) -> list[dict[str, Any]]:
     volumes: list[dict[str, Any]] = [
-        task_volume,
-        {"name": "task", "configMap": {"name": name}},
+        _task_volume(task, settings),
+        {"name": "task", "configMap": {"name": job_name(task.id)}},
         {"name": "bin", "emptyDir": {"sizeLimit": "64Mi"}},
         {"name": "status", "emptyDir": {"sizeLimit": "64Mi"}},
         {
@@ -312,14 +305,30 @@ def render_pod_spec(task: Task, settings: PodSettings) -> dict[str, Any]:
     ]
     if settings.storage_secret:
         volumes.append({"name": "storage", "secret": {"secretName": settings.storage_secret}})
+    return volumes
+
+
+def render_pod_spec(task: Task, settings: PodSettings) -> dict[str, Any]:
+    redirects = _redirect_dirs(task)
+    resources = _resources(task, settings)
+    init: list[dict[str, Any]] = [_trec(task, settings), _setup(settings)]
+    if task.inputs:
+        init.append(_filer(STAGE_IN, "stage-in", task, settings))
+    init += [_executor(task, i, e, resources, redirects) for i, e in enumerate(task.executors)]
+    if task.outputs:
+        init.append(_filer(STAGE_OUT, "stage-out", task, settings))
+    done = _done(settings)
+    if settings.task_volume == "empty-dir":
+        # The scheduler places the Pod where the node's disk has room for the task volume.
+        done["resources"]["requests"]["ephemeral-storage"] = _quantity_bytes(_disk_gb(task, settings))
     return {
-        "serviceAccountName": name,
+        "serviceAccountName": job_name(task.id),
         "automountServiceAccountToken": False,
         "restartPolicy": "Never",
         "enableServiceLinks": False,
         "initContainers": init,
         "containers": [done],
-        "volumes": volumes,
+        "volumes": _volumes(task, settings, redirects),
         **_scheduling(task, settings),
     }
 

@@ -1,0 +1,135 @@
+"""PodRecorder: what a TaskPod's status shows of its task, written to the TaskStore once.
+
+Used by the Task Recorder (trec, the Pod's own sidecar, which also reads the executors' log tails
+and the output report and settles the task's end) and by the Task Controller (which writes the
+steps on the way before the end it diagnosed, when the recorder could not). Both fold the Pod's
+status into lifecycle events (`observe.events`); the recorder remembers what it has written (and
+starts from what the stored task shows), so a Pod state seen again costs no write, and everything
+one status shows new goes to the store in one transaction (`TaskStore.apply`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from poiesis.adapters.kubernetes import diagnose, observe
+from poiesis.domain import lifecycle
+from poiesis.domain.states import State, is_terminal
+from poiesis.domain.tes import OutputFileLog, Task
+from poiesis.domain.times import rfc3339
+from poiesis.ports.store import Applied, Change, ExecutorRan, Moved, OutputsRecorded, TaskStore
+
+Tails = Callable[[int], Awaitable[tuple[str, str]]]
+"""Executor `index`'s stdout and stderr tails."""
+Outputs = Callable[[], Awaitable[list[OutputFileLog]]]
+"""The output file logs the stage-out filer reported."""
+
+
+def _iso(value: Any) -> str:
+    return value if isinstance(value, str) else rfc3339(value)
+
+
+class PodRecorder:
+    def __init__(
+        self,
+        store: TaskStore,
+        task: Task,
+        now: Callable[[], str],
+        *,
+        tails: Tails | None = None,
+        outputs: Outputs | None = None,
+    ) -> None:
+        """`task` as stored (the FULL view): what it shows is not written again."""
+        self.store = store
+        self.task = task
+        self._now = now
+        self._tails = tails
+        self._outputs = outputs
+        attempt = task.logs[-1] if task.logs else None
+        ended = len(attempt.logs) if attempt else 0  # executors end in order: a prefix
+        self.state = task.state
+        """The task's state as this recorder last wrote or read it."""
+        self._started = set(range(ended))
+        self._ended = set(range(ended))
+        self._outputs_written = bool(attempt and attempt.outputs)
+        self.transactions = 0
+        """Transactions written (for tests and benchmarks)."""
+
+    async def _steps(self, pod: dict[str, Any], changes: list[Change], planned: State) -> State:
+        """The executors' starts and ends and the states on the way, as far as the Pod shows them
+        and the task does not yet."""
+        for event in observe.events(self.task, pod):
+            match event:
+                case lifecycle.StagingStarted() if planned is State.QUEUED:
+                    changes.append(Moved(target=State.INITIALIZING, at=self._now()))
+                    planned = State.INITIALIZING
+                case lifecycle.ExecutorStarted(index=index, at=at):
+                    if planned in (State.QUEUED, State.INITIALIZING):
+                        changes.append(Moved(target=State.RUNNING, at=_iso(at)))
+                        planned = State.RUNNING
+                    if index not in self._started:
+                        changes.append(ExecutorRan(index=index, start_time=_iso(at)))
+                        self._started.add(index)
+                case lifecycle.ExecutorExited(index=index, exit_code=code, at=at) if index not in self._ended:
+                    out, err = await self._tails(index) if self._tails is not None else (None, None)
+                    changes.append(
+                        ExecutorRan(index=index, end_time=_iso(at), exit_code=code, stdout=out, stderr=err)
+                    )
+                    self._ended.add(index)
+        return planned
+
+    async def _write(self, changes: list[Change]) -> Applied | None:
+        if not changes:
+            return None
+        applied = await self.store.apply(self.task.id, changes)
+        self.transactions += 1
+        self.state = applied.state
+        return applied
+
+    async def record(self, pod: dict[str, Any]) -> bool:
+        """The recorder's pass over one Pod status: the steps, a filer's failure, the output logs
+        and, once the Pod shows it, the task's end. True once the task's end is in the store."""
+        if is_terminal(self.state):
+            return True
+        changes: list[Change] = []
+        await self._steps(pod, changes, self.state)
+        events = observe.events(self.task, pod)
+        now = self._now()
+        # In the order they happened; the store skips a move the state has gone past.
+        for event in events:
+            match event:
+                case lifecycle.OutputsUploaded() if not self._outputs_written:
+                    files = await self._outputs() if self._outputs is not None else []
+                    changes.append(OutputsRecorded(files=files))
+                    self._outputs_written = True
+                case lifecycle.SystemFailure(reason=reason):
+                    changes.append(Moved(target=State.SYSTEM_ERROR, at=now, reason=reason))
+        override = diagnose.overriding(self.task, pod)
+        progress = observe.progress(self.task, pod)
+        if override is not None:
+            changes.append(
+                Moved(
+                    target=override.state,
+                    at=now,
+                    reason=override.line,
+                    metadata={"termination_reason": override.reason},
+                )
+            )
+        elif is_terminal(progress.state):
+            changes.append(Moved(target=progress.state, at=now))
+        await self._write(changes)
+        if is_terminal(self.state):
+            return True
+        # Ended by someone else (a cancel, the controller): nothing more to record.
+        self.state = await self.store.state(self.task.id)
+        return is_terminal(self.state)
+
+    async def record_end(self, pod: dict[str, Any], end: Moved) -> bool:
+        """The controller's write of a diagnosed end: the steps the Pod shows first, then `end`, in
+        one transaction. True if this call moved the task to `end.target`."""
+        changes: list[Change] = []
+        await self._steps(pod, changes, self.state)
+        changes.append(end)
+        applied = await self._write(changes)
+        return applied is not None and end.target in applied.moved
