@@ -15,14 +15,12 @@ from collections.abc import Awaitable, Callable
 
 import msgspec
 
-from poiesis.domain.errors import PoiesisError
 from poiesis.domain.staging import has_wildcard, join_url, redact, relative_to, wildcard_target
 from poiesis.domain.tes import FileType, Input, Output, OutputFileLog, Task
+from poiesis.ports.staging import StagingFailed
 from poiesis.ports.storage import ObjectStorage, Reason, StorageError, Workspace
 
-
-class StagingFailed(PoiesisError):
-    """A transfer failed; the message is the line for the task's `system_logs`."""
+__all__ = ["Stager", "StagingFailed"]
 
 
 class _Transfer(msgspec.Struct, frozen=True):

@@ -45,8 +45,8 @@ from poiesis.domain.states import State, is_terminal
 from poiesis.domain.tes import Task, View
 from poiesis.domain.times import rfc3339
 from poiesis.ports.clock import Clock
+from poiesis.ports.staging import StagingFailed, TaskStager
 from poiesis.ports.store import StoreUnavailable, TaskStore
-from poiesis.services.staging import Stager, StagingFailed
 
 log = logging.getLogger("poiesis.local")
 
@@ -88,7 +88,7 @@ class LocalCluster:
         self,
         *,
         store: TaskStore,
-        stager: Stager,
+        stager: TaskStager,
         runtime: Runtime,
         clock: Clock,
         workspaces: str,
