@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from poiesis.adapters.kubernetes.controller import Controller, ControllerSettings, WorkQueue
+from poiesis.adapters.kubernetes.controller import Controller, ControllerSettings, Requeue, WorkQueue
 from poiesis.domain.states import State
 from poiesis.domain.tes import Task, View
 from poiesis.domain.times import rfc3339
@@ -381,3 +381,20 @@ async def test_a_pass_writes_only_the_steps_the_recorder_did_not(h: Harness) -> 
     done = await h.full(task.id)
     assert done.state is State.EXECUTOR_ERROR
     assert [e.exit_code for e in done.logs[0].logs] == [0, 3]  # type: ignore[index]
+
+
+async def test_each_pass_returns_when_to_look_again(h: Harness) -> None:
+    task = await h.task(State.RUNNING)
+    h.objects.pods[task.id] = (
+        pod(task.id, terminated("tif"), terminated("executor-0"), phase="Succeeded"),
+        False,
+    )
+    assert await h.controller.reconcile(task.id) == Requeue(SETTINGS.ended_grace_seconds)
+    h.advance(4)
+    assert await h.controller.reconcile(task.id) == Requeue(SETTINGS.ended_grace_seconds - 4)
+    h.advance(6)
+    assert await h.controller.reconcile(task.id) is None, "written: nothing more to do"
+    assert (await h.full(task.id)).state is State.COMPLETE
+    queued = await h.task()
+    assert await h.controller.reconcile(queued.id) == Requeue(SETTINGS.queued_grace_seconds)
+    assert len(h.controller.queue) == 0, "a pass decides; the worker queues"

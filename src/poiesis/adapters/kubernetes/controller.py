@@ -94,6 +94,16 @@ class TaskObjects(Protocol):
         ...
 
 
+class Requeue(msgspec.Struct, frozen=True):
+    """A pass's decision to look at the task again after `seconds` (0: as soon as a worker is free)."""
+
+    seconds: float
+
+
+Decision = Requeue | None
+"""What a pass decided: look again later, or nothing more until the next event or resync (None)."""
+
+
 class WorkQueue:
     """Ids to reconcile: each held once, each handed to one worker at a time. An id added while a
     worker has it is handed out again when that worker is done."""
@@ -162,34 +172,29 @@ class Controller:
 
     # One pass
 
-    async def reconcile(self, task_id: str) -> None:
+    async def reconcile(self, task_id: str) -> Decision:
         # The state alone decides most passes (a resync visits every open task, and most of them
         # are running well): the whole task is read only when the pass acts on it.
         try:
             task = await self.store.get(task_id, view=View.MINIMAL)
         except TaskNotFound:
-            await self._orphan(task_id)
-            return
+            return await self._orphan(task_id)
         if is_terminal(task.state):
             if self.objects.pod(task_id) is not None:  # it ran here: time its states, once
                 await self.metrics.state_times.observe(self.store, task_id)
             self._settled(task_id)
-            return
+            return None
         if task.state is State.CANCELING:
-            await self._finish_cancel(task)
-            return
+            return await self._finish_cancel(task)
         seen = self.objects.pod(task_id)
         if seen is not None:
             pod, deleted = seen
             if deleted or diagnose.has_ended(pod):
-                await self._pod_ended(await self.store.get(task_id, view=View.FULL), pod, deleted)
-                return
+                return await self._pod_ended(await self.store.get(task_id, view=View.FULL), pod, deleted)
             self._ended_seen.pop(task_id, None)
-            await self._pod_cannot_start(task, pod)
-            return
+            return await self._pod_cannot_start(task, pod)
         if task.state is State.QUEUED:
-            await self._queued_without_pod(await self.store.get(task_id, view=View.FULL))
-            return
+            return await self._queued_without_pod(await self.store.get(task_id, view=View.FULL))
         # INITIALIZING or RUNNING, and no Pod in the cache: ask the API itself.
         job = await self.objects.job(task_id)
         if job is None:
@@ -203,83 +208,83 @@ class Controller:
             )
         elif (failed := diagnose.job_failed(job)) is not None:
             await self._write(task, failed)
+        return None
 
-    async def _pod_ended(self, task: Task, pod: dict[str, Any], deleted: bool) -> None:
+    async def _pod_ended(self, task: Task, pod: dict[str, Any], deleted: bool) -> Decision:
         if is_terminal(task.state):  # written since the state was read
             self._settled(task.id)
-            return
+            return None
         verdict = diagnose.ended(task, pod, deleted=deleted)
         if verdict is None:
             self._ended_seen.pop(task.id, None)
-            return
+            return None
         # The recorder writes the end itself as the Pod ends; give it time before writing for it.
         first = self._ended_seen.setdefault(task.id, self._monotonic())
         wait = self.settings.ended_grace_seconds - (self._monotonic() - first)
         if wait > 0 and not deleted:
-            self.queue.add_after(task.id, wait)
-            return
+            return Requeue(wait)
         # The steps the Pod shows and the task does not, then the end, in one transaction.
         recorder = PodRecorder(self.store, task, self._now)
         if await recorder.record_end(pod, self._end(verdict)):
             await self._ended(task, verdict)
         self._settled(task.id)
+        return None
 
-    async def _pod_cannot_start(self, task: Task, pod: dict[str, Any]) -> None:
+    async def _pod_cannot_start(self, task: Task, pod: dict[str, Any]) -> Decision:
         found = diagnose.stuck(pod)
         if found is None:
             self._stuck_seen.pop(task.id, None)
-            return
+            return None
         first = self._stuck_seen.setdefault(task.id, self._monotonic())
         wait = self.settings.start_timeout_seconds - (self._monotonic() - first)
         if wait > 0:
-            self.queue.add_after(task.id, min(wait, self.settings.resync_seconds))
-            return
+            return Requeue(min(wait, self.settings.resync_seconds))
         line = f"{found.line} (for {self.settings.start_timeout_seconds:g} s); the task's Job was removed"
         await self.objects.remove(task.id)
         await self._write(task, diagnose.Verdict(State.SYSTEM_ERROR, found.reason, line))
+        return None
 
-    async def _queued_without_pod(self, task: Task) -> None:
+    async def _queued_without_pod(self, task: Task) -> Decision:
         if task.state is not State.QUEUED:  # moved on since the state was read: look again
-            self.queue.add(task.id)
-            return
+            return Requeue(0.0)
         age = (parse_time(self._now()) - parse_time(task.creation_time or self._now())).total_seconds()
         if age < self.settings.queued_grace_seconds:
-            self.queue.add_after(task.id, self.settings.queued_grace_seconds - age)
-            return
+            return Requeue(self.settings.queued_grace_seconds - age)
         job = await self.objects.job(task.id)
         if job is not None:
             if (failed := diagnose.job_failed(job)) is not None:
                 await self._write(task, failed)
             if not self.objects.needs_release(job):
-                return  # its Pod is on the way (or Kueue holds the Job)
+                return None  # its Pod is on the way (or Kueue holds the Job)
         try:
             await self.objects.submit(task)
         except ClusterRefused as exc:
             await self._write(task, diagnose.Verdict(State.SYSTEM_ERROR, "Refused", str(exc)))
-            return
+            return None
         what = "created the missing Job" if job is None else "released the Job left suspended"
         self._act(task.id, what, "job_created" if job is None else "job_released")
         await self.objects.event(task.id, "JobSubmitted", f"the Task Controller {what}", warning=False)
+        return None
 
-    async def _finish_cancel(self, task: Task) -> None:
+    async def _finish_cancel(self, task: Task) -> Decision:
         if not await self.objects.remove(task.id):
-            self.queue.add_after(task.id, 2.0)
-            return
+            return Requeue(2.0)
         if await self.store.transition(task.id, State.CANCELED, now=self._now()):
             await self.metrics.state_times.observe(self.store, task.id)
             self._act(task.id, "CANCELED: the task's objects are gone", "canceled")
         self._settled(task.id)
+        return None
 
-    async def _orphan(self, task_id: str) -> None:
+    async def _orphan(self, task_id: str) -> Decision:
         if not self.settings.delete_orphans:
-            return
+            return None
         if self.objects.pod(task_id) is None and await self.objects.job(task_id) is None:
-            return
-        if await self.objects.remove(task_id):
-            self._act(task_id, "removed the objects of a task the database does not know", "orphan_removed")
-            self.objects.forget(task_id)
-        else:
-            self.queue.add_after(task_id, 2.0)
+            return None
+        if not await self.objects.remove(task_id):
+            return Requeue(2.0)
+        self._act(task_id, "removed the objects of a task the database does not know", "orphan_removed")
+        self.objects.forget(task_id)
+        return None
 
     # Writes
 
@@ -331,7 +336,9 @@ class Controller:
             started = time.perf_counter()
             outcome = "ok"
             try:
-                await self.reconcile(task_id)
+                decision = await self.reconcile(task_id)
+                if decision is not None:
+                    self.queue.add_after(task_id, decision.seconds)
             except (ClusterUnavailable, StoreUnavailable) as exc:
                 outcome = "retry"
                 cause = "kubernetes" if isinstance(exc, ClusterUnavailable) else "database"
