@@ -25,12 +25,17 @@ class FakeClock:
 
     def __init__(self, start: datetime | None = None) -> None:
         self.current = start or datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+        self.elapsed = 0.0
 
     def now(self) -> datetime:
         return self.current
 
+    def monotonic(self) -> float:
+        return self.elapsed
+
     def advance(self, seconds: float = 1.0) -> None:
         self.current += timedelta(seconds=seconds)
+        self.elapsed += seconds
 
 
 @pytest.fixture

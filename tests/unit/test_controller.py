@@ -68,17 +68,9 @@ class Harness:
         self.store = store
         self.clock = clock
         self.objects = FakeTaskObjects()
-        self.seconds = 0.0
-        self.controller = Controller(
-            store,
-            self.objects,
-            SETTINGS,
-            monotonic=lambda: self.seconds,
-            now=lambda: rfc3339(self.clock.now()),
-        )
+        self.controller = Controller(store, self.objects, SETTINGS, clock=clock)
 
     def advance(self, seconds: float) -> None:
-        self.seconds += seconds
         self.clock.advance(seconds)
 
     async def task(self, state: State = State.QUEUED, **fields: Any) -> Task:

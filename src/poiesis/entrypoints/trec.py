@@ -21,7 +21,6 @@ import contextlib
 import logging
 import os
 import signal
-import time
 from pathlib import Path
 from typing import Any
 
@@ -144,7 +143,7 @@ GRANT_PAUSE_MAX = 2.0
 
 async def follow(recorder: Recorder, api: PodApi, cfg: Config) -> None:
     """Reconcile every state of the Pod until its end is recorded or the Pod is gone."""
-    deadline = time.monotonic() + cfg.grant_wait_seconds
+    deadline = recorder.clock.monotonic() + cfg.grant_wait_seconds
     first = True
     pause = GRANT_PAUSE_FIRST
     while True:
@@ -166,7 +165,7 @@ async def follow(recorder: Recorder, api: PodApi, cfg: Config) -> None:
                 if recorder.recorded and _phase(obj) in ("Succeeded", "Failed"):
                     return
         except PodNotReadable as exc:
-            if time.monotonic() < deadline:
+            if recorder.clock.monotonic() < deadline:
                 # Just after the Pod starts: its grant (403), or the apiserver's view of the fresh
                 # ServiceAccount behind the token (401), may not be there yet. Backing off keeps
                 # a burst of new Pods from polling the apiserver hard while it catches up.

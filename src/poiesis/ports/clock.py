@@ -10,3 +10,7 @@ class Clock(Protocol):
     def now(self) -> datetime:
         """The current time, timezone-aware, in UTC."""
         ...
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes back (for intervals and deadlines)."""
+        ...

@@ -16,17 +16,19 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
+from poiesis.adapters.clock import SystemClock
 from poiesis.adapters.kubernetes import diagnose
 from poiesis.adapters.kubernetes.recording import PodRecorder
 from poiesis.domain.errors import TaskNotFound
 from poiesis.domain.states import State, is_terminal
 from poiesis.domain.tes import Task, View
 from poiesis.domain.times import parse_time, rfc3339
+from poiesis.ports.clock import Clock
 from poiesis.ports.cluster import ClusterRefused, ClusterUnavailable
 from poiesis.ports.store import Moved, StoreUnavailable, TaskStore
 
@@ -141,14 +143,19 @@ class WorkQueue:
 
 
 class Controller:
+    def _now(self) -> str:
+        return rfc3339(self._clock.now())
+
+    def _monotonic(self) -> float:
+        return self._clock.monotonic()
+
     def __init__(
         self,
         store: TaskStore,
         objects: TaskObjects,
         settings: ControllerSettings,
         *,
-        monotonic: Callable[[], float] = time.monotonic,
-        now: Callable[[], str] | None = None,
+        clock: Clock | None = None,
         metrics: ControllerMetrics | None = None,
     ) -> None:
         self.store = store
@@ -162,8 +169,7 @@ class Controller:
             metrics = ControllerMetrics()
         self.metrics = metrics
         self.metrics.queue_depth.set_function(lambda: len(self.queue))
-        self._monotonic = monotonic
-        self._now = now or (lambda: rfc3339_now())
+        self._clock = clock or SystemClock()
         self._ended_seen: dict[str, float] = {}
         self._stuck_seen: dict[str, float] = {}
         self.actions: list[tuple[str, str]] = []
@@ -390,9 +396,3 @@ class Controller:
                     group.create_task(self.worker())
         finally:
             self.metrics.leader.set(0)
-
-
-def rfc3339_now() -> str:
-    from datetime import UTC, datetime
-
-    return rfc3339(datetime.now(UTC))

@@ -15,7 +15,6 @@ import json
 import logging
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import urllib3
@@ -23,10 +22,12 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
+from poiesis.adapters.clock import SystemClock
 from poiesis.adapters.kubernetes import diagnose
 from poiesis.adapters.kubernetes.cluster import KubernetesCluster
 from poiesis.adapters.kubernetes.taskpod import TASK_LABEL, job_name
 from poiesis.domain.tes import Task
+from poiesis.ports.clock import Clock
 
 log = logging.getLogger("poiesis.tctl.informer")
 
@@ -62,8 +63,9 @@ def worth_a_pass(pod: dict[str, Any], deleted: bool) -> bool:
 
 
 class KubeTaskObjects:
-    def __init__(self, cluster: KubernetesCluster, api: client.ApiClient) -> None:
+    def __init__(self, cluster: KubernetesCluster, api: client.ApiClient, clock: Clock | None = None) -> None:
         self.cluster = cluster
+        self._clock = clock or SystemClock()
         self.namespace = cluster.namespace
         self._core: Any = client.CoreV1Api(api)
         self._batch: Any = client.BatchV1Api(api)
@@ -233,7 +235,7 @@ class KubeTaskObjects:
     def _event(self, task_id: str, reason: str, message: str, warning: bool) -> None:
         seen = self.pod(task_id)
         uid = seen[0]["metadata"].get("jobUid") if seen else None
-        now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        now = self._clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
         involved: dict[str, Any] = {
             "apiVersion": "batch/v1",
             "kind": "Job",
