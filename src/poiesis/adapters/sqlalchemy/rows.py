@@ -1,0 +1,190 @@
+"""A task as rows and back: the child rows a create writes (one PostgreSQL statement for all of
+them), and the one statement per view that reads tasks with their children aggregated as JSON."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+
+from poiesis.adapters.sqlalchemy import schema as t
+from poiesis.adapters.sqlalchemy.documents import (
+    ExecutorLogRow,
+    LogRow,
+    OutputFileRow,
+    SystemLogRow,
+    decode_rows,
+    json_rows,
+)
+from poiesis.domain.states import State
+from poiesis.domain.tes import (
+    Executor,
+    ExecutorLog,
+    Input,
+    Output,
+    OutputFileLog,
+    Resources,
+    Task,
+    TaskLog,
+    View,
+)
+from poiesis.domain.times import parse_time, rfc3339
+
+
+def time_text(value: str | None) -> str | None:
+    return None if value is None else rfc3339(parse_time(value))
+
+
+SLICE = 500
+CHILD_TABLES = {"executors": t.executor, "inputs": t.input_, "outputs": t.output, "tag_rows": t.tag}
+TASK_JSON = ("volumes", "tags", "zones", "backend_parameters")
+
+
+def children(task: Task) -> dict[str, list[dict[str, Any]]]:
+    """The child rows of a task, keyed like the JSON parameters of `CREATE_POSTGRES`."""
+    return {
+        "executors": [{"idx": i} | msgspec.to_builtins(e) for i, e in enumerate(task.executors)],
+        "inputs": [{"idx": i} | msgspec.to_builtins(x) for i, x in enumerate(task.inputs or [])],
+        "outputs": [{"idx": i} | msgspec.to_builtins(x) for i, x in enumerate(task.outputs or [])],
+        "tag_rows": [{"key": k, "value": v} for k, v in (task.tags or {}).items()],
+    }
+
+
+def to_json(value: Any) -> str | None:
+    return None if value is None else msgspec.json.encode(value).decode()
+
+
+# A task and its children in one statement, one round trip: the children travel as JSON arrays.
+# The foreign keys are checked at the end of the statement, when the task row exists.
+CREATE_POSTGRES = sa.text(
+    """
+WITH new_task AS (
+  INSERT INTO task (id, owner, state, created_at, name, description, volumes, tags, cpu_cores, ram_gb,
+                    disk_gb, preemptible, zones, backend_parameters, backend_parameters_strict)
+  VALUES (:id, :owner, CAST(:state AS task_state), :created_at, :name, :description, CAST(:volumes AS jsonb),
+          CAST(:tags AS jsonb), :cpu_cores, :ram_gb, :disk_gb, :preemptible, CAST(:zones AS jsonb),
+          CAST(:backend_parameters AS jsonb), :backend_parameters_strict)
+), new_executor AS (
+  INSERT INTO executor (task_id, idx, image, command, workdir, stdin, stdout, stderr, env, ignore_error)
+  SELECT :id, x.idx, x.image, x.command, x.workdir, x.stdin, x.stdout, x.stderr, x.env, x.ignore_error
+  FROM jsonb_to_recordset(CAST(:executors AS jsonb)) AS x(idx int, image text, command jsonb, workdir text,
+       stdin text, stdout text, stderr text, env jsonb, ignore_error boolean)
+), new_input AS (
+  INSERT INTO input (task_id, idx, path, type, name, description, url, content, streamable)
+  SELECT :id, x.idx, x.path, CAST(x.type AS file_type), x.name, x.description, x.url, x.content, x.streamable
+  FROM jsonb_to_recordset(CAST(:inputs AS jsonb)) AS x(idx int, path text, type text, name text,
+       description text, url text, content text, streamable boolean)
+), new_output AS (
+  INSERT INTO output (task_id, idx, path, url, type, name, description, path_prefix)
+  SELECT :id, x.idx, x.path, x.url, CAST(x.type AS file_type), x.name, x.description, x.path_prefix
+  FROM jsonb_to_recordset(CAST(:outputs AS jsonb)) AS x(idx int, path text, url text, type text, name text,
+       description text, path_prefix text)
+)
+INSERT INTO tag (task_id, key, value)
+SELECT :id, x.key, x.value FROM jsonb_to_recordset(CAST(:tag_rows AS jsonb)) AS x(key text, value text)
+"""
+)
+
+# The resource columns are named as the fields of tesResources.
+_RESOURCES = Resources.__struct_fields__
+_TASK_COLUMNS = (
+    "id",
+    "state",
+    "created_at",
+    "name",
+    "description",
+    *_RESOURCES,
+    "volumes",
+    "tags",
+)
+_EXECUTOR = ["image", "command", "workdir", "stdin", "stdout", "stderr", "env", "ignore_error"]
+_INPUT = ["path", "type", "name", "description", "url", "streamable"]
+_OUTPUT = ["path", "url", "type", "name", "description", "path_prefix"]
+_LOG = ["attempt", "start_time", "end_time", "metadata"]
+_EXECUTOR_LOG = ["attempt", "idx", "exit_code", "start_time", "end_time"]
+_OUTPUT_FILE = ["attempt", "url", "path", "size_bytes"]
+
+
+@functools.cache
+def details(view: View) -> sa.Select[Any]:
+    """The tasks whose ids are bound to `ids`, newest first, with what `view` shows, in one statement.
+
+    Built once per view: constructing it costs far more than running it. Each child table arrives as
+    one JSON array per task, aggregated only for the tasks asked for.
+    """
+    c = t.task.c
+    columns = ("id", "state", "owner") if view is View.MINIMAL else (*_TASK_COLUMNS, "owner")
+    page = (
+        sa.select(*(c[n] for n in columns))
+        .where(c.id.in_(sa.bindparam("ids", expanding=True)))
+        .subquery("page")
+    )
+    if view is View.MINIMAL:
+        return sa.select(*page.c).order_by(page.c.id.desc())
+    full = view is View.FULL
+    children = [
+        json_rows(t.executor, _EXECUTOR, page, "idx").label("executors"),
+        json_rows(t.input_, [*_INPUT, "content"] if full else _INPUT, page, "idx").label("inputs"),
+        json_rows(t.output, _OUTPUT, page, "idx").label("outputs"),
+        json_rows(t.task_log, _LOG, page, "attempt").label("logs"),
+        json_rows(
+            t.executor_log, [*_EXECUTOR_LOG, "stdout", "stderr"] if full else _EXECUTOR_LOG, page, "idx"
+        ).label("executor_logs"),
+        json_rows(t.output_file_log, _OUTPUT_FILE, page, "id").label("output_files"),
+    ]
+    if full:
+        children.append(json_rows(t.system_log, ["attempt", "line"], page, "id").label("system_logs"))
+    return sa.select(*page.c, *children).order_by(page.c.id.desc())
+
+
+def task_from_row(r: Any, view: View) -> Task:
+    if view is View.MINIMAL:
+        # Only id and state are loaded; the view renders nothing else.
+        return Task(id=r.id, state=State(r.state), executors=[], creation_time="")
+    full = view is View.FULL
+    executor_logs: list[ExecutorLogRow] = decode_rows(r.executor_logs, ExecutorLogRow)
+    files: list[OutputFileRow] = decode_rows(r.output_files, OutputFileRow)
+    system: list[SystemLogRow] = decode_rows(r.system_logs, SystemLogRow) if full else []
+    logs = [
+        TaskLog(
+            logs=[
+                ExecutorLog(
+                    exit_code=e.exit_code,
+                    start_time=time_text(e.start_time),
+                    end_time=time_text(e.end_time),
+                    stdout=e.stdout,
+                    stderr=e.stderr,
+                )
+                for e in executor_logs
+                if e.attempt == log.attempt and e.exit_code is not None
+            ],
+            outputs=[
+                OutputFileLog(url=f.url, path=f.path, size_bytes=str(f.size_bytes))
+                for f in files
+                if f.attempt == log.attempt
+            ],
+            metadata=log.metadata or None,
+            start_time=time_text(log.start_time),
+            end_time=time_text(log.end_time),
+            system_logs=[s.line for s in system if s.attempt == log.attempt] or None,
+        )
+        for log in decode_rows(r.logs, LogRow)
+    ]
+    resources = Resources(**{name: getattr(r, name) for name in _RESOURCES})
+    return Task(
+        id=r.id,
+        owner=r.owner,
+        state=State(r.state),
+        creation_time=rfc3339(r.created_at),
+        name=r.name,
+        description=r.description,
+        executors=decode_rows(r.executors, Executor),
+        inputs=decode_rows(r.inputs, Input) or None,
+        outputs=decode_rows(r.outputs, Output) or None,
+        resources=resources if resources != Resources() else None,
+        volumes=r.volumes,
+        tags=r.tags or None,
+        logs=logs or None,
+    )

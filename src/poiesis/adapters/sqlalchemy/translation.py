@@ -1,0 +1,95 @@
+"""Where the database driver's errors become the port's: "the database cannot serve now" is
+StoreUnavailable (retry later), anything else stays a fault. And writes that run to their end even
+when their caller is cancelled."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from poiesis.ports.store import StoreUnavailable
+
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+T = TypeVar("T")
+
+_UNAVAILABLE = (OperationalError, InterfaceError, sa.exc.TimeoutError)
+# SQLSTATE classes that mean "not now, try again": 08 connection exception, 53 insufficient resources
+# (too many connections), 57 operator intervention (shutting down, starting up, terminated by an
+# administrator). asyncpg's errors for these reach SQLAlchemy as a plain DBAPIError.
+_UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57")
+
+
+def is_unavailable(exc: sa.exc.SQLAlchemyError) -> bool:
+    """Whether `exc` says the database cannot be reached or cannot serve now (retry later), as
+    opposed to a fault in the request."""
+    if isinstance(exc, _UNAVAILABLE):
+        return True
+    if isinstance(exc, sa.exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
+        return isinstance(sqlstate, str) and sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES
+    return False
+
+
+class Translated:
+    """An engine whose connections turn "the database is unreachable" into StoreUnavailable: the one
+    place where the driver's errors become the port's."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect
+
+    def connect(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        return self._translated(self.engine.connect)
+
+    def begin(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        return self._translated(self.engine.begin)
+
+    @staticmethod
+    @contextlib.asynccontextmanager
+    async def _translated(
+        open_: Callable[[], contextlib.AbstractAsyncContextManager[AsyncConnection]],
+    ) -> AsyncIterator[AsyncConnection]:
+        try:
+            async with open_() as conn:
+                yield conn
+        except sa.exc.SQLAlchemyError as exc:
+            if is_unavailable(exc):
+                raise StoreUnavailable(unavailable_reason(exc)) from exc
+            raise
+        except OSError as exc:  # ConnectionRefusedError and kin, before the driver wraps them
+            raise StoreUnavailable(unavailable_reason(exc)) from exc
+
+
+def uninterrupted(method: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Run a write to its end even if the caller is cancelled meanwhile, then let the cancellation
+    through. A write cut off inside its transaction can leave the connection holding SQLite's write
+    lock (or a row lock) until it is garbage-collected, and every other writer waits for it."""
+
+    @functools.wraps(method)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        write = asyncio.ensure_future(method(*args, **kwargs))
+        try:
+            return await asyncio.shield(write)
+        except asyncio.CancelledError:
+            await asyncio.wait({write})
+            if not write.cancelled() and write.exception() is not None:
+                log.warning("a write interrupted by a cancel failed: %s", write.exception())
+            raise
+
+    return run
+
+
+def unavailable_reason(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    return f"database unavailable: {type(orig).__name__}: {str(orig).splitlines()[0] if str(orig) else ''}"
