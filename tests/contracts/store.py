@@ -15,11 +15,12 @@ from poiesis.domain.listing import TaskQuery
 from poiesis.domain.states import TERMINAL, State, can_transition
 from poiesis.domain.submission import NewInput, NewOutput
 from poiesis.domain.tes import FileType, OutputFileLog, Resources, View
+from poiesis.domain.times import parse_time
 from poiesis.ports.store import Applied, ExecutorRan, Moved, OutputsRecorded, TaskStore
 from tests.builders import make_task
 from tests.conftest import FakeClock
 
-NOW = "2026-01-02T03:04:05Z"
+NOW = parse_time("2026-01-02T03:04:05Z")
 
 
 async def test_full_task_round_trips(store: TaskStore, clock: FakeClock) -> None:
@@ -92,10 +93,10 @@ async def test_creating_an_id_twice_conflicts_and_keeps_the_first(store: TaskSto
 async def test_transitions_are_guarded_and_recorded(store: TaskStore, clock: FakeClock) -> None:
     task = make_task(clock)
     await store.create(task, owner="a", system_logs=[])
-    assert await store.transition(task.id, State.RUNNING, now="2026-01-02T03:04:06Z")
+    assert await store.transition(task.id, State.RUNNING, now=parse_time("2026-01-02T03:04:06Z"))
     assert not await store.transition(task.id, State.RUNNING, now=NOW), "already there"
     assert not await store.transition(task.id, State.INITIALIZING, now=NOW), "never backwards"
-    assert await store.transition(task.id, State.COMPLETE, now="2026-01-02T03:04:09Z")
+    assert await store.transition(task.id, State.COMPLETE, now=parse_time("2026-01-02T03:04:09Z"))
     assert not await store.transition(task.id, State.SYSTEM_ERROR, now=NOW), "terminal is absorbing"
     assert [(h.source, h.target) for h in await store.history(task.id)] == [
         (State.QUEUED, State.RUNNING),
@@ -324,7 +325,7 @@ async def test_apply_makes_its_changes_in_order_and_skips_moves_the_state_has_go
 ) -> None:
     task = make_task(clock, executors=2, outputs=[NewOutput(path="/out/x", url="s3://b/x")])
     await store.create(task, owner="a", system_logs=[])
-    later = "2026-01-02T03:04:09Z"
+    later = parse_time("2026-01-02T03:04:09Z")
     applied = await store.apply(
         task.id,
         [

@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from poiesis.adapters.sqlalchemy.engine import create_engine
 from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore
 from poiesis.domain.states import State
+from poiesis.domain.times import parse_time
 from tests.support.server import running_server
 
 TASK = {"executors": [{"image": "alpine", "command": ["true"]}]}
@@ -37,7 +38,7 @@ def write_elsewhere(database_url: str, moves: list[tuple[str, State]]) -> None:
         engine = create_engine(database_url, writer=True)
         store = SqlAlchemyTaskStore(engine)
         for task_id, state in moves:
-            assert await store.transition(task_id, state, now="2026-12-01T00:00:00Z")
+            assert await store.transition(task_id, state, now=parse_time("2026-12-01T00:00:00Z"))
         await engine.dispose()
 
     asyncio.run(run())

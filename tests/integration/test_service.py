@@ -10,7 +10,7 @@ from poiesis.domain.errors import TaskNotFound
 from poiesis.domain.states import State
 from poiesis.domain.submission import Rules
 from poiesis.domain.tes import Task, View
-from poiesis.domain.times import rfc3339
+from poiesis.domain.times import parse_time, rfc3339
 from poiesis.ports.cluster import ClusterRefused, ClusterUnavailable
 from poiesis.services.tasks import TaskService
 from tests.conftest import FakeClock
@@ -108,7 +108,7 @@ async def test_cancel_of_a_finished_task_changes_nothing(
     service: TaskService, cluster: FakeCluster, store: SqlAlchemyTaskStore
 ) -> None:
     task_id = await service.create(BODY, owner="alice")
-    await store.transition(task_id, State.COMPLETE, now="2026-01-02T03:04:05Z")
+    await store.transition(task_id, State.COMPLETE, now=parse_time("2026-01-02T03:04:05Z"))
     await service.cancel(task_id, owner=None)
     assert await store.state(task_id) is State.COMPLETE
     assert cluster.cancelled == []

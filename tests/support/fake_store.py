@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -18,9 +19,9 @@ from poiesis.domain.times import parse_time, rfc3339
 from poiesis.ports.store import Applied, Change, ExecutorRan, Moved, OutputsRecorded, Transition
 
 
-def _time(value: str | None) -> str | None:
-    """As the database keeps a time: to the microsecond, in UTC, written back the same way."""
-    return None if value is None else rfc3339(parse_time(value))
+def _text(value: datetime | None) -> str | None:
+    """A time as the documents a read returns show it: RFC 3339, in UTC, to the microsecond."""
+    return None if value is None else rfc3339(value)
 
 
 @dataclass
@@ -60,7 +61,7 @@ class FakeTaskStore:
             raise Conflict(f"task {task.id} already exists")
         stored = msgspec.structs.replace(
             task,
-            creation_time=_time(task.creation_time) or "",
+            creation_time=rfc3339(parse_time(task.creation_time)),
             resources=task.resources if task.resources and task.resources != Resources() else None,
             tags=task.tags or None,
             inputs=task.inputs or None,
@@ -79,7 +80,7 @@ class FakeTaskStore:
         task_id: str,
         target: State,
         *,
-        now: str,
+        now: datetime,
         reason: str | None = None,
         metadata: dict[str, str] | None = None,
     ) -> bool:
@@ -91,8 +92,8 @@ class FakeTaskStore:
         task_id: str,
         index: int,
         *,
-        start_time: str | None = None,
-        end_time: str | None = None,
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
         exit_code: int | None = None,
         stdout: str | None = None,
         stderr: str | None = None,
@@ -120,8 +121,8 @@ class FakeTaskStore:
                     moved.append(change.target)
                 case ExecutorRan():
                     values = {
-                        "start_time": _time(change.start_time),
-                        "end_time": _time(change.end_time),
+                        "start_time": _text(change.start_time),
+                        "end_time": _text(change.end_time),
                         "exit_code": change.exit_code,
                         "stdout": change.stdout,
                         "stderr": change.stderr,
@@ -139,8 +140,8 @@ class FakeTaskStore:
         return Applied(state=row.state, moved=tuple(moved))
 
     def _move(self, row: _Row, change: Moved) -> None:
-        at = _time(change.at) or ""
-        row.history.append(Transition(source=row.state, target=change.target, at=at))
+        row.history.append(Transition(source=row.state, target=change.target, at=change.at.astimezone(UTC)))
+        at = _text(change.at)
         row.state = change.target
         if change.target in (State.INITIALIZING, State.RUNNING):
             log = row.ensure_log()

@@ -12,7 +12,6 @@ import pytest
 from poiesis.adapters.kubernetes.controller import Controller, ControllerSettings, Requeue, WorkQueue
 from poiesis.domain.states import State
 from poiesis.domain.tes import Task, View
-from poiesis.domain.times import rfc3339
 from poiesis.ports.store import Applied, Change, ExecutorRan, Moved, TaskStore
 from tests.builders import make_task
 from tests.conftest import FakeClock
@@ -77,7 +76,7 @@ class Harness:
         task = make_task(self.clock, **fields)
         await self.store.create(task, owner="a", system_logs=[])
         if state is not State.QUEUED:
-            assert await self.store.transition(task.id, state, now=rfc3339(self.clock.now()))
+            assert await self.store.transition(task.id, state, now=self.clock.now())
         return task
 
     async def full(self, task_id: str) -> Task:
@@ -126,7 +125,7 @@ async def test_the_recorder_writing_first_leaves_nothing_to_do(h: Harness) -> No
         False,
     )
     await h.controller.reconcile(task.id)
-    await h.store.transition(task.id, State.COMPLETE, now=rfc3339(h.clock.now()))
+    await h.store.transition(task.id, State.COMPLETE, now=h.clock.now())
     h.advance(SETTINGS.ended_grace_seconds)
     await h.controller.reconcile(task.id)
     log = (await h.full(task.id)).logs[0]  # type: ignore[index]
@@ -354,7 +353,7 @@ async def test_a_pass_over_a_task_running_well_reads_only_its_state(h: Harness) 
 
 async def test_a_pass_writes_only_the_steps_the_recorder_did_not(h: Harness) -> None:
     task = await h.task(State.RUNNING, executors=2)
-    now = rfc3339(h.clock.now())
+    now = h.clock.now()
     await h.store.record_executor(task.id, 0, start_time=now, end_time=now, exit_code=0)
     h.objects.pods[task.id] = (
         pod(

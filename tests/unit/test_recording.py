@@ -11,7 +11,6 @@ from poiesis.adapters.kubernetes.recording import PodRecorder
 from poiesis.domain.states import State
 from poiesis.domain.submission import NewInput, NewOutput
 from poiesis.domain.tes import OutputFileLog, Task, View
-from poiesis.domain.times import rfc3339
 from poiesis.ports.store import Moved
 from tests.builders import make_task
 from tests.conftest import FakeClock
@@ -44,7 +43,7 @@ async def stored(clock: FakeClock, executors: int = 3, **fields: Any) -> tuple[F
 
 
 def recorder(store: FakeTaskStore, task: Task, clock: FakeClock) -> PodRecorder:
-    return PodRecorder(store, task, lambda: rfc3339(clock.now()), tails=tails, outputs=outputs)
+    return PodRecorder(store, task, clock.now, tails=tails, outputs=outputs)
 
 
 def life(task_id: str) -> list[dict[str, Any]]:
@@ -150,8 +149,8 @@ async def test_a_task_ended_by_someone_else_is_recorded_as_ended(clock: FakeCloc
     store, task = await stored(clock)
     rec = recorder(store, task, clock)
     await rec.record(life(task.id)[2])
-    await store.transition(task.id, State.CANCELING, now=rfc3339(clock.now()))
-    await store.transition(task.id, State.CANCELED, now=rfc3339(clock.now()))
+    await store.transition(task.id, State.CANCELING, now=clock.now())
+    await store.transition(task.id, State.CANCELED, now=clock.now())
     writes = store.transactions
     assert await rec.record(life(task.id)[3]) is True
     assert await rec.record(life(task.id)[4]) is True
@@ -164,8 +163,8 @@ async def test_the_controllers_end_comes_with_the_steps_it_missed(clock: FakeClo
     ended = pod(
         task.id, terminated("tif"), terminated("executor-0"), terminated("executor-1", 3), phase="Failed"
     )
-    rec = PodRecorder(store, await store.get(task.id), lambda: rfc3339(clock.now()))
-    end = Moved(target=State.EXECUTOR_ERROR, at=rfc3339(clock.now()), reason="the recorder did not record it")
+    rec = PodRecorder(store, await store.get(task.id), clock.now)
+    end = Moved(target=State.EXECUTOR_ERROR, at=clock.now(), reason="the recorder did not record it")
     assert await rec.record_end(ended, end) is True
     assert store.transactions == 1
     shown = await store.get(task.id)
@@ -173,5 +172,5 @@ async def test_the_controllers_end_comes_with_the_steps_it_missed(clock: FakeClo
     log = (shown.logs or [])[0]
     assert [(e.exit_code, e.stdout) for e in log.logs] == [(0, None), (3, None)]
     assert log.system_logs == ["the recorder did not record it"]
-    again = PodRecorder(store, await store.get(task.id), lambda: rfc3339(clock.now()))
+    again = PodRecorder(store, await store.get(task.id), clock.now)
     assert await again.record_end(ended, end) is False, "the end was written already"

@@ -80,7 +80,7 @@ def state_durations(creation_time: str, history: list[Transition]) -> list[tuple
     entered = parse_time(creation_time)
     held = []
     for transition in history:
-        at = parse_time(transition.at)
+        at = transition.at
         held.append((transition.source, max(0.0, (at - entered).total_seconds())))
         entered = at
     return held

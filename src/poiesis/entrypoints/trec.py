@@ -46,7 +46,6 @@ from poiesis.adapters.kubernetes.taskpod import (
 from poiesis.adapters.sqlalchemy.engine import create_engine
 from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore
 from poiesis.domain.tes import OutputFileLog, View
-from poiesis.domain.times import rfc3339
 from poiesis.ports.clock import Clock
 from poiesis.ports.store import StoreUnavailable, TaskStore
 
@@ -120,9 +119,7 @@ class Recorder:
     async def reconcile(self, pod: dict[str, Any]) -> None:
         if self.pod is None:
             task = await self.store.get(self.cfg.task_id, view=View.FULL)
-            self.pod = PodRecorder(
-                self.store, task, lambda: rfc3339(self.clock.now()), tails=self._tail, outputs=self._outputs
-            )
+            self.pod = PodRecorder(self.store, task, self.clock.now, tails=self._tail, outputs=self._outputs)
         if await self.pod.record(pod):
             self._mark_recorded()
 

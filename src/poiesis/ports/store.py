@@ -17,12 +17,15 @@ Contract, for every adapter:
   transaction, in order, each with the meaning of its single-write method; a move the lifecycle
   does not allow at its turn is skipped, and `Applied.moved` says which moves happened.
 - Listing is newest first, in pages bounded by `query.page_size`, continuing after `query.after`.
+- Times are values (`datetime`, timezone-aware), kept to the microsecond; the TES documents a read
+  returns show them in RFC 3339.
 - Every method raises `StoreUnavailable` when the database cannot be reached; nothing is half written.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from datetime import datetime
 from typing import Protocol
 
 import msgspec
@@ -40,14 +43,14 @@ class StoreUnavailable(Unavailable):
 class Transition(msgspec.Struct, frozen=True, kw_only=True):
     source: State
     target: State
-    at: str
+    at: datetime
 
 
 class Moved(msgspec.Struct, frozen=True, kw_only=True):
     """A guarded transition, as `transition` makes it."""
 
     target: State
-    at: str
+    at: datetime
     reason: str | None = None
     metadata: dict[str, str] | None = None
 
@@ -56,8 +59,8 @@ class ExecutorRan(msgspec.Struct, frozen=True, kw_only=True):
     """An executor log upserted, as `record_executor` writes it."""
 
     index: int
-    start_time: str | None = None
-    end_time: str | None = None
+    start_time: datetime | None = None
+    end_time: datetime | None = None
     exit_code: int | None = None
     stdout: str | None = None
     stderr: str | None = None
@@ -93,7 +96,7 @@ class TaskStore(Protocol):
         task_id: str,
         target: State,
         *,
-        now: str,
+        now: datetime,
         reason: str | None = None,
         metadata: dict[str, str] | None = None,
     ) -> bool:
@@ -107,8 +110,8 @@ class TaskStore(Protocol):
         task_id: str,
         index: int,
         *,
-        start_time: str | None = None,
-        end_time: str | None = None,
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
         exit_code: int | None = None,
         stdout: str | None = None,
         stderr: str | None = None,

@@ -77,7 +77,7 @@ class TaskService:
         except ClusterRefused as exc:
             log.warning("task %s: the cluster refused it: %s", accepted.task.id, exc)
             await self._store.transition(
-                accepted.task.id, State.SYSTEM_ERROR, now=rfc3339(self._clock.now()), reason=str(exc)
+                accepted.task.id, State.SYSTEM_ERROR, now=self._clock.now(), reason=str(exc)
             )
         return accepted.task.id
 
@@ -105,11 +105,11 @@ class TaskService:
         state = await self._store.state(task_id, owner=owner)
         if is_terminal(state):
             return
-        await self._store.transition(task_id, State.CANCELING, now=rfc3339(self._clock.now()))
+        await self._store.transition(task_id, State.CANCELING, now=self._clock.now())
         try:
             gone = await self._cluster.cancel(task_id)
         except ClusterUnavailable as exc:
             log.warning("task %s stays CANCELING: cluster unavailable: %s", task_id, exc)
             return
         if gone:
-            await self._store.transition(task_id, State.CANCELED, now=rfc3339(self._clock.now()))
+            await self._store.transition(task_id, State.CANCELED, now=self._clock.now())

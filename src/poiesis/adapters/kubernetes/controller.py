@@ -17,6 +17,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Hashable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
@@ -27,7 +28,7 @@ from poiesis.adapters.kubernetes.recording import PodRecorder
 from poiesis.domain.errors import TaskNotFound
 from poiesis.domain.states import State, is_terminal
 from poiesis.domain.tes import Task, View
-from poiesis.domain.times import parse_time, rfc3339
+from poiesis.domain.times import parse_time
 from poiesis.ports.clock import Clock
 from poiesis.ports.cluster import ClusterRefused, ClusterUnavailable
 from poiesis.ports.store import Moved, StoreUnavailable, TaskStore
@@ -143,8 +144,8 @@ class WorkQueue:
 
 
 class Controller:
-    def _now(self) -> str:
-        return rfc3339(self._clock.now())
+    def _now(self) -> datetime:
+        return self._clock.now()
 
     def _monotonic(self) -> float:
         return self._clock.monotonic()
@@ -253,7 +254,9 @@ class Controller:
     async def _queued_without_pod(self, task: Task) -> Decision:
         if task.state is not State.QUEUED:  # moved on since the state was read: look again
             return Requeue(0.0)
-        age = (parse_time(self._now()) - parse_time(task.creation_time or self._now())).total_seconds()
+        now = self._now()
+        created = parse_time(task.creation_time) if task.creation_time else now
+        age = (now - created).total_seconds()
         if age < self.settings.queued_grace_seconds:
             return Requeue(self.settings.queued_grace_seconds - age)
         job = await self.objects.job(task.id)

@@ -11,13 +11,14 @@ one status shows new goes to the store in one transaction (`TaskStore.apply`).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 
 from poiesis.adapters.kubernetes import diagnose, observe
 from poiesis.domain import lifecycle
 from poiesis.domain.states import State, is_terminal
 from poiesis.domain.tes import OutputFileLog, Task
-from poiesis.domain.times import rfc3339
+from poiesis.domain.times import parse_time
 from poiesis.ports.store import Applied, Change, ExecutorRan, Moved, OutputsRecorded, TaskStore
 
 Tails = Callable[[int], Awaitable[tuple[str, str]]]
@@ -26,8 +27,9 @@ Outputs = Callable[[], Awaitable[list[OutputFileLog]]]
 """The output file logs the stage-out filer reported."""
 
 
-def _iso(value: Any) -> str:
-    return value if isinstance(value, str) else rfc3339(value)
+def _moment(value: str | datetime) -> datetime:
+    """A time the Pod's status gives (RFC 3339 text) as a value."""
+    return parse_time(value) if isinstance(value, str) else value
 
 
 class PodRecorder:
@@ -35,7 +37,7 @@ class PodRecorder:
         self,
         store: TaskStore,
         task: Task,
-        now: Callable[[], str],
+        now: Callable[[], datetime],
         *,
         tails: Tails | None = None,
         outputs: Outputs | None = None,
@@ -66,15 +68,15 @@ class PodRecorder:
                     planned = State.INITIALIZING
                 case lifecycle.ExecutorStarted(index=index, at=at):
                     if planned in (State.QUEUED, State.INITIALIZING):
-                        changes.append(Moved(target=State.RUNNING, at=_iso(at)))
+                        changes.append(Moved(target=State.RUNNING, at=_moment(at)))
                         planned = State.RUNNING
                     if index not in self._started:
-                        changes.append(ExecutorRan(index=index, start_time=_iso(at)))
+                        changes.append(ExecutorRan(index=index, start_time=_moment(at)))
                         self._started.add(index)
                 case lifecycle.ExecutorExited(index=index, exit_code=code, at=at) if index not in self._ended:
                     out, err = await self._tails(index) if self._tails is not None else (None, None)
                     changes.append(
-                        ExecutorRan(index=index, end_time=_iso(at), exit_code=code, stdout=out, stderr=err)
+                        ExecutorRan(index=index, end_time=_moment(at), exit_code=code, stdout=out, stderr=err)
                     )
                     self._ended.add(index)
         return planned

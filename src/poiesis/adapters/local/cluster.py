@@ -32,6 +32,7 @@ import shutil
 import stat
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -135,8 +136,8 @@ class LocalCluster:
             "the executor images are not used; limits enforced: " + self.enforced
         )
 
-    def _now(self) -> str:
-        return rfc3339(self._clock.now())
+    def _now(self) -> datetime:
+        return self._clock.now()
 
     # The Cluster port
 
@@ -317,7 +318,7 @@ class LocalCluster:
     ) -> lifecycle.Progress:
         started = self._now()
         progress = lifecycle.apply(
-            task.executors, bool(task.outputs), progress, lifecycle.ExecutorStarted(index, started)
+            task.executors, bool(task.outputs), progress, lifecycle.ExecutorStarted(index, rfc3339(started))
         )
         await self._patient.transition(task.id, State.RUNNING, now=started)
         await self._patient.record_executor(task.id, index, start_time=started)
@@ -340,7 +341,7 @@ class LocalCluster:
             task.executors,
             bool(task.outputs),
             progress,
-            lifecycle.ExecutorExited(index, outcome_code, ended),
+            lifecycle.ExecutorExited(index, outcome_code, rfc3339(ended)),
         )
 
     async def _limited(self, task: Task, index: int, launch: Launch, root: str) -> Outcome:

@@ -13,6 +13,7 @@ driver's errors into the port's (the one place).
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -37,7 +38,7 @@ from poiesis.domain.errors import Conflict, TaskNotFound
 from poiesis.domain.listing import TaskPage, TaskQuery
 from poiesis.domain.states import TERMINAL, State, can_transition
 from poiesis.domain.tes import OutputFileLog, Resources, Task, View
-from poiesis.domain.times import parse_time, rfc3339
+from poiesis.domain.times import parse_time
 from poiesis.ports.store import (
     Applied,
     Change,
@@ -48,6 +49,11 @@ from poiesis.ports.store import (
 )
 
 ATTEMPT = 0  # Poiesis does not retry tasks: one task log per task.
+
+
+def _aware(value: datetime) -> datetime:
+    """SQLite gives back naive times (stored in UTC)."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _drop_none(**values: Any) -> dict[str, Any]:
@@ -114,7 +120,7 @@ class SqlAlchemyTaskStore:
         task_id: str,
         target: State,
         *,
-        now: str,
+        now: datetime,
         reason: str | None = None,
         metadata: dict[str, str] | None = None,
     ) -> bool:
@@ -127,8 +133,8 @@ class SqlAlchemyTaskStore:
         task_id: str,
         index: int,
         *,
-        start_time: str | None = None,
-        end_time: str | None = None,
+        start_time: datetime | None = None,
+        end_time: datetime | None = None,
         exit_code: int | None = None,
         stdout: str | None = None,
         stderr: str | None = None,
@@ -174,7 +180,7 @@ class SqlAlchemyTaskStore:
         return Applied(state=state, moved=tuple(moved))
 
     async def _move(self, conn: AsyncConnection, task_id: str, current: State, change: Moved) -> None:
-        target, at = change.target, parse_time(change.at)
+        target, at = change.target, change.at
         await conn.execute(sa.update(t.task).where(t.task.c.id == task_id).values(state=target))
         await conn.execute(
             sa.insert(t.state_transition),
@@ -202,8 +208,8 @@ class SqlAlchemyTaskStore:
 
     async def _executor(self, conn: AsyncConnection, task_id: str, change: ExecutorRan) -> None:
         values = _drop_none(
-            start_time=parse_time(change.start_time) if change.start_time else None,
-            end_time=parse_time(change.end_time) if change.end_time else None,
+            start_time=change.start_time,
+            end_time=change.end_time,
             exit_code=change.exit_code,
             stdout=change.stdout,
             stderr=change.stderr,
@@ -330,7 +336,7 @@ class SqlAlchemyTaskStore:
                     .order_by(st.c.id)
                 )
             ).all()
-        return [Transition(source=State(r.source), target=State(r.target), at=rfc3339(r.at)) for r in rows]
+        return [Transition(source=State(r.source), target=State(r.target), at=_aware(r.at)) for r in rows]
 
     async def ids_in_states(self, states: Collection[State]) -> list[str]:
         async with self._reader.connect() as conn:
