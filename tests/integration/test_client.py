@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.server import Server, running_server, sandbox_workspaces
+from tests.support.server import Server, local_serve, running_server
 
 if not Path("/usr/bin/bwrap").exists():
     pytest.skip(
@@ -56,17 +56,8 @@ def one_line_error(result: subprocess.CompletedProcess[str], *fragments: str) ->
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    tmp = tmp_path_factory.mktemp("client")
-    with sandbox_workspaces() as workspaces:
-        env = {
-            "POIESIS_BACKEND": "local",
-            "POIESIS_LOCAL_RUNTIME": "bwrap",
-            "POIESIS_LOCAL_WORKSPACES": str(workspaces),
-            "POIESIS_LOCAL_MAX_TASKS": "8",
-            "POIESIS_LOG_FORMAT": "text",
-        }
-        with running_server("serve", f"sqlite:///{tmp / 'tes.db'}", tmp, env) as s:
-            yield s
+    with local_serve(tmp_path_factory.mktemp("client")) as s:
+        yield s
 
 
 def submit(server: Server, *args: str) -> str:

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.support.browser import chromium, eventually, require_browser, screenshot, send_basic
-from tests.support.server import Server, running_server, sandbox_workspaces
+from tests.support.server import Server, local_serve, running_server
 
 if not Path("/usr/bin/bwrap").exists():
     pytest.skip("bubblewrap is not installed: run scripts/test", allow_module_level=True)
@@ -32,18 +32,8 @@ def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory, shared: Path) -> Iterator[Server]:
-    tmp = tmp_path_factory.mktemp("dashboard")
-    with sandbox_workspaces() as workspaces:
-        env = {
-            "POIESIS_FILE_ROOTS": str(shared),
-            "POIESIS_BACKEND": "local",
-            "POIESIS_LOCAL_RUNTIME": "bwrap",
-            "POIESIS_LOCAL_WORKSPACES": str(workspaces),
-            "POIESIS_LOCAL_MAX_TASKS": "8",
-            "POIESIS_LOG_FORMAT": "text",
-        }
-        with running_server("serve", f"sqlite:///{tmp / 'tes.db'}", tmp, env) as s:
-            yield s
+    with local_serve(tmp_path_factory.mktemp("dashboard"), {"POIESIS_FILE_ROOTS": str(shared)}) as s:
+        yield s
 
 
 @pytest.fixture(scope="module")

@@ -149,43 +149,30 @@ def test_the_local_backend_reports_its_load_and_the_time_tasks_spent_in_each_sta
 
     import tes
 
-    from tests.support.server import sandbox_workspaces
+    from tests.support.server import local_serve
     from tests.support.tasks import wait_ended
 
     def sleep(seconds: float) -> dict[str, object]:
         return {"executors": [{"image": "alpine", "command": ["sleep", str(seconds)]}]}
 
-    with sandbox_workspaces() as workspaces:
-        env = {
-            "POIESIS_BACKEND": "local",
-            "POIESIS_LOCAL_RUNTIME": "bwrap",
-            "POIESIS_LOCAL_WORKSPACES": str(workspaces),
-            "POIESIS_LOCAL_MAX_TASKS": "1",
-            "POIESIS_LOG_FORMAT": "text",
-        }
-        with (
-            running_server("serve", f"sqlite:///{tmp_path / 'tes.db'}", tmp_path, env) as server,
-            httpx.Client(timeout=10) as http,
-        ):
-            client = tes.HTTPClient(server.url, timeout=10)
-            for _ in range(2):
-                assert (
-                    wait_ended(
-                        client, http.post(f"{server.tes}/tasks", json=sleep(0.5)).json()["id"], 60
-                    ).state
-                    == "COMPLETE"
-                )
-            ended = scrape(server.url)
-            first = http.post(f"{server.tes}/tasks", json=sleep(60)).json()["id"]
-            second = http.post(f"{server.tes}/tasks", json=sleep(60)).json()["id"]
-            limit = time.monotonic() + 30
-            while http.get(f"{server.tes}/tasks/{first}").json()["state"] != "RUNNING":
-                assert time.monotonic() < limit
-                time.sleep(0.1)
-            busy = scrape(server.url)
-            for task_id in (first, second):
-                assert http.post(f"{server.tes}/tasks/{task_id}:cancel").status_code == 200
-            idle = scrape(server.url)
+    with local_serve(tmp_path, max_tasks=1) as server, httpx.Client(timeout=10) as http:
+        client = tes.HTTPClient(server.url, timeout=10)
+        for _ in range(2):
+            assert (
+                wait_ended(client, http.post(f"{server.tes}/tasks", json=sleep(0.5)).json()["id"], 60).state
+                == "COMPLETE"
+            )
+        ended = scrape(server.url)
+        first = http.post(f"{server.tes}/tasks", json=sleep(60)).json()["id"]
+        second = http.post(f"{server.tes}/tasks", json=sleep(60)).json()["id"]
+        limit = time.monotonic() + 30
+        while http.get(f"{server.tes}/tasks/{first}").json()["state"] != "RUNNING":
+            assert time.monotonic() < limit
+            time.sleep(0.1)
+        busy = scrape(server.url)
+        for task_id in (first, second):
+            assert http.post(f"{server.tes}/tasks/{task_id}:cancel").status_code == 200
+        idle = scrape(server.url)
 
     def count(samples: dict[tuple[str, tuple[tuple[str, str], ...]], float], state: str) -> float:
         return samples[("poiesis_task_state_duration_seconds_count", (("state", state),))]

@@ -24,6 +24,8 @@ class Server:
     url: str
     process: subprocess.Popen[bytes]
     log: Path
+    workspaces: Path | None = None
+    """The local backend's workspaces (`local_serve`)."""
 
     @property
     def tes(self) -> str:
@@ -79,3 +81,19 @@ def running_server(
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+@contextmanager
+def local_serve(log_dir: Path, env: dict[str, str] | None = None, max_tasks: int = 8) -> Iterator[Server]:
+    """`poiesis serve` on SQLite with the local backend running executors in its bubblewrap sandbox."""
+    with sandbox_workspaces() as workspaces:
+        environ = {
+            "POIESIS_BACKEND": "local",
+            "POIESIS_LOCAL_RUNTIME": "bwrap",
+            "POIESIS_LOCAL_WORKSPACES": str(workspaces),
+            "POIESIS_LOCAL_MAX_TASKS": str(max_tasks),
+            "POIESIS_LOG_FORMAT": "text",
+        } | (env or {})
+        with running_server("serve", f"sqlite:///{log_dir / 'tes.db'}", log_dir, environ) as server:
+            server.workspaces = workspaces
+            yield server

@@ -1,6 +1,7 @@
 """The Kubernetes backend end to end on the test cluster: the real API creates TaskPods, kwok plays
 the kubelet (outcomes through each container's KWOK_* env), and one `poiesis trec` process per Pod
-records what happens, with a token bound to the task's own ServiceAccount."""
+records what happens, with a token bound to the task's own ServiceAccount. The Cluster contract
+(tests/contracts/cluster.py) runs here too, through `KubeRuns`."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from kubernetes.client.exceptions import ApiException
 from poiesis.adapters.sqlalchemy.engine import create_engine
 from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore
 from tests.conftest import fresh_postgres_url_sync
+from tests.contracts.cluster import *  # noqa: F403 - the Cluster contract's tests, collected here
 from tests.integration.k8s.conftest import wait_until
 from tests.support.postgres import free_port
 from tests.support.recorders import InProcessRecorders, Recorders, service_account_token, token_kubeconfig
@@ -207,6 +209,61 @@ def ex(name: str, **env: str) -> tes.Executor:
     return tes.Executor(image=f"registry.example/{name}:1", command=[name, "--run"], env=env or None)
 
 
+class KubeRuns:
+    """The Cluster contract's view of this backend: kwok plays each container as its KWOK_* env
+    says, and runs no program, so there is no output to keep."""
+
+    keeps_output = False
+
+    def __init__(self, k8s: Backend) -> None:
+        self.k8s = k8s
+        self.client = k8s.client
+
+    def exits(
+        self, code: int, *, stdout: str = "", stderr: str = "", ignore_error: bool = False
+    ) -> tes.Executor:
+        if ignore_error:
+            # Under ignore_error the launcher exits 0 and puts the real code in the termination message.
+            return tes.Executor(
+                image="registry.example/b:1",
+                command=["b"],
+                ignore_error=True,
+                env={"KWOK_EXIT_CODE": "0", "KWOK_MESSAGE": f"exit_code={code}"},
+            )
+        return ex("step", KWOK_EXIT_CODE=str(code)) if code else ex("step")
+
+    def hangs(self) -> tes.Executor:
+        return ex("hang", KWOK_HANG="true")
+
+    def wait(self, task_id: str, timeout: float = 60) -> tes.Task:
+        return self.k8s.wait(task_id, timeout)
+
+    def executor_running(self, task_id: str, index: int) -> bool:
+        pods = self.k8s.pods(task_id)
+        return bool(pods) and any(
+            s.name == f"executor-{index}" and s.state.running
+            for s in pods[0].status.init_container_statuses or []
+        )
+
+    def left_nothing(self, task_id: str) -> None:
+        selector = f"{LABEL}={task_id}"
+        assert self.k8s.pods(task_id) == []
+        assert self.k8s.batch.list_namespaced_job(self.k8s.namespace, label_selector=selector).items == []
+        core, namespace = self.k8s.core, self.k8s.namespace
+        wait_until(
+            lambda: (
+                not core.list_namespaced_config_map(namespace, label_selector=selector).items
+                and not core.list_namespaced_service_account(namespace, label_selector=selector).items
+            ),
+            what="the owned objects collected",
+        )
+
+
+@pytest.fixture(scope="module")
+def runs(k8s: Backend) -> KubeRuns:
+    return KubeRuns(k8s)
+
+
 def test_a_three_executor_task_with_inputs_and_outputs(k8s: Backend) -> None:
     task_id = k8s.client.create_task(
         tes.Task(
@@ -263,27 +320,6 @@ def test_a_three_executor_task_with_inputs_and_outputs(k8s: Backend) -> None:
     ]
 
 
-def test_executor_two_exits_3(k8s: Backend) -> None:
-    task = k8s.wait(
-        k8s.client.create_task(tes.Task(executors=[ex("a"), ex("b", KWOK_EXIT_CODE="3"), ex("c")]))
-    )
-    assert task.state == "EXECUTOR_ERROR"
-    assert [log.exit_code for log in task.logs[0].logs] == [0, 3]
-
-
-def test_ignore_error_keeps_the_real_code_from_the_launcher(k8s: Backend) -> None:
-    # Under ignore_error the launcher exits 0 and puts the real code in the termination message.
-    failing = tes.Executor(
-        image="registry.example/b:1",
-        command=["b"],
-        ignore_error=True,
-        env={"KWOK_EXIT_CODE": "0", "KWOK_MESSAGE": "exit_code=3"},
-    )
-    task = k8s.wait(k8s.client.create_task(tes.Task(executors=[ex("a"), failing, ex("c")])))
-    assert [log.exit_code for log in task.logs[0].logs] == [0, 3, 0]
-    assert task.state == "EXECUTOR_ERROR"
-
-
 def test_an_executor_without_a_shell_redirects_through_the_launcher(k8s: Backend) -> None:
     task_id = k8s.client.create_task(
         tes.Task(
@@ -305,32 +341,6 @@ def test_an_executor_without_a_shell_redirects_through_the_launcher(k8s: Backend
     assert executor.command[3:5] == ["--stdout", "/data/out/app.log"] or "--stdout" in executor.command
     assert not any(part in ("sh", "/bin/sh", "-c") for part in executor.command)
     assert k8s.wait(task_id).state == "COMPLETE"
-
-
-def test_cancel_in_the_middle_of_an_executor(k8s: Backend) -> None:
-    task_id = k8s.client.create_task(tes.Task(executors=[ex("a"), ex("hang", KWOK_HANG="true")]))
-    wait_until(lambda: k8s.client.get_task(task_id).state == "RUNNING", what="RUNNING")
-    wait_until(
-        lambda: (
-            (p := k8s.pods(task_id))
-            and any(
-                s.name == "executor-1" and s.state.running for s in p[0].status.init_container_statuses or []
-            )
-        ),
-        what="executor-1 running",
-    )
-    k8s.client.cancel_task(task_id)
-    assert k8s.wait(task_id).state == "CANCELED"
-    selector = f"{LABEL}={task_id}"
-    assert k8s.pods(task_id) == []
-    assert k8s.batch.list_namespaced_job(k8s.namespace, label_selector=selector).items == []
-    wait_until(
-        lambda: (
-            not k8s.core.list_namespaced_config_map(k8s.namespace, label_selector=selector).items
-            and not k8s.core.list_namespaced_service_account(k8s.namespace, label_selector=selector).items
-        ),
-        what="the owned objects collected",
-    )
 
 
 def test_trec_token_reads_its_own_pod_and_log_and_nothing_else(

@@ -100,24 +100,6 @@ def test_two_executors_share_a_volume(client: tes.HTTPClient, env: Env) -> None:
     assert not (env.workspaces / task.id).exists()  # the workspace is removed when the task ends
 
 
-def test_a_failing_first_executor_stops_the_task(client: tes.HTTPClient) -> None:
-    task = run(client, tes.Task(executors=[sh("echo failing >&2; exit 3"), sh("echo never")]))
-    assert task.state == "EXECUTOR_ERROR"
-    logs = task.logs[0].logs
-    assert len(logs) == 1
-    assert logs[0].exit_code == 3
-    assert logs[0].stderr == "failing\n"
-
-
-def test_ignore_error_runs_the_next_executor_and_keeps_the_real_code(client: tes.HTTPClient) -> None:
-    task = run(client, tes.Task(executors=[sh("exit 3", ignore_error=True), sh("echo went-on")]))
-    # Documented: an executor that failed under ignore_error still makes the task EXECUTOR_ERROR.
-    assert task.state == "EXECUTOR_ERROR"
-    logs = task.logs[0].logs
-    assert [log.exit_code for log in logs] == [3, 0]
-    assert logs[1].stdout == "went-on\n"
-
-
 def test_stdin_stdout_and_stderr_files(client: tes.HTTPClient, env: Env) -> None:
     task = run(
         client,
@@ -237,23 +219,6 @@ def _sleepers(marker: str) -> list[psutil.Process]:
         if cmdline[:1] == ["sleep"] and marker in cmdline:
             found.append(p)
     return found
-
-
-def test_cancel_stops_a_running_executor(client: tes.HTTPClient, env: Env) -> None:
-    task_id = client.create_task(tes.Task(executors=[executor("sleep", "600.123")]))
-    deadline = time.monotonic() + 30
-    while client.get_task(task_id).state != "RUNNING" or not _sleepers("600.123"):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    client.cancel_task(task_id)
-    assert client.get_task(task_id).state in ("CANCELING", "CANCELED")
-    deadline = time.monotonic() + 30
-    while client.get_task(task_id).state != "CANCELED":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    assert _sleepers("600.123") == []
-    assert not (env.workspaces / task_id).exists()
-    assert client.get_task(task_id, view="FULL").logs[0].logs == []  # the executor never exited
 
 
 def test_fifty_tasks_at_once_all_finish_correctly(client: tes.HTTPClient) -> None:

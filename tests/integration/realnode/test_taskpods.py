@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import gc
 import json
+import shlex
 import sys
 import time
 import uuid
@@ -26,6 +27,7 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.stream import stream
 
 from tests.conftest import fresh_postgres_url_sync
+from tests.contracts.cluster import *  # noqa: F403 - the Cluster contract's tests, collected here
 from tests.support import storage
 from tests.support.postgres import free_port
 from tests.support.realnode import database_secret, write_config
@@ -160,6 +162,48 @@ def timings(name: str, node: Node, task_id: str, posted: float, task: tes.Task, 
     print(
         f"[{name}] POST -> first executor started {running:.2f} s; last executor end -> state in GET {ended}"
     )
+
+
+class NodeRuns:
+    """The Cluster contract (tests/contracts/cluster.py) on the real node: real containers, real
+    output."""
+
+    keeps_output = True
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.client = node.client
+
+    def exits(
+        self, code: int, *, stdout: str = "", stderr: str = "", ignore_error: bool = False
+    ) -> tes.Executor:
+        script = f"printf %s {shlex.quote(stdout)}; printf %s {shlex.quote(stderr)} >&2; exit {code}"
+        return tes.Executor(image=BUSYBOX, command=["sh", "-c", script], ignore_error=ignore_error or None)
+
+    def hangs(self) -> tes.Executor:
+        return tes.Executor(image=BUSYBOX, command=["sleep", "600"])
+
+    def wait(self, task_id: str, timeout: float = 120) -> tes.Task:
+        return self.node.wait(task_id, max(timeout, 120))
+
+    def executor_running(self, task_id: str, index: int) -> bool:
+        pods = self.node.pods(task_id)
+        return bool(pods) and any(
+            s.name == f"executor-{index}" and s.state.running
+            for s in pods[0].status.init_container_statuses or []
+        )
+
+    def left_nothing(self, task_id: str) -> None:
+        assert self.node.pods(task_id) == []
+        jobs = client.BatchV1Api(self.node.core.api_client).list_namespaced_job(
+            self.node.namespace, label_selector=f"{LABEL}={task_id}"
+        )
+        assert jobs.items == []
+
+
+@pytest.fixture(scope="module")
+def runs(node: Node) -> NodeRuns:
+    return NodeRuns(node)
 
 
 def test_three_executors_with_s3_inputs_and_outputs(node: Node) -> None:
