@@ -9,10 +9,13 @@ from typing import Any
 
 import pytest
 
+from poiesis.adapters.kubernetes import diagnose, observe
 from poiesis.adapters.kubernetes.controller import Controller, ControllerSettings, Requeue, WorkQueue
+from poiesis.domain import lifecycle
 from poiesis.domain.states import State
 from poiesis.domain.tes import Task, View
 from poiesis.ports.store import Applied, Change, ExecutorRan, Moved, TaskStore
+from poiesis.ports.taskobjects import JobSeen, PodSeen, Verdict
 from tests.builders import make_task
 from tests.conftest import FakeClock
 from tests.support.fake_store import FakeTaskStore
@@ -22,7 +25,8 @@ SETTINGS = ControllerSettings(ended_grace_seconds=10, queued_grace_seconds=30, s
 
 
 class FakeTaskObjects:
-    """The cluster as the controller sees it, in memory."""
+    """The cluster as the controller sees it, in memory: Pods and Jobs as the Kubernetes API gives
+    them, read through the same functions the Kubernetes adapter uses."""
 
     def __init__(self) -> None:
         self.pods: dict[str, tuple[dict[str, Any], bool]] = {}
@@ -32,18 +36,24 @@ class FakeTaskObjects:
         self.events: list[tuple[str, str]] = []
         self.kueue = False
 
-    def pod(self, task_id: str) -> tuple[dict[str, Any], bool] | None:
-        return self.pods.get(task_id)
+    def pod(self, task_id: str) -> PodSeen | None:
+        seen = self.pods.get(task_id)
+        return None if seen is None else diagnose.pod_seen(*seen)
+
+    def end_of(self, task: Task) -> Verdict | None:
+        pod, deleted = self.pods[task.id]
+        return diagnose.ended(task, pod, deleted=deleted)
+
+    def steps(self, task: Task) -> list[lifecycle.Event]:
+        return observe.events(task, self.pods[task.id][0])
 
     def forget(self, task_id: str) -> None:
         if task_id in self.pods and self.pods[task_id][1]:
             del self.pods[task_id]
 
-    async def job(self, task_id: str) -> dict[str, Any] | None:
-        return self.jobs.get(task_id)
-
-    def needs_release(self, job: dict[str, Any]) -> bool:
-        return bool(job["spec"].get("suspend")) and not self.kueue
+    async def job(self, task_id: str) -> JobSeen | None:
+        job = self.jobs.get(task_id)
+        return None if job is None else diagnose.job_seen(job, admitted_elsewhere=self.kueue)
 
     async def known(self) -> set[str]:
         return set(self.pods) | set(self.jobs)

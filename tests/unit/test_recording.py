@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from poiesis.adapters.kubernetes import observe
 from poiesis.adapters.kubernetes.recording import PodRecorder
 from poiesis.domain.states import State
 from poiesis.domain.submission import NewInput, NewOutput
@@ -165,7 +166,7 @@ async def test_the_controllers_end_comes_with_the_steps_it_missed(clock: FakeClo
     )
     rec = PodRecorder(store, await store.get(task.id), clock.now)
     end = Moved(target=State.EXECUTOR_ERROR, at=clock.now(), reason="the recorder did not record it")
-    assert await rec.record_end(ended, end) is True
+    assert await rec.record_end(observe.events(task, ended), end) is True
     assert store.transactions == 1
     shown = await store.get(task.id)
     assert shown.state is State.EXECUTOR_ERROR
@@ -173,4 +174,4 @@ async def test_the_controllers_end_comes_with_the_steps_it_missed(clock: FakeClo
     assert [(e.exit_code, e.stdout) for e in log.logs] == [(0, None), (3, None)]
     assert log.system_logs == ["the recorder did not record it"]
     again = PodRecorder(store, await store.get(task.id), clock.now)
-    assert await again.record_end(ended, end) is False, "the end was written already"
+    assert await again.record_end(observe.events(task, ended), end) is False, "the end was written already"

@@ -18,12 +18,11 @@ import logging
 import time
 from collections.abc import Hashable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING
 
 import msgspec
 
 from poiesis.adapters.clock import SystemClock
-from poiesis.adapters.kubernetes import diagnose
 from poiesis.adapters.kubernetes.recording import PodRecorder
 from poiesis.domain.errors import TaskNotFound
 from poiesis.domain.states import State, is_terminal
@@ -32,6 +31,7 @@ from poiesis.domain.times import parse_time
 from poiesis.ports.clock import Clock
 from poiesis.ports.cluster import ClusterRefused, ClusterUnavailable
 from poiesis.ports.store import Moved, StoreUnavailable, TaskStore
+from poiesis.ports.taskobjects import Stuck, TaskObjects, Verdict
 
 if TYPE_CHECKING:
     from poiesis.adapters.metrics import ControllerMetrics
@@ -63,38 +63,6 @@ class ControllerSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unkno
     fails as SYSTEM_ERROR and its Job is removed."""
     delete_orphans: bool = True
     """Remove Jobs and Pods labelled for a task the database does not know."""
-
-
-class TaskObjects(Protocol):
-    """The controller's view of the cluster: an informer's cache of task Pods, plus reads and writes."""
-
-    def pod(self, task_id: str) -> tuple[dict[str, Any], bool] | None:
-        """The task's Pod as last seen, and whether it was deleted (then this is its last status)."""
-        ...
-
-    def forget(self, task_id: str) -> None:
-        """Drop what is kept of a deleted Pod once its task is settled."""
-        ...
-
-    async def job(self, task_id: str) -> dict[str, Any] | None: ...
-
-    def needs_release(self, job: dict[str, Any]) -> bool:
-        """The Job is still suspended and no admission controller (Kueue) will release it."""
-        ...
-
-    async def known(self) -> set[str]:
-        """Every task id the cluster holds a Job or Pod for."""
-        ...
-
-    async def submit(self, task: Task) -> None: ...
-
-    async def remove(self, task_id: str) -> bool:
-        """Delete the task's Job and Pods; True once no Pod of the task is left."""
-        ...
-
-    async def event(self, task_id: str, reason: str, message: str, *, warning: bool) -> None:
-        """A Kubernetes event on the task's Job (best effort)."""
-        ...
 
 
 class Requeue(msgspec.Struct, frozen=True):
@@ -195,11 +163,10 @@ class Controller:
             return await self._finish_cancel(task)
         seen = self.objects.pod(task_id)
         if seen is not None:
-            pod, deleted = seen
-            if deleted or diagnose.has_ended(pod):
-                return await self._pod_ended(await self.store.get(task_id, view=View.FULL), pod, deleted)
+            if seen.deleted or seen.ended:
+                return await self._pod_ended(await self.store.get(task_id, view=View.FULL), seen.deleted)
             self._ended_seen.pop(task_id, None)
-            return await self._pod_cannot_start(task, pod)
+            return await self._pod_cannot_start(task, seen.stuck)
         if task.state is State.QUEUED:
             return await self._queued_without_pod(await self.store.get(task_id, view=View.FULL))
         # INITIALIZING or RUNNING, and no Pod in the cache: ask the API itself.
@@ -207,21 +174,21 @@ class Controller:
         if job is None:
             await self._write(
                 task,
-                diagnose.Verdict(
+                Verdict(
                     State.SYSTEM_ERROR,
                     "Gone",
                     "the task's Job and Pod are gone and nothing recorded the task's end",
                 ),
             )
-        elif (failed := diagnose.job_failed(job)) is not None:
-            await self._write(task, failed)
+        elif job.failed is not None:
+            await self._write(task, job.failed)
         return None
 
-    async def _pod_ended(self, task: Task, pod: dict[str, Any], deleted: bool) -> Decision:
+    async def _pod_ended(self, task: Task, deleted: bool) -> Decision:
         if is_terminal(task.state):  # written since the state was read
             self._settled(task.id)
             return None
-        verdict = diagnose.ended(task, pod, deleted=deleted)
+        verdict = self.objects.end_of(task)
         if verdict is None:
             self._ended_seen.pop(task.id, None)
             return None
@@ -232,13 +199,12 @@ class Controller:
             return Requeue(wait)
         # The steps the Pod shows and the task does not, then the end, in one transaction.
         recorder = PodRecorder(self.store, task, self._now)
-        if await recorder.record_end(pod, self._end(verdict)):
+        if await recorder.record_end(self.objects.steps(task), self._end(verdict)):
             await self._ended(task, verdict)
         self._settled(task.id)
         return None
 
-    async def _pod_cannot_start(self, task: Task, pod: dict[str, Any]) -> Decision:
-        found = diagnose.stuck(pod)
+    async def _pod_cannot_start(self, task: Task, found: Stuck | None) -> Decision:
         if found is None:
             self._stuck_seen.pop(task.id, None)
             return None
@@ -248,7 +214,7 @@ class Controller:
             return Requeue(min(wait, self.settings.resync_seconds))
         line = f"{found.line} (for {self.settings.start_timeout_seconds:g} s); the task's Job was removed"
         await self.objects.remove(task.id)
-        await self._write(task, diagnose.Verdict(State.SYSTEM_ERROR, found.reason, line))
+        await self._write(task, Verdict(State.SYSTEM_ERROR, found.reason, line))
         return None
 
     async def _queued_without_pod(self, task: Task) -> Decision:
@@ -261,14 +227,14 @@ class Controller:
             return Requeue(self.settings.queued_grace_seconds - age)
         job = await self.objects.job(task.id)
         if job is not None:
-            if (failed := diagnose.job_failed(job)) is not None:
-                await self._write(task, failed)
-            if not self.objects.needs_release(job):
+            if job.failed is not None:
+                await self._write(task, job.failed)
+            if not job.needs_release:
                 return None  # its Pod is on the way (or Kueue holds the Job)
         try:
             await self.objects.submit(task)
         except ClusterRefused as exc:
-            await self._write(task, diagnose.Verdict(State.SYSTEM_ERROR, "Refused", str(exc)))
+            await self._write(task, Verdict(State.SYSTEM_ERROR, "Refused", str(exc)))
             return None
         what = "created the missing Job" if job is None else "released the Job left suspended"
         self._act(task.id, what, "job_created" if job is None else "job_released")
@@ -297,7 +263,7 @@ class Controller:
 
     # Writes
 
-    def _end(self, verdict: diagnose.Verdict) -> Moved:
+    def _end(self, verdict: Verdict) -> Moved:
         return Moved(
             target=verdict.state,
             at=self._now(),
@@ -305,12 +271,12 @@ class Controller:
             metadata={"termination_reason": verdict.reason},
         )
 
-    async def _write(self, task: Task, verdict: diagnose.Verdict) -> None:
+    async def _write(self, task: Task, verdict: Verdict) -> None:
         if (await self.store.apply(task.id, [self._end(verdict)])).moved:
             await self._ended(task, verdict)
         self._settled(task.id)
 
-    async def _ended(self, task: Task, verdict: diagnose.Verdict) -> None:
+    async def _ended(self, task: Task, verdict: Verdict) -> None:
         """This controller wrote the task's end: time its states, count it, tell the cluster."""
         await self.metrics.state_times.observe(self.store, task.id, creation_time=task.creation_time or None)
         self._act(

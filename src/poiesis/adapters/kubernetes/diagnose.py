@@ -27,12 +27,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
 from poiesis.adapters.kubernetes import observe
 from poiesis.adapters.kubernetes.taskpod import executor_index
 from poiesis.domain.states import State, is_terminal
 from poiesis.domain.tes import Task
+from poiesis.ports.taskobjects import JobSeen, PodSeen, Stuck, Verdict
 
 # Conditions of type DisruptionTarget: the Pod is being removed by the cluster, not by its own end.
 _TAKEN_BACK = {
@@ -53,17 +52,6 @@ _CANNOT_START = {
 }
 
 _UNSCHEDULABLE = ("PodScheduled", "False", "Unschedulable")
-
-
-class Verdict(msgspec.Struct, frozen=True):
-    state: State
-    reason: str
-    line: str
-
-
-class Stuck(msgspec.Struct, frozen=True):
-    reason: str
-    line: str
 
 
 def _status(obj: dict[str, Any]) -> dict[str, Any]:
@@ -207,3 +195,15 @@ def job_failed(job: dict[str, Any]) -> Verdict | None:
     detail = failed.get("message") or ""
     line = f"the task's Job failed ({reason})" + (f": {detail}" if detail else "")
     return Verdict(State.SYSTEM_ERROR, reason, line)
+
+
+def pod_seen(pod: dict[str, Any], deleted: bool) -> PodSeen:
+    """The TaskObjects port's view of a task Pod."""
+    return PodSeen(deleted=deleted, ended=has_ended(pod), stuck=None if deleted else stuck(pod))
+
+
+def job_seen(job: dict[str, Any], *, admitted_elsewhere: bool) -> JobSeen:
+    """The TaskObjects port's view of a task Job; `admitted_elsewhere`: an admission controller
+    (Kueue) releases suspended Jobs, not Poiesis."""
+    suspended = bool((job.get("spec") or {}).get("suspend"))
+    return JobSeen(failed=job_failed(job), needs_release=suspended and not admitted_elsewhere)

@@ -1,5 +1,6 @@
-"""The Task Controller's view of the cluster (`TaskObjects`): an informer on task Pods, and the
-Job reads and writes it needs.
+"""KubeTaskObjects: the TaskObjects port (the Task Controller's view of the cluster, in domain
+terms) on Kubernetes: an informer on task Pods, and the Job reads and writes it needs. What a Pod or
+a Job means for its task is `diagnose`'s and `observe`'s reading; the controller never sees either.
 
 The informer lists the Pods labelled `poiesis.io/task` and then watches them from the list's
 resourceVersion, as plain JSON (no client models: thousands of Pods must stay cheap). It keeps a
@@ -23,11 +24,13 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
 from poiesis.adapters.clock import SystemClock
-from poiesis.adapters.kubernetes import diagnose
+from poiesis.adapters.kubernetes import diagnose, observe
 from poiesis.adapters.kubernetes.cluster import KubernetesCluster
 from poiesis.adapters.kubernetes.taskpod import TASK_LABEL, job_name
+from poiesis.domain import lifecycle
 from poiesis.domain.tes import Task
 from poiesis.ports.clock import Clock
+from poiesis.ports.taskobjects import JobSeen, PodSeen, Verdict
 
 log = logging.getLogger("poiesis.tctl.informer")
 
@@ -78,9 +81,22 @@ class KubeTaskObjects:
 
     # The cache
 
-    def pod(self, task_id: str) -> tuple[dict[str, Any], bool] | None:
+    def _seen(self, task_id: str) -> tuple[dict[str, Any], bool] | None:
+        """The task's Pod as last seen, and whether it was deleted."""
         with self._lock:
             return self._pods.get(task_id)
+
+    def pod(self, task_id: str) -> PodSeen | None:
+        seen = self._seen(task_id)
+        return None if seen is None else diagnose.pod_seen(*seen)
+
+    def end_of(self, task: Task) -> Verdict | None:
+        seen = self._seen(task.id)
+        return None if seen is None else diagnose.ended(task, seen[0], deleted=seen[1])
+
+    def steps(self, task: Task) -> list[lifecycle.Event]:
+        seen = self._seen(task.id)
+        return [] if seen is None else observe.events(task, seen[0])
 
     def forget(self, task_id: str) -> None:
         with self._lock:
@@ -201,8 +217,10 @@ class KubeTaskObjects:
         found: dict[str, Any] = json.loads(response.data)
         return found
 
-    async def job(self, task_id: str) -> dict[str, Any] | None:
-        return await self.cluster.call(lambda: self._job(task_id))
+    async def job(self, task_id: str) -> JobSeen | None:
+        job = await self.cluster.call(lambda: self._job(task_id))
+        admitted_elsewhere = bool(self.cluster.settings.kueue_queue)
+        return None if job is None else diagnose.job_seen(job, admitted_elsewhere=admitted_elsewhere)
 
     def _job_task_ids(self) -> set[str]:
         ids: set[str] = set()
@@ -223,9 +241,6 @@ class KubeTaskObjects:
     async def known(self) -> set[str]:
         return self.task_ids() | await self.cluster.call(self._job_task_ids)
 
-    def needs_release(self, job: dict[str, Any]) -> bool:
-        return bool((job.get("spec") or {}).get("suspend")) and not self.cluster.settings.kueue_queue
-
     async def submit(self, task: Task) -> None:
         await self.cluster.submit(task)
 
@@ -233,7 +248,7 @@ class KubeTaskObjects:
         return await self.cluster.cancel(task_id)
 
     def _event(self, task_id: str, reason: str, message: str, warning: bool) -> None:
-        seen = self.pod(task_id)
+        seen = self._seen(task_id)
         uid = seen[0]["metadata"].get("jobUid") if seen else None
         now = self._clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
         involved: dict[str, Any] = {

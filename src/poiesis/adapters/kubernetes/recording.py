@@ -58,10 +58,10 @@ class PodRecorder:
         self.transactions = 0
         """Transactions written (for tests and benchmarks)."""
 
-    async def _steps(self, pod: dict[str, Any], changes: list[Change], planned: State) -> State:
-        """The executors' starts and ends and the states on the way, as far as the Pod shows them
+    async def _steps(self, events: list[lifecycle.Event], changes: list[Change], planned: State) -> State:
+        """The executors' starts and ends and the states on the way, as far as the events show them
         and the task does not yet."""
-        for event in observe.events(self.task, pod):
+        for event in events:
             match event:
                 case lifecycle.StagingStarted() if planned is State.QUEUED:
                     changes.append(Moved(target=State.INITIALIZING, at=self._now()))
@@ -95,8 +95,8 @@ class PodRecorder:
         if is_terminal(self.state):
             return True
         changes: list[Change] = []
-        await self._steps(pod, changes, self.state)
         events = observe.events(self.task, pod)
+        await self._steps(events, changes, self.state)
         now = self._now()
         # In the order they happened; the store skips a move the state has gone past.
         for event in events:
@@ -127,11 +127,11 @@ class PodRecorder:
         self.state = await self.store.state(self.task.id)
         return is_terminal(self.state)
 
-    async def record_end(self, pod: dict[str, Any], end: Moved) -> bool:
-        """The controller's write of a diagnosed end: the steps the Pod shows first, then `end`, in
-        one transaction. True if this call moved the task to `end.target`."""
+    async def record_end(self, steps: list[lifecycle.Event], end: Moved) -> bool:
+        """The controller's write of a diagnosed end: the steps the Pod shows (`TaskObjects.steps`)
+        first, then `end`, in one transaction. True if this call moved the task to `end.target`."""
         changes: list[Change] = []
-        await self._steps(pod, changes, self.state)
+        await self._steps(steps, changes, self.state)
         changes.append(end)
         applied = await self._write(changes)
         return applied is not None and end.target in applied.moved
