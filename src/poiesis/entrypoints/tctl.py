@@ -39,7 +39,7 @@ async def run(settings: Settings, name: str | None = None) -> int:
     store = SqlAlchemyTaskStore(engine, reader=engine)
     api = api_client(settings.kubeconfig)
     cluster = KubernetesCluster(api, settings.kubernetes)
-    objects = KubeTaskObjects(cluster, api)
+    objects = KubeTaskObjects(cluster, api, admitted_elsewhere=bool(settings.kubernetes.kueue_queue))
     metrics = ControllerMetrics()
     controller = Controller(store, objects, cfg, metrics=metrics)
     server = None

@@ -67,6 +67,21 @@ def _transient(exc: Exception) -> bool:
     return isinstance(exc, urllib3.exceptions.HTTPError | OSError)
 
 
+async def kube_call(action: Callable[[], T]) -> T:
+    """Run a blocking Kubernetes client call in a thread: the one place its errors become the
+    Cluster port's (transient ones ClusterUnavailable, other refusals ClusterRefused)."""
+    try:
+        return await asyncio.to_thread(action)
+    except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
+        if _transient(exc):
+            raise ClusterUnavailable(f"Kubernetes API: {exc}") from exc
+        if isinstance(exc, ApiException):
+            raise ClusterRefused(
+                f"Kubernetes refused the task's objects: {exc.status} {_message(exc)}"
+            ) from exc
+        raise
+
+
 class KubernetesCluster:
     name = "kubernetes"
 
@@ -88,18 +103,7 @@ class KubernetesCluster:
         return self.settings.namespace
 
     async def call(self, action: Callable[[], T]) -> T:
-        """Run a blocking API call in a thread; transient errors raise ClusterUnavailable, other
-        refusals ClusterRefused."""
-        try:
-            return await asyncio.to_thread(action)
-        except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
-            if _transient(exc):
-                raise ClusterUnavailable(f"Kubernetes API: {exc}") from exc
-            if isinstance(exc, ApiException):
-                raise ClusterRefused(
-                    f"Kubernetes refused the task's objects: {exc.status} {_message(exc)}"
-                ) from exc
-            raise
+        return await kube_call(action)
 
     def _create(self, create: Callable[[], Any]) -> Any:
         """Create; an object that already exists is fine (None)."""

@@ -25,7 +25,7 @@ from kubernetes.watch.watch import iter_resp_lines
 
 from poiesis.adapters.clock import SystemClock
 from poiesis.adapters.kubernetes import diagnose, observe
-from poiesis.adapters.kubernetes.cluster import KubernetesCluster
+from poiesis.adapters.kubernetes.cluster import KubernetesCluster, kube_call
 from poiesis.adapters.kubernetes.taskpod import TASK_LABEL, job_name
 from poiesis.domain import lifecycle
 from poiesis.domain.tes import Task
@@ -66,8 +66,18 @@ def worth_a_pass(pod: dict[str, Any], deleted: bool) -> bool:
 
 
 class KubeTaskObjects:
-    def __init__(self, cluster: KubernetesCluster, api: client.ApiClient, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        cluster: KubernetesCluster,
+        api: client.ApiClient,
+        clock: Clock | None = None,
+        *,
+        admitted_elsewhere: bool = False,
+    ) -> None:
+        """`cluster` makes and removes the task's objects (the Cluster port); `admitted_elsewhere`:
+        an admission controller (Kueue) releases suspended Jobs, not Poiesis."""
         self.cluster = cluster
+        self._admitted_elsewhere = admitted_elsewhere
         self._clock = clock or SystemClock()
         self.namespace = cluster.namespace
         self._core: Any = client.CoreV1Api(api)
@@ -218,9 +228,8 @@ class KubeTaskObjects:
         return found
 
     async def job(self, task_id: str) -> JobSeen | None:
-        job = await self.cluster.call(lambda: self._job(task_id))
-        admitted_elsewhere = bool(self.cluster.settings.kueue_queue)
-        return None if job is None else diagnose.job_seen(job, admitted_elsewhere=admitted_elsewhere)
+        job = await kube_call(lambda: self._job(task_id))
+        return None if job is None else diagnose.job_seen(job, admitted_elsewhere=self._admitted_elsewhere)
 
     def _job_task_ids(self) -> set[str]:
         ids: set[str] = set()
@@ -239,7 +248,7 @@ class KubeTaskObjects:
                 return ids
 
     async def known(self) -> set[str]:
-        return self.task_ids() | await self.cluster.call(self._job_task_ids)
+        return self.task_ids() | await kube_call(self._job_task_ids)
 
     async def submit(self, task: Task) -> None:
         await self.cluster.submit(task)
