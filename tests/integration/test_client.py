@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.support.server import Server, local_serve, running_server
+from tests.support.server import Server, basic_api, local_serve
 
 if not Path("/usr/bin/bwrap").exists():
     pytest.skip(
@@ -300,28 +300,8 @@ def test_bad_addresses_and_unknown_tasks_are_one_line(server: Server, tmp_path: 
 
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    tmp = tmp_path_factory.mktemp("client-auth")
-    users = tmp / "users"
-    for name in ("alice", "bob"):
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "poiesis.entrypoints.cli",
-                "users",
-                "add",
-                name,
-                "--file",
-                str(users),
-                "--password-stdin",
-            ],
-            input=f"{name}-password\n",
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    env = {"POIESIS_BACKEND": "none", "POIESIS_AUTH": "basic", "POIESIS_BASIC_USERS_FILE": str(users)}
-    with running_server("api", f"sqlite:///{tmp / 'tes.db'}", tmp, env) as s:
+    users = {"alice": "alice-password", "bob": "bob-password"}
+    with basic_api(tmp_path_factory.mktemp("client-auth"), users) as s:
         yield s
 
 

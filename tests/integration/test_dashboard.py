@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.support.browser import chromium, eventually, require_browser, screenshot, send_basic
-from tests.support.server import Server, local_serve, running_server
+from tests.support.server import Server, basic_api, local_serve
 
 if not Path("/usr/bin/bwrap").exists():
     pytest.skip("bubblewrap is not installed: run scripts/test", allow_module_level=True)
@@ -249,31 +249,8 @@ def test_pages_refuse_framing_inline_script_and_caching(server: Server) -> None:
 
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    import subprocess
-    import sys
-
-    tmp = tmp_path_factory.mktemp("dashboard-auth")
-    users = tmp / "users"
-    for name in ("alice", "bob"):
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "poiesis.entrypoints.cli",
-                "users",
-                "add",
-                name,
-                "--file",
-                str(users),
-                "--password-stdin",
-            ],
-            input=f"{name}-password\n",
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-    env = {"POIESIS_BACKEND": "none", "POIESIS_AUTH": "basic", "POIESIS_BASIC_USERS_FILE": str(users)}
-    with running_server("api", f"sqlite:///{tmp / 'tes.db'}", tmp, env) as s:
+    users = {"alice": "alice-password", "bob": "bob-password"}
+    with basic_api(tmp_path_factory.mktemp("dashboard-auth"), users) as s:
         yield s
 
 

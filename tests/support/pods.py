@@ -57,3 +57,12 @@ def disruption(reason: str, message: str = "") -> dict[str, Any]:
 
 def unschedulable(message: str) -> dict[str, Any]:
     return {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": message}
+
+
+def executor_running(pods: list[Any], index: int) -> bool:
+    """Whether the first of a task's Pods (client models, as `list_namespaced_pod` returns them)
+    shows executor `index` running."""
+    return bool(pods) and any(
+        s.name == f"executor-{index}" and s.state.running
+        for s in pods[0].status.init_container_statuses or []
+    )

@@ -97,3 +97,29 @@ def local_serve(log_dir: Path, env: dict[str, str] | None = None, max_tasks: int
         with running_server("serve", f"sqlite:///{log_dir / 'tes.db'}", log_dir, environ) as server:
             server.workspaces = workspaces
             yield server
+
+
+def add_users(path: Path, users: dict[str, str]) -> Path:
+    """A basic-auth users file made with `poiesis users add` (name: password)."""
+    for name, password in users.items():
+        command = [sys.executable, "-m", "poiesis.entrypoints.cli", "users", "add", name, "--file"]
+        subprocess.run(
+            [*command, str(path), "--password-stdin"],
+            input=f"{password}\n",
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+    return path
+
+
+@contextmanager
+def basic_api(log_dir: Path, users: dict[str, str]) -> Iterator[Server]:
+    """`poiesis api` (no backend) on SQLite with basic authentication for `users`."""
+    env = {
+        "POIESIS_BACKEND": "none",
+        "POIESIS_AUTH": "basic",
+        "POIESIS_BASIC_USERS_FILE": str(add_users(log_dir / "users", users)),
+    }
+    with running_server("api", f"sqlite:///{log_dir / 'tes.db'}", log_dir, env) as server:
+        yield server

@@ -30,6 +30,7 @@ from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore
 from tests.conftest import fresh_postgres_url_sync
 from tests.contracts.cluster import *  # noqa: F403 - the Cluster contract's tests, collected here
 from tests.integration.k8s.conftest import wait_until
+from tests.support.pods import executor_running
 from tests.support.postgres import free_port
 from tests.support.recorders import InProcessRecorders, Recorders, service_account_token, token_kubeconfig
 from tests.support.server import Server, running_server
@@ -239,11 +240,7 @@ class KubeRuns:
         return self.k8s.wait(task_id, timeout)
 
     def executor_running(self, task_id: str, index: int) -> bool:
-        pods = self.k8s.pods(task_id)
-        return bool(pods) and any(
-            s.name == f"executor-{index}" and s.state.running
-            for s in pods[0].status.init_container_statuses or []
-        )
+        return executor_running(self.k8s.pods(task_id), index)
 
     def left_nothing(self, task_id: str) -> None:
         selector = f"{LABEL}={task_id}"

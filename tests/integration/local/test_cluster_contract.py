@@ -9,13 +9,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 import tes
 
 from tests.contracts.cluster import *  # noqa: F403 - the contract's tests, collected here
 from tests.support.server import Server, local_serve
-from tests.support.tasks import wait_ended
+from tests.support.tasks import sleepers, wait_ended
 
 if not Path("/usr/bin/bwrap").exists():
     pytest.skip(
@@ -24,15 +23,6 @@ if not Path("/usr/bin/bwrap").exists():
     )
 
 _markers = itertools.count(1)
-
-
-def _sleepers(marker: str) -> list[psutil.Process]:
-    found = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmdline = p.info["cmdline"] or []
-        if cmdline[:1] == ["sleep"] and marker in cmdline:
-            found.append(p)
-    return found
 
 
 class LocalRuns:
@@ -58,10 +48,10 @@ class LocalRuns:
         return wait_ended(self.client, task_id, timeout)
 
     def executor_running(self, task_id: str, index: int) -> bool:
-        return bool(_sleepers(self.marker))
+        return bool(sleepers(self.marker))
 
     def left_nothing(self, task_id: str) -> None:
-        assert _sleepers(self.marker) == [], "the executor's process is gone"
+        assert sleepers(self.marker) == [], "the executor's process is gone"
         assert self.server.workspaces is not None
         deadline = time.monotonic() + 10
         while (self.server.workspaces / task_id).exists() and time.monotonic() < deadline:

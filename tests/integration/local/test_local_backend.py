@@ -10,13 +10,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psutil
 import pytest
 import tes
 
 from tests.support import storage
 from tests.support.server import Server, running_server
-from tests.support.tasks import wait_ended
+from tests.support.tasks import sleepers, wait_ended
 
 TERMINAL = {"COMPLETE", "EXECUTOR_ERROR", "SYSTEM_ERROR", "CANCELED", "PREEMPTED"}
 
@@ -212,15 +211,6 @@ def test_an_input_that_404s_is_a_system_error_naming_it(client: tes.HTTPClient, 
     assert not (env.workspaces / task.id).exists(), "a failed input left its workspace"
 
 
-def _sleepers(marker: str) -> list[psutil.Process]:
-    found = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmdline = p.info["cmdline"] or []
-        if cmdline[:1] == ["sleep"] and marker in cmdline:
-            found.append(p)
-    return found
-
-
 def test_fifty_tasks_at_once_all_finish_correctly(client: tes.HTTPClient) -> None:
     ids = [
         client.create_task(
@@ -257,13 +247,13 @@ def test_a_task_in_flight_when_the_server_is_killed_ends_as_system_error(env: En
         client = tes.HTTPClient(first.url, timeout=10)
         task_id = client.create_task(tes.Task(executors=[executor("sleep", "600.456")]))
         deadline = time.monotonic() + 30
-        while client.get_task(task_id).state != "RUNNING" or not _sleepers("600.456"):
+        while client.get_task(task_id).state != "RUNNING" or not sleepers("600.456"):
             assert time.monotonic() < deadline
             time.sleep(0.05)
         os.kill(first.process.pid, signal.SIGKILL)
         first.process.wait()
     deadline = time.monotonic() + 10
-    while _sleepers("600.456"):  # the sandbox dies with its parent
+    while sleepers("600.456"):  # the sandbox dies with its parent
         assert time.monotonic() < deadline, "the executor outlived the server"
         time.sleep(0.1)
     with running_server("serve", database, tmp_path, env.vars) as second:

@@ -34,6 +34,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.support.cluster import binaries_dir
 from tests.support.helm import CHART, helm
+from tests.support.server import add_users
 from tests.support.tasks import wait_ended
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -159,24 +160,7 @@ def database_for_pods(address: str) -> Iterator[str]:
 
 
 def users_file(user: str, password: str, path: Path) -> str:
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "poiesis.entrypoints.cli",
-            "users",
-            "add",
-            user,
-            "--file",
-            str(path),
-            "--password-stdin",
-        ],
-        input=password,
-        text=True,
-        check=True,
-        capture_output=True,
-    )
-    return path.read_text()
+    return add_users(path, {user: password}).read_text()
 
 
 def namespace(core: Any, name: str, level: str) -> None:

@@ -29,6 +29,7 @@ from kubernetes.stream import stream
 from tests.conftest import fresh_postgres_url_sync
 from tests.contracts.cluster import *  # noqa: F403 - the Cluster contract's tests, collected here
 from tests.support import storage
+from tests.support.pods import executor_running
 from tests.support.postgres import free_port
 from tests.support.realnode import database_secret, write_config
 from tests.support.recorders import token_kubeconfig
@@ -187,11 +188,7 @@ class NodeRuns:
         return self.node.wait(task_id, max(timeout, 120))
 
     def executor_running(self, task_id: str, index: int) -> bool:
-        pods = self.node.pods(task_id)
-        return bool(pods) and any(
-            s.name == f"executor-{index}" and s.state.running
-            for s in pods[0].status.init_container_statuses or []
-        )
+        return executor_running(self.node.pods(task_id), index)
 
     def left_nothing(self, task_id: str) -> None:
         assert self.node.pods(task_id) == []

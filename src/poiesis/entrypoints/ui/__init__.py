@@ -238,8 +238,9 @@ def _filters(
     )
 
 
-@get("/", include_in_schema=False)
+@get(["/", "/parts/tasks"], include_in_schema=False)
 async def task_list(
+    request: Request[Any, Any, Any],
     tasks: NamedDependency[TaskService],
     principal: NamedDependency[SkipValidation[Principal]],
     name_prefix: FromQuery[str | None] = None,
@@ -250,33 +251,12 @@ async def task_list(
     page_size: FromQuery[str | None] = None,
     page_token: FromQuery[str | None] = None,
 ) -> Response[str]:
+    """The task list page, or (at /parts/tasks) its live part alone."""
     filters = _filters(name_prefix, state_filter, tag_key, tag_value, owner, page_size)
     listing = await _listing(tasks, principal, filters, page_token or None)
+    if request.url.path.endswith("/parts/tasks"):
+        return _page("_tasks.html", **listing)
     return _page("list.html", principal=principal, states=_ORDER, page_sizes=PAGE_SIZES, **listing)
-
-
-@get("/parts/tasks", include_in_schema=False)
-async def task_list_part(
-    tasks: NamedDependency[TaskService],
-    principal: NamedDependency[SkipValidation[Principal]],
-    name_prefix: FromQuery[str | None] = None,
-    state_filter: StateFilter = None,
-    tag_key: TagKeys = None,
-    tag_value: TagValues = None,
-    owner: Owner = None,
-    page_size: FromQuery[str | None] = None,
-    page_token: FromQuery[str | None] = None,
-) -> Response[str]:
-    filters = _filters(name_prefix, state_filter, tag_key, tag_value, owner, page_size)
-    listing = await _listing(tasks, principal, filters, page_token or None)
-    return _page("_tasks.html", **listing)
-
-
-async def _task(tasks: TaskService, principal: Principal, task_id: str) -> Task:
-    found = await tasks.get(task_id, view=View.FULL, owner=owner_scope(principal))
-    if not isinstance(found, Task):  # pragma: no cover - FULL renders a whole task
-        raise TaskNotFound(task_id)
-    return found
 
 
 def _task_context(task: Task) -> dict[str, Any]:
@@ -298,24 +278,20 @@ def _task_context(task: Task) -> dict[str, Any]:
     }
 
 
-@get("/tasks/{task_id:str}", include_in_schema=False)
+@get(["/tasks/{task_id:str}", "/parts/task/{task_id:str}"], include_in_schema=False)
 async def task_page(
+    request: Request[Any, Any, Any],
     tasks: NamedDependency[TaskService],
     principal: NamedDependency[SkipValidation[Principal]],
     task_id: FromPath[str],
 ) -> Response[str]:
-    task = await _task(tasks, principal, task_id)
-    return _page("task.html", principal=principal, **_task_context(task))
-
-
-@get("/parts/task/{task_id:str}", include_in_schema=False)
-async def task_part(
-    tasks: NamedDependency[TaskService],
-    principal: NamedDependency[SkipValidation[Principal]],
-    task_id: FromPath[str],
-) -> Response[str]:
-    task = await _task(tasks, principal, task_id)
-    return _page("_task.html", **_task_context(task))
+    """A task's page, or (at /parts/task/{id}) its live part alone."""
+    found = await tasks.get(task_id, view=View.FULL, owner=owner_scope(principal))
+    if not isinstance(found, Task):  # pragma: no cover - FULL renders a whole task
+        raise TaskNotFound(task_id)
+    if request.url.path.startswith(f"{PREFIX}/parts/"):
+        return _page("_task.html", **_task_context(found))
+    return _page("task.html", principal=principal, **_task_context(found))
 
 
 _ASSETS = {name: (resources.files(__package__) / "static" / name).read_bytes() for name in _STATIC}
@@ -340,7 +316,7 @@ def home() -> Redirect:
 def router(principal: Provide, tasks: Provide) -> Router:
     return Router(
         path=PREFIX,
-        route_handlers=[task_list, task_list_part, task_page, task_part, static],
+        route_handlers=[task_list, task_page, static],
         dependencies={"principal": principal, "tasks": tasks},
         # The same keys as the API's handlers, so these (the nearer layer) answer with pages.
         exception_handlers={PoiesisError: _error_page, HTTPException: _error_page, Exception: _error_page},
