@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+import time
+from collections import OrderedDict
 from importlib import resources
 from typing import Annotated, Any
 from urllib.parse import urlencode
@@ -143,6 +145,34 @@ def _message(exc: Exception) -> str:
     return "internal error"
 
 
+class _CountsCache:
+    """Counts by state per owner, read at most once per `seconds`: a page open on a long run polls
+    every LIVE_MS, and one owner's counts cost in proportion to that owner's tasks."""
+
+    def __init__(self, seconds: float, size: int) -> None:
+        self._seconds = seconds
+        self._size = size
+        self._kept: OrderedDict[str | None, tuple[float, dict[State, int]]] = OrderedDict()
+
+    async def get(self, tasks: TaskService, owner: str | None) -> dict[State, int]:
+        now = time.monotonic()
+        kept = self._kept.get(owner)
+        if kept is not None and now - kept[0] < self._seconds:
+            return kept[1]
+        return await self.read(tasks, owner)
+
+    async def read(self, tasks: TaskService, owner: str | None) -> dict[State, int]:
+        counts = await tasks.counts(owner=owner)
+        self._kept[owner] = (time.monotonic(), counts)
+        self._kept.move_to_end(owner)
+        while len(self._kept) > self._size:
+            self._kept.popitem(last=False)
+        return counts
+
+
+_COUNTS = _CountsCache(seconds=5.0, size=1024)
+
+
 class Filters:
     """The list page's query, as the form shows it and as links carry it on."""
 
@@ -180,7 +210,7 @@ class Filters:
 
 
 async def _listing(
-    tasks: TaskService, principal: Principal, filters: Filters, page_token: str | None
+    tasks: TaskService, principal: Principal, filters: Filters, page_token: str | None, *, polled: bool
 ) -> dict[str, Any]:
     query = build_query(
         owner=listing_owner(principal, filters.owner),
@@ -194,7 +224,8 @@ async def _listing(
     )
     page = await tasks.list_tasks(query)
     # Of the tasks this user may list (everyone's for an admin), whatever the other filters.
-    counts = await tasks.counts(owner=query.owner)
+    # A page loaded counts afresh; its live part, polled while tasks run, may be seconds behind.
+    counts = await _COUNTS.get(tasks, query.owner) if polled else await _COUNTS.read(tasks, query.owner)
     live = any(t.state not in TERMINAL for t in page.tasks)
     return {
         "tasks": page.tasks,
@@ -253,8 +284,9 @@ async def task_list(
 ) -> Response[str]:
     """The task list page, or (at /parts/tasks) its live part alone."""
     filters = _filters(name_prefix, state_filter, tag_key, tag_value, owner, page_size)
-    listing = await _listing(tasks, principal, filters, page_token or None)
-    if request.url.path.endswith("/parts/tasks"):
+    polled = request.url.path.endswith("/parts/tasks")
+    listing = await _listing(tasks, principal, filters, page_token or None, polled=polled)
+    if polled:
         return _page("_tasks.html", **listing)
     return _page("list.html", principal=principal, states=_ORDER, page_sizes=PAGE_SIZES, **listing)
 
