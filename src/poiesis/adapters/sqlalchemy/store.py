@@ -19,7 +19,6 @@ from typing import Any
 import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from poiesis.adapters.sqlalchemy import schema as t
@@ -34,7 +33,7 @@ from poiesis.adapters.sqlalchemy.rows import (
     to_json,
 )
 from poiesis.adapters.sqlalchemy.translation import Translated, uninterrupted
-from poiesis.domain.errors import Conflict, TaskNotFound
+from poiesis.domain.errors import TaskNotFound
 from poiesis.domain.listing import TaskPage, TaskQuery
 from poiesis.domain.states import TERMINAL, State, can_transition
 from poiesis.domain.tes import OutputFileLog, Resources, Task, View
@@ -82,37 +81,34 @@ class SqlAlchemyTaskStore:
         }
         row |= msgspec.structs.asdict(task.resources or Resources())  # one column per field
         child_rows = children(task)
-        try:
-            async with self._engine.begin() as conn:
-                if self._postgres:
-                    params = (
-                        row
-                        | {k: to_json(row[k]) for k in TASK_JSON}
-                        | {name: to_json(rows) for name, rows in child_rows.items()}
-                    )
-                    await conn.execute(CREATE_POSTGRES, params)
-                else:
-                    await conn.execute(sa.insert(t.task), [row])
-                    for name, rows in child_rows.items():
-                        table = CHILD_TABLES[name]
-                        # In slices: SQLAlchemy prepares each slice on the event loop, and a task of
-                        # thousands of inputs must not hold every other request up meanwhile.
-                        for start in range(0, len(rows), SLICE):
-                            await conn.execute(
-                                sa.insert(table),
-                                [
-                                    {c.name: r.get(c.name) for c in table.c} | {"task_id": task.id}
-                                    for r in rows[start : start + SLICE]
-                                ],
-                            )
-                if system_logs:
-                    await self._ensure_log(conn, task.id)
-                    await conn.execute(
-                        sa.insert(t.system_log),
-                        [{"task_id": task.id, "attempt": ATTEMPT, "line": line} for line in system_logs],
-                    )
-        except IntegrityError as exc:
-            raise Conflict(f"task {task.id} already exists") from exc
+        async with self._engine.begin(conflict=f"task {task.id} already exists") as conn:
+            if self._postgres:
+                params = (
+                    row
+                    | {k: to_json(row[k]) for k in TASK_JSON}
+                    | {name: to_json(rows) for name, rows in child_rows.items()}
+                )
+                await conn.execute(CREATE_POSTGRES, params)
+            else:
+                await conn.execute(sa.insert(t.task), [row])
+                for name, rows in child_rows.items():
+                    table = CHILD_TABLES[name]
+                    # In slices: SQLAlchemy prepares each slice on the event loop, and a task of
+                    # thousands of inputs must not hold every other request up meanwhile.
+                    for start in range(0, len(rows), SLICE):
+                        await conn.execute(
+                            sa.insert(table),
+                            [
+                                {c.name: r.get(c.name) for c in table.c} | {"task_id": task.id}
+                                for r in rows[start : start + SLICE]
+                            ],
+                        )
+            if system_logs:
+                await self._ensure_log(conn, task.id)
+                await conn.execute(
+                    sa.insert(t.system_log),
+                    [{"task_id": task.id, "attempt": ATTEMPT, "line": line} for line in system_logs],
+                )
 
     @uninterrupted
     async def transition(

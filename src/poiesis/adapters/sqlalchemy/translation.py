@@ -12,9 +12,10 @@ from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from poiesis.domain.errors import Conflict
 from poiesis.ports.store import StoreUnavailable
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,9 @@ def is_unavailable(exc: sa.exc.SQLAlchemyError) -> bool:
 
 
 class Translated:
-    """An engine whose connections turn "the database is unreachable" into StoreUnavailable: the one
-    place where the driver's errors become the port's."""
+    """An engine whose connections turn the driver's errors into the port's, the one place that
+    does: "the database is unreachable" into StoreUnavailable, and a unique key already taken into
+    Conflict with the message the transaction was opened with."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
@@ -52,17 +54,25 @@ class Translated:
     def connect(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
         return self._translated(self.engine.connect)
 
-    def begin(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
-        return self._translated(self.engine.begin)
+    def begin(
+        self, *, conflict: str | None = None
+    ) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
+        """A transaction; `conflict`: what a unique key already taken means to the caller."""
+        return self._translated(self.engine.begin, conflict)
 
     @staticmethod
     @contextlib.asynccontextmanager
     async def _translated(
         open_: Callable[[], contextlib.AbstractAsyncContextManager[AsyncConnection]],
+        conflict: str | None = None,
     ) -> AsyncIterator[AsyncConnection]:
         try:
             async with open_() as conn:
                 yield conn
+        except IntegrityError as exc:
+            if conflict is None:
+                raise
+            raise Conflict(conflict) from exc
         except sa.exc.SQLAlchemyError as exc:
             if is_unavailable(exc):
                 raise StoreUnavailable(unavailable_reason(exc)) from exc
