@@ -12,7 +12,7 @@ from poiesis.adapters.kubernetes.recording import PodRecorder
 from poiesis.domain.states import State
 from poiesis.domain.submission import NewInput, NewOutput
 from poiesis.domain.tes import OutputFileLog, Task, View
-from poiesis.ports.store import Moved
+from poiesis.ports.store import Moved, StoreUnavailable
 from tests.builders import make_task
 from tests.conftest import FakeClock
 from tests.support.fake_store import FakeTaskStore
@@ -175,3 +175,35 @@ async def test_the_controllers_end_comes_with_the_steps_it_missed(clock: FakeClo
     assert log.system_logs == ["the recorder did not record it"]
     again = PodRecorder(store, await store.get(task.id), clock.now)
     assert await again.record_end(observe.events(task, ended), end) is False, "the end was written already"
+
+
+class FailingOnce(FakeTaskStore):
+    """The database restarting under one write: it fails, and nothing of it is kept."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fail_next = False
+
+    async def apply(self, task_id: str, changes: Any) -> Any:
+        if self.fail_next:
+            self.fail_next = False
+            raise StoreUnavailable("database unavailable: restarting")
+        return await super().apply(task_id, changes)
+
+
+async def test_a_write_that_failed_is_made_again_on_the_next_pass(clock: FakeClock) -> None:
+    store = FailingOnce()
+    task = make_task(clock, executors=2)
+    await store.create(task, owner="a", system_logs=[])
+    rec = recorder(store, await store.get(task.id), clock)
+    statuses = [
+        pod(task.id, running("trec"), running("executor-0")),
+        pod(task.id, running("trec"), terminated("executor-0"), running("executor-1")),
+    ]
+    await rec.record(statuses[0])
+    store.fail_next = True
+    with pytest.raises(StoreUnavailable):
+        await rec.record(statuses[1])
+    assert await rec.record(statuses[1]) is False
+    shown = await store.get(task.id)
+    assert [(e.exit_code, e.stdout) for e in (shown.logs or [])[0].logs] == [(0, "stdout of 0\n")]

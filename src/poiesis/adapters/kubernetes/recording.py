@@ -55,6 +55,11 @@ class PodRecorder:
         self._started = set(range(ended))
         self._ended = set(range(ended))
         self._outputs_written = bool(attempt and attempt.outputs)
+        # What the changes being prepared will have written, once their transaction commits: a
+        # write that fails (the database restarting) is prepared again on the next pass.
+        self._pending_started: set[int] = set()
+        self._pending_ended: set[int] = set()
+        self._pending_outputs = False
         self.transactions = 0
         """Transactions written (for tests and benchmarks)."""
 
@@ -70,21 +75,29 @@ class PodRecorder:
                     if planned in (State.QUEUED, State.INITIALIZING):
                         changes.append(Moved(target=State.RUNNING, at=_moment(at)))
                         planned = State.RUNNING
-                    if index not in self._started:
+                    if index not in self._started | self._pending_started:
                         changes.append(ExecutorRan(index=index, start_time=_moment(at)))
-                        self._started.add(index)
-                case lifecycle.ExecutorExited(index=index, exit_code=code, at=at) if index not in self._ended:
+                        self._pending_started.add(index)
+                case lifecycle.ExecutorExited(index=index, exit_code=code, at=at) if index not in (
+                    self._ended | self._pending_ended
+                ):
                     out, err = await self._tails(index) if self._tails is not None else (None, None)
                     changes.append(
                         ExecutorRan(index=index, end_time=_moment(at), exit_code=code, stdout=out, stderr=err)
                     )
-                    self._ended.add(index)
+                    self._pending_ended.add(index)
         return planned
 
     async def _write(self, changes: list[Change]) -> Applied | None:
-        if not changes:
-            return None
-        applied = await self.store.apply(self.task.id, changes)
+        try:
+            if not changes:
+                return None
+            applied = await self.store.apply(self.task.id, changes)
+            self._started |= self._pending_started
+            self._ended |= self._pending_ended
+            self._outputs_written = self._outputs_written or self._pending_outputs
+        finally:
+            self._pending_started, self._pending_ended, self._pending_outputs = set(), set(), False
         self.transactions += 1
         self.state = applied.state
         return applied
@@ -94,6 +107,7 @@ class PodRecorder:
         and, once the Pod shows it, the task's end. True once the task's end is in the store."""
         if is_terminal(self.state):
             return True
+        self._pending_started, self._pending_ended, self._pending_outputs = set(), set(), False
         changes: list[Change] = []
         events = observe.events(self.task, pod)
         await self._steps(events, changes, self.state)
@@ -104,7 +118,7 @@ class PodRecorder:
                 case lifecycle.OutputsUploaded() if not self._outputs_written:
                     files = await self._outputs() if self._outputs is not None else []
                     changes.append(OutputsRecorded(files=files))
-                    self._outputs_written = True
+                    self._pending_outputs = True
                 case lifecycle.SystemFailure(reason=reason):
                     changes.append(Moved(target=State.SYSTEM_ERROR, at=now, reason=reason))
         override = diagnose.overriding(self.task, pod)
@@ -130,6 +144,7 @@ class PodRecorder:
     async def record_end(self, steps: list[lifecycle.Event], end: Moved) -> bool:
         """The controller's write of a diagnosed end: the steps the Pod shows (`TaskObjects.steps`)
         first, then `end`, in one transaction. True if this call moved the task to `end.target`."""
+        self._pending_started, self._pending_ended, self._pending_outputs = set(), set(), False
         changes: list[Change] = []
         await self._steps(steps, changes, self.state)
         changes.append(end)
