@@ -3,12 +3,14 @@ runs the tasks in its sandbox), and against a server with basic authentication."
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
 import pty
 import select
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -344,3 +346,45 @@ def test_credentials_from_flags_environment_and_config_file(guarded: Server, tmp
     config.write_text('url = "x"\nserver = "y"\n')
     one_line_error(cli("list", url=None, env=bob), "unknown key 'server'")
     one_line_error(cli("--config", str(tmp_path / "none.toml"), "list", url=None), "no such file")
+
+
+class _HostileTes(http.server.BaseHTTPRequestHandler):
+    """A TES server that hands out the same page token for ever, and redirects every GET of a task."""
+
+    seen_authorization: list[str] = []
+
+    def do_GET(self) -> None:
+        self.seen_authorization.append(self.headers.get("Authorization", ""))
+        if self.path.startswith("/ga4gh/tes/v1/tasks/"):
+            self.send_response(302)
+            self.send_header("Location", "http://127.0.0.1:9/steal")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = json.dumps(
+            {"tasks": [{"id": "01aaaaaaaaaaaaaaaaaaaaaaaa", "state": "QUEUED"}], "next_page_token": "same"}
+        )
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body.encode())
+
+    def log_message(self, *_: object) -> None:
+        pass
+
+
+def test_a_hostile_server_cannot_loop_the_client_or_redirect_its_credentials() -> None:
+    hostile = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HostileTes)
+    threading.Thread(target=hostile.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{hostile.server_address[1]}"
+    try:
+        looping = cli("list", "--all", url=url)
+        one_line_error(looping, "repeated a page token")
+        redirected = cli("--token", "secret-token", "get", "01aaaaaaaaaaaaaaaaaaaaaaaa", url=url)
+        one_line_error(redirected, "302")
+    finally:
+        hostile.shutdown()
+        hostile.server_close()
+    # The redirect was not followed (the answer was the 302 itself): the token went to the server named.
+    assert _HostileTes.seen_authorization.count("Bearer secret-token") == 1

@@ -535,12 +535,16 @@ def list_(
         params.append(("page_size", str(page_size)))
     tasks: list[dict[str, Any]] = []
     token = page_token
+    seen: set[str] = set()
     while True:
         page = client.list([*params, *([("page_token", token)] if token else [])])
         tasks += page.get("tasks", [])
         token = page.get("next_page_token") or None
         if not every or token is None:
             break
+        if token in seen:  # a server that hands the same page token out again would never end
+            raise ClientError(f"{client.url} repeated a page token: the listing stops here")
+        seen.add(token)
     if out.json:
         out.data({"tasks": tasks, **({"next_page_token": token} if token else {})})
         return
