@@ -31,7 +31,7 @@ import click
 import httpx
 import yaml
 from rich import box
-from rich.console import Console, Group
+from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
@@ -702,7 +702,7 @@ def _wait(client: TesClient, out: Out, task_ids: list[str], *, timeout: float | 
         while True:
             finished = poll()
             if display is not None:
-                display.update(Group(_progress(out, seen, started)))
+                display.update(_progress(out, seen, started))
             elif not out.json:
                 report()
             if finished:

@@ -182,7 +182,8 @@ def _backend(settings: Settings, cluster: Cluster) -> str:
 def _metrics(settings: Settings, store: TaskStore, cluster: Cluster) -> ApiMetrics:
     metrics = ApiMetrics(store, cache_seconds=settings.metrics_cache_seconds)
     load = getattr(cluster, "load", None)
-    if load is not None and hasattr(cluster, "on_end"):  # the local backend
+    # The local backend; its ended tasks are timed (a read of each) only while metrics are served.
+    if settings.metrics and load is not None and hasattr(cluster, "on_end"):
         metrics.watch_local(load)
         cluster.on_end = metrics.task_ended
     return metrics

@@ -142,8 +142,8 @@ class Controller:
         self._ended_seen: dict[str, float] = {}
         self._stuck_seen: dict[str, float] = {}
         self.actions: list[tuple[str, str]] = []
-        """The latest actions taken, at most ACTIONS_KEPT (the metrics count them all)."""
-        """(task id, action) in the order taken, for tests and benchmarks."""
+        """(task id, action) in the order taken, the latest ACTIONS_KEPT of them (the metrics count
+        them all), for tests and benchmarks."""
 
     # One pass
 

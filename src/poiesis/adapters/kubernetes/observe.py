@@ -94,7 +94,12 @@ def events(task: Task, pod: dict[str, Any]) -> list[lifecycle.Event]:
 
 
 def progress(task: Task, pod: dict[str, Any]) -> lifecycle.Progress:
+    return fold(task, events(task, pod))
+
+
+def fold(task: Task, seen: list[lifecycle.Event]) -> lifecycle.Progress:
+    """The task's progress after `seen` (events as `events` derives them)."""
     result = lifecycle.Progress()
-    for event in events(task, pod):
+    for event in seen:
         result = lifecycle.apply(task.executors, bool(task.outputs), result, event)
     return result

@@ -122,7 +122,7 @@ class PodRecorder:
                 case lifecycle.SystemFailure(reason=reason):
                     changes.append(Moved(target=State.SYSTEM_ERROR, at=now, reason=reason))
         override = diagnose.overriding(self.task, pod)
-        progress = observe.progress(self.task, pod)
+        progress = observe.fold(self.task, events)
         if override is not None:
             changes.append(
                 Moved(

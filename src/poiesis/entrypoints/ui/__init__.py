@@ -31,6 +31,7 @@ from poiesis.domain.listing import build_query
 from poiesis.domain.principal import Principal, listing_owner, owner_scope
 from poiesis.domain.states import TERMINAL, State
 from poiesis.domain.tes import Task, View
+from poiesis.domain.times import parse_time
 from poiesis.services.tasks import TaskService
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,7 @@ def _templates() -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.globals.update(prefix=PREFIX, live_ms=LIVE_MS, terminal={str(s) for s in TERMINAL})
+    env.globals.update(prefix=PREFIX, live_ms=LIVE_MS)
     env.filters.update(size=_size, duration=_duration, tail=_tail)
     return env
 
@@ -90,7 +91,7 @@ def _time(value: str | None) -> dt.datetime | None:
     if not value:
         return None
     try:
-        return dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        return parse_time(value)
     except ValueError:
         return None
 

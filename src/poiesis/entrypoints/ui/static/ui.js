@@ -2,9 +2,9 @@
 "use strict";
 
 // An element with data-refresh is replaced by the HTML the server answers at that URL, every
-// data-every milliseconds (or the page's default), until an answer comes without data-refresh:
+// data-every milliseconds (the server's LIVE_MS), until an answer comes without data-refresh:
 // then everything on it has ended.
-const LIVE_MS = 2000;
+const LIVE_MS = 2000; // only if an element does not say
 
 function schedule(element) {
   const every = Number(element.dataset.every || LIVE_MS);
