@@ -345,3 +345,24 @@ def test_a_page_on_another_origin_cannot_cancel_with_the_users_credentials(guard
         hostile.shutdown()
         hostile.server_close()
     assert state_of(guarded, mine, auth=ALICE) == "QUEUED"
+
+
+def test_hostile_filters_get_a_400_page_naming_the_field(server: Server) -> None:
+    def page(**params: Any) -> httpx.Response:
+        return httpx.get(f"{server.url}/ui/", params=params, timeout=10)
+
+    for params, field in (
+        ({"name_prefix": "a\x00b"}, "name_prefix"),
+        ({"name_prefix": "x" * 5000}, "name_prefix"),
+        ({"tag_key": [f"k{i}" for i in range(100)]}, "tag_key"),
+        ({"page_token": "forged"}, "page_token"),
+        ({"page_size": "-1"}, "page_size"),
+        ({"page_size": "many"}, "page_size"),
+    ):
+        answer = page(**params)
+        assert answer.status_code == 400, params
+        assert f"<code>{field}</code>" in answer.text, params
+        assert answer.headers["content-security-policy"].startswith("default-src 'none'")
+    assert page(page_size="999999999").status_code == 200, "a huge page is the largest page"
+    for part in ("/ui/parts/task/..%2F..%2Fetc%2Fpasswd", "/ui/tasks/%00"):
+        assert httpx.get(server.url + part, timeout=10).status_code in (400, 404)
