@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import random
 
+import msgspec
 import pytest
 
 from poiesis.domain.errors import Conflict, TaskNotFound
@@ -16,6 +17,7 @@ from poiesis.domain.states import TERMINAL, State, can_transition
 from poiesis.domain.submission import NewInput, NewOutput
 from poiesis.domain.tes import FileType, OutputFileLog, Resources, View
 from poiesis.domain.times import parse_time
+from poiesis.domain.views import encoded
 from poiesis.ports.store import Applied, ExecutorRan, Moved, OutputsRecorded, TaskStore
 from tests.builders import make_task
 from tests.conftest import FakeClock
@@ -362,3 +364,80 @@ async def test_apply_makes_its_changes_in_order_and_skips_moves_the_state_has_go
     assert await store.apply(task.id, []) == Applied(state=State.COMPLETE)
     with pytest.raises(TaskNotFound):
         await store.apply("01arz3ndektsv4rrffq69g5fav", [Moved(target=State.RUNNING, at=NOW)])
+
+
+def _decoded(document: bytes) -> object:
+    return msgspec.json.decode(document)
+
+
+async def _rich_task(store: TaskStore, clock: FakeClock) -> str:
+    """A task with something in every field a view shows or hides, part-way through its run."""
+    task = make_task(
+        clock,
+        executors=3,
+        name="rich",
+        description="every field",
+        inputs=[NewInput(path="/in/a", url="s3://b/a"), NewInput(path="/in/b", content='inline "text"\n')],
+        outputs=[NewOutput(path="/out/d", path_prefix="/out/", url="s3://b/d/", type=FileType.DIRECTORY)],
+        resources=Resources(
+            cpu_cores=2, ram_gb=0.1, disk_gb=10.0, zones=["z1"], backend_parameters={"q": "a"}
+        ),
+        volumes=["/scratch"],
+        tags={"project": "p1", "empty": "", "ünï": "cödé"},
+    )
+    await store.create(task, owner="alice", system_logs=["a warning"])
+    await store.apply(
+        task.id,
+        [
+            Moved(target=State.INITIALIZING, at=NOW),
+            Moved(target=State.RUNNING, at=NOW),
+            ExecutorRan(index=0, start_time=NOW, end_time=NOW, exit_code=0, stdout="out\u2028", stderr="err"),
+            ExecutorRan(index=1, start_time=NOW),  # running: no exit code yet
+            OutputsRecorded(
+                files=[OutputFileLog(url="s3://b/d/x", path="/out/d/x", size_bytes="12345678901")]
+            ),
+        ],
+    )
+    await store.set_metadata(task.id, {"node": "n1"})
+    return task.id
+
+
+@pytest.mark.parametrize("view", list(View))
+async def test_a_document_is_the_rendered_task(store: TaskStore, clock: FakeClock, view: View) -> None:
+    rich = await _rich_task(store, clock)
+    bare = make_task(clock)
+    await store.create(bare, owner="bob", system_logs=[])
+    for task_id, owner in ((rich, "alice"), (bare.id, "bob")):
+        expected = encoded(await store.get(task_id, view=view), view)
+        assert _decoded(await store.document(task_id, view=view)) == _decoded(expected)
+        assert await store.document(task_id, view=view, owner=owner) == await store.document(
+            task_id, view=view
+        )
+        with pytest.raises(TaskNotFound):
+            await store.document(task_id, view=view, owner="mallory")
+    with pytest.raises(TaskNotFound):
+        await store.document("01arz3ndektsv4rrffq69g5fav", view=view)
+
+
+@pytest.mark.parametrize("view", list(View))
+async def test_a_page_of_documents_is_the_rendered_page(
+    store: TaskStore, clock: FakeClock, view: View
+) -> None:
+    await _rich_task(store, clock)
+    await _seed(store, clock)
+    queries = [
+        TaskQuery(view=view),
+        TaskQuery(view=view, page_size=2),
+        TaskQuery(view=view, tags={"project": "p1"}),
+        TaskQuery(view=view, owner="bob"),
+        TaskQuery(view=view, name_prefix="align", state=State.RUNNING),
+    ]
+    for query in queries:
+        page, documents = await store.list_tasks(query), await store.documents(query)
+        assert [_decoded(d) for d in documents.documents] == [_decoded(encoded(t, view)) for t in page.tasks]
+        assert documents.next_after == page.next_after
+        if page.next_after is not None:
+            following = msgspec.structs.replace(query, after=page.next_after)
+            assert len((await store.documents(following)).documents) == len(
+                (await store.list_tasks(following)).tasks
+            )

@@ -12,10 +12,11 @@ from typing import Any
 import msgspec
 
 from poiesis.domain.errors import Conflict, TaskNotFound
-from poiesis.domain.listing import TaskPage, TaskQuery
+from poiesis.domain.listing import DocumentPage, TaskPage, TaskQuery
 from poiesis.domain.states import TERMINAL, State, can_transition
 from poiesis.domain.tes import ExecutorLog, OutputFileLog, Resources, Task, TaskLog, View
 from poiesis.domain.times import parse_time, rfc3339
+from poiesis.domain.views import encoded
 from poiesis.ports.store import Applied, Change, ExecutorRan, Moved, OutputsRecorded, Transition
 
 
@@ -209,6 +210,14 @@ class FakeTaskStore:
                 )
             ]
         return msgspec.structs.replace(task, state=row.state, owner=row.owner, inputs=inputs, logs=logs)
+
+    async def document(self, task_id: str, *, view: View, owner: str | None = None) -> bytes:
+        return encoded(await self.get(task_id, view=view, owner=owner), view)
+
+    async def documents(self, query: TaskQuery) -> DocumentPage:
+        page = await self.list_tasks(query)
+        documents = [encoded(t, query.view) for t in page.tasks]
+        return DocumentPage(documents=documents, next_after=page.next_after)
 
     async def list_tasks(self, query: TaskQuery) -> TaskPage:
         def matches(row: _Row) -> bool:

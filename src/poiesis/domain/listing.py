@@ -35,6 +35,13 @@ class TaskPage(msgspec.Struct, kw_only=True, frozen=True):
     """The id to continue after, or None on the last page."""
 
 
+class DocumentPage(msgspec.Struct, kw_only=True, frozen=True):
+    """A page of tasks as their JSON documents in the view asked for."""
+
+    documents: list[bytes]
+    next_after: str | None
+
+
 def tag_filter(keys: list[str], values: list[str]) -> dict[str, str]:
     """Zip `tag_key` and `tag_value` as the spec does: missing values mean "any value"."""
     if len(values) > len(keys):

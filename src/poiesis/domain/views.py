@@ -9,6 +9,7 @@ never reach a task at all, so every view is valid against the schema.
 
 from __future__ import annotations
 
+import msgspec
 from msgspec.structs import replace
 
 from poiesis.domain.principal import OWNER_KEY
@@ -21,6 +22,11 @@ def _basic_log(log: TaskLog) -> TaskLog:
         system_logs=None,
         logs=[replace(e, stdout=None, stderr=None) for e in log.logs],
     )
+
+
+def encoded(task: Task, view: View) -> bytes:
+    """The task's document in `view`, as JSON."""
+    return msgspec.json.encode(render(task, view))
 
 
 def render(task: Task, view: View) -> Task | TaskMinimal:

@@ -16,9 +16,9 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, nullcontext
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any
 
-from litestar import Litestar, Request, Response, Router, get, post
+from litestar import Litestar, MediaType, Request, Response, Router, get, post
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
 from litestar.di import NamedDependency, Provide
@@ -43,9 +43,7 @@ from poiesis.domain.principal import Principal, listing_owner, owner_scope
 from poiesis.domain.tes import (
     CancelTaskResponse,
     CreateTaskResponse,
-    ListTasksResponse,
     ServiceInfo,
-    Task,
 )
 from poiesis.entrypoints.access import Access
 from poiesis.entrypoints.container import ApiContainer
@@ -175,7 +173,7 @@ async def list_tasks(
     page_size: FromQuery[int | None] = None,
     page_token: FromQuery[str | None] = None,
     view: FromQuery[str | None] = None,
-) -> ListTasksResponse:
+) -> Response[bytes]:
     query = build_query(
         owner=listing_owner(principal, owner),
         name_prefix=name_prefix,
@@ -186,7 +184,7 @@ async def list_tasks(
         page_token=page_token,
         view=view,
     )
-    return await tasks.list_tasks(query)
+    return _json(await tasks.page(query))
 
 
 @get("/tasks/{ref:str}")
@@ -195,9 +193,14 @@ async def get_task(
     principal: NamedDependency[SkipValidation[Principal]],
     ref: FromPath[str],
     view: FromQuery[str | None] = None,
-) -> Task:
-    # Documented as tesTask; the MINIMAL view encodes the {id, state} subset of it.
-    return cast(Task, await tasks.get(ref, view=parse_view(view), owner=owner_scope(principal)))
+) -> Response[bytes]:
+    # Documented as tesTask; the MINIMAL view is the {id, state} subset of it.
+    return _json(await tasks.document(ref, view=parse_view(view), owner=owner_scope(principal)))
+
+
+def _json(body: bytes) -> Response[bytes]:
+    """A response body the store rendered as JSON already."""
+    return Response(body, media_type=MediaType.JSON)
 
 
 @post("/tasks/{ref:str}", status_code=200)

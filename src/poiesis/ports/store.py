@@ -31,7 +31,7 @@ from typing import Protocol
 import msgspec
 
 from poiesis.domain.errors import Unavailable
-from poiesis.domain.listing import TaskPage, TaskQuery
+from poiesis.domain.listing import DocumentPage, TaskPage, TaskQuery
 from poiesis.domain.states import State
 from poiesis.domain.tes import OutputFileLog, Task, View
 
@@ -88,6 +88,14 @@ class TaskStore(Protocol):
     async def get(self, task_id: str, *, view: View = View.FULL, owner: str | None = None) -> Task: ...
 
     async def list_tasks(self, query: TaskQuery) -> TaskPage: ...
+
+    async def document(self, task_id: str, *, view: View, owner: str | None = None) -> bytes:
+        """The task's TES document in `view`, as `domain.views.encoded` makes it of `get`."""
+        ...
+
+    async def documents(self, query: TaskQuery) -> DocumentPage:
+        """The page `list_tasks` gives, as the tasks' documents in the query's view."""
+        ...
 
     async def state(self, task_id: str, *, owner: str | None = None) -> State: ...
 

@@ -95,6 +95,18 @@ class TaskService:
         token = encode_page_token(page.next_after) if page.next_after else None
         return ListTasksResponse(tasks=tasks, next_page_token=token)
 
+    async def document(self, task_id: str, *, view: View, owner: str | None) -> bytes:
+        """GetTask's response body: the task in `view`, as JSON."""
+        return await self._store.document(task_id, view=view, owner=owner)
+
+    async def page(self, query: TaskQuery) -> bytes:
+        """ListTasks' response body, as JSON: the documents as the store gives them, joined."""
+        page = await self._store.documents(query)
+        body = b'{"tasks":[' + b",".join(page.documents) + b"]"
+        if page.next_after:
+            body += b',"next_page_token":' + msgspec.json.encode(encode_page_token(page.next_after))
+        return body + b"}"
+
     async def counts(self, *, owner: str | None) -> dict[State, int]:
         """Tasks by state: every owner's (None) or one owner's."""
         return await self._store.count_by_state(owner=owner)

@@ -71,10 +71,10 @@ def create_engine(url: str, *, writer: bool = True, pool_size: int = 20) -> Asyn
         return create_async_engine(async_url(url), poolclass=NullPool)
     # No overflow: connections above the pool size would be closed on every return, and each new
     # asyncpg connection costs a backend start and type introspection. Excess requests queue instead.
-    # pre_ping finds connections a database restart has broken before a request uses one.
-    return create_async_engine(
-        async_url(url), pool_size=pool_size, max_overflow=0, pool_timeout=30, pool_pre_ping=True
-    )
+    # No pre-ping (a round trip per checkout): a connection a database restart has broken fails its
+    # first statement, which invalidates every connection of the pool opened before it, and the
+    # store tries such an operation once more on a fresh connection (`translation.ConnectionLost`).
+    return create_async_engine(async_url(url), pool_size=pool_size, max_overflow=0, pool_timeout=30)
 
 
 def alembic_config(connection: Connection | None = None) -> Config:

@@ -12,6 +12,8 @@ driver's errors into the port's (the one place).
 
 from __future__ import annotations
 
+import functools
+import logging
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -22,6 +24,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from poiesis.adapters.sqlalchemy import schema as t
+from poiesis.adapters.sqlalchemy.rendered import document
 from poiesis.adapters.sqlalchemy.rows import (
     CHILD_TABLES,
     CREATE_POSTGRES,
@@ -32,12 +35,18 @@ from poiesis.adapters.sqlalchemy.rows import (
     task_from_row,
     to_json,
 )
-from poiesis.adapters.sqlalchemy.translation import Translated, uninterrupted
-from poiesis.domain.errors import TaskNotFound
-from poiesis.domain.listing import TaskPage, TaskQuery
+from poiesis.adapters.sqlalchemy.translation import (
+    ConnectionLost,
+    Translated,
+    once_more_if_lost,
+    uninterrupted,
+)
+from poiesis.domain.errors import Conflict, TaskNotFound
+from poiesis.domain.listing import DocumentPage, TaskPage, TaskQuery
 from poiesis.domain.states import TERMINAL, State, can_transition
 from poiesis.domain.tes import OutputFileLog, Resources, Task, View
 from poiesis.domain.times import parse_time
+from poiesis.domain.views import encoded
 from poiesis.ports.store import (
     Applied,
     Change,
@@ -46,6 +55,8 @@ from poiesis.ports.store import (
     OutputsRecorded,
     Transition,
 )
+
+log = logging.getLogger(__name__)
 
 ATTEMPT = 0  # Poiesis does not retry tasks: one task log per task.
 
@@ -61,14 +72,29 @@ def _drop_none(**values: Any) -> dict[str, Any]:
 
 class SqlAlchemyTaskStore:
     def __init__(self, engine: AsyncEngine, *, reader: AsyncEngine | None = None) -> None:
-        self._engine = Translated(engine)
-        self._reader = Translated(reader or engine)
         self._postgres = engine.dialect.name == "postgresql"
+        self._engine = Translated(engine)
+        # PostgreSQL: a read is one statement and needs no transaction around it (BEGIN and
+        # ROLLBACK would be two more round trips); nor does a create, one statement there.
+        self._reader = Translated(reader or engine, autocommit=self._postgres)
+        self._single = Translated(engine, autocommit=True) if self._postgres else self._engine
 
     # --- writes -----------------------------------------------------------------------------
 
     @uninterrupted
     async def create(self, task: Task, *, owner: str, system_logs: list[str]) -> None:
+        try:
+            await self._create(task, owner=owner, system_logs=system_logs)
+        except ConnectionLost:
+            # The connection broke under the statement, before or after its commit: once more on a
+            # fresh one. The task's id is the same, so a task the first try committed is a
+            # Conflict now, never a second task.
+            try:
+                await self._create(task, owner=owner, system_logs=system_logs)
+            except Conflict:
+                log.info("task %s: committed before its connection was lost", task.id)
+
+    async def _create(self, task: Task, *, owner: str, system_logs: list[str]) -> None:
         row: dict[str, Any] = {
             "id": task.id,
             "owner": owner,
@@ -81,7 +107,8 @@ class SqlAlchemyTaskStore:
         }
         row |= msgspec.structs.asdict(task.resources or Resources())  # one column per field
         child_rows = children(task)
-        async with self._engine.begin(conflict=f"task {task.id} already exists") as conn:
+        opened = self._single if self._postgres and not system_logs else self._engine
+        async with opened.begin(conflict=f"task {task.id} already exists") as conn:
             if self._postgres:
                 params = (
                     row
@@ -277,6 +304,7 @@ class SqlAlchemyTaskStore:
 
     # --- reads ------------------------------------------------------------------------------
 
+    @once_more_if_lost
     async def state(self, task_id: str, *, owner: str | None = None) -> State:
         query = sa.select(t.task.c.state).where(t.task.c.id == task_id)
         if owner is not None:
@@ -287,6 +315,7 @@ class SqlAlchemyTaskStore:
             raise TaskNotFound(task_id)
         return State(value)
 
+    @once_more_if_lost
     async def get(self, task_id: str, *, view: View = View.FULL, owner: str | None = None) -> Task:
         async with self._reader.connect() as conn:
             rows = (await conn.execute(details(view), {"ids": [task_id]})).all()
@@ -294,9 +323,53 @@ class SqlAlchemyTaskStore:
             raise TaskNotFound(task_id)
         return task_from_row(rows[0], view)
 
+    @once_more_if_lost
+    async def document(self, task_id: str, *, view: View, owner: str | None = None) -> bytes:
+        if not self._postgres:
+            return encoded(await self.get(task_id, view=view, owner=owner), view)
+        async with self._reader.connect() as conn:
+            text = (
+                await conn.execute(_document_of(view, owner is not None), {"id": task_id, "owner": owner})
+            ).scalar_one_or_none()
+        if text is None:
+            raise TaskNotFound(task_id)
+        return str(text).encode()
+
+    @once_more_if_lost
+    async def documents(self, query: TaskQuery) -> DocumentPage:
+        if not self._postgres:
+            page = await self.list_tasks(query)
+            return DocumentPage(
+                documents=[encoded(task, query.view) for task in page.tasks], next_after=page.next_after
+            )
+        c = t.task.c
+        statement = (
+            sa.select(c.id, document(query.view))
+            .where(*self._filters(query))
+            .order_by(c.id.desc())
+            .limit(query.page_size + 1)
+        )
+        async with self._reader.connect() as conn:
+            rows = (await conn.execute(statement)).all()
+        more = len(rows) > query.page_size
+        rows = rows[: query.page_size]
+        return DocumentPage(
+            documents=[str(r.document).encode() for r in rows],
+            next_after=rows[-1].id if more and rows else None,
+        )
+
     def page_query(self, query: TaskQuery) -> sa.Select[Any]:
         """The ids and states of the page `query` asks for: chosen on `task` alone, where its indexes
         decide the plan."""
+        c = t.task.c
+        return (
+            sa.select(c.id, c.state)
+            .where(*self._filters(query))
+            .order_by(c.id.desc())
+            .limit(query.page_size + 1)
+        )
+
+    def _filters(self, query: TaskQuery) -> list[sa.ColumnElement[bool]]:
         c = t.task.c
         where: list[sa.ColumnElement[bool]] = []
         if query.owner is not None:
@@ -309,8 +382,9 @@ class SqlAlchemyTaskStore:
             where.extend(self._tag_filters(query.tags))
         if query.after is not None:
             where.append(c.id < query.after)
-        return sa.select(c.id, c.state).where(*where).order_by(c.id.desc()).limit(query.page_size + 1)
+        return where
 
+    @once_more_if_lost
     async def list_tasks(self, query: TaskQuery) -> TaskPage:
         page = self.page_query(query)
         async with self._reader.connect() as conn:
@@ -322,6 +396,7 @@ class SqlAlchemyTaskStore:
         tasks = [task_from_row(r, query.view) for r in rows]
         return TaskPage(tasks=tasks, next_after=tasks[-1].id if more and tasks else None)
 
+    @once_more_if_lost
     async def history(self, task_id: str) -> list[Transition]:
         st = t.state_transition
         async with self._reader.connect() as conn:
@@ -334,6 +409,7 @@ class SqlAlchemyTaskStore:
             ).all()
         return [Transition(source=State(r.source), target=State(r.target), at=_aware(r.at)) for r in rows]
 
+    @once_more_if_lost
     async def ids_in_states(self, states: Collection[State]) -> list[str]:
         async with self._reader.connect() as conn:
             rows = await conn.execute(
@@ -341,6 +417,7 @@ class SqlAlchemyTaskStore:
             )
             return [r.id for r in rows]
 
+    @once_more_if_lost
     async def count_by_state(self, *, owner: str | None = None) -> dict[State, int]:
         counts = t.task_state_count
         if owner is None:
@@ -356,6 +433,7 @@ class SqlAlchemyTaskStore:
             rows = await conn.execute(query)
             return {State(r.state): int(r.n) for r in rows if r.n}
 
+    @once_more_if_lost
     async def ping(self) -> None:
         async with self._reader.connect() as conn:
             await conn.execute(sa.select(sa.literal(1)))
@@ -400,6 +478,15 @@ class SqlAlchemyTaskStore:
         if exists.first() is None:
             # Callers hold the task's row lock, so no other writer can insert it meanwhile.
             await conn.execute(sa.insert(t.task_log), [{"task_id": task_id, "attempt": ATTEMPT}])
+
+
+@functools.cache
+def _document_of(view: View, scoped: bool) -> sa.Select[Any]:
+    """One task's document, by `id` (and `owner` when `scoped`); built once per view."""
+    where = t.task.c.id == sa.bindparam("id")
+    if scoped:
+        where &= t.task.c.owner == sa.bindparam("owner")
+    return sa.select(document(view)).select_from(t.task).where(where)
 
 
 def _needs_log(change: Change) -> bool:

@@ -42,13 +42,34 @@ def is_unavailable(exc: sa.exc.SQLAlchemyError) -> bool:
     return False
 
 
+class ConnectionLost(StoreUnavailable):
+    """The connection broke under a statement (the database restarted since it was opened): the
+    pool has let go of every connection as old as it, so one more try gets a fresh one."""
+
+
+def once_more_if_lost(method: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Run a read once more when its pooled connection turned out to be broken."""
+
+    @functools.wraps(method)
+    async def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except ConnectionLost as exc:
+            log.info("a pooled connection was broken (%s): trying once more", exc)
+            return await method(*args, **kwargs)
+
+    return run
+
+
 class Translated:
     """An engine whose connections turn the driver's errors into the port's, the one place that
     does: "the database is unreachable" into StoreUnavailable, and a unique key already taken into
     Conflict with the message the transaction was opened with."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
-        self.engine = engine
+    def __init__(self, engine: AsyncEngine, *, autocommit: bool = False) -> None:
+        """`autocommit`: each statement commits on its own, with no BEGIN/COMMIT round trips
+        (PostgreSQL; for reads and single-statement writes)."""
+        self.engine = engine.execution_options(isolation_level="AUTOCOMMIT") if autocommit else engine
         self.dialect = engine.dialect
 
     def connect(self) -> contextlib.AbstractAsyncContextManager[AsyncConnection]:
@@ -74,6 +95,8 @@ class Translated:
                 raise
             raise Conflict(conflict) from exc
         except sa.exc.SQLAlchemyError as exc:
+            if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+                raise ConnectionLost(unavailable_reason(exc)) from exc
             if is_unavailable(exc):
                 raise StoreUnavailable(unavailable_reason(exc)) from exc
             raise
