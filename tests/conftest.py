@@ -13,6 +13,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from poiesis.adapters.sqlalchemy.direct import DirectPostgres
 from poiesis.adapters.sqlalchemy.engine import create_engine, migrate
 from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore
 from tests.support import postgres
@@ -95,7 +96,11 @@ def fresh_postgres_url_sync(server: str, template: str) -> str:
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """A fresh, migrated database of each kind."""
-    if request.param == "sqlite":
+    return await fresh_database(request, request.param, tmp_path)
+
+
+async def fresh_database(request: pytest.FixtureRequest, kind: str, tmp_path: Path) -> str:
+    if kind == "sqlite":
         url = f"sqlite:///{tmp_path / 'poiesis.db'}"
         engine = create_engine(url)
         await migrate(engine)
@@ -117,6 +122,12 @@ async def engines(database_url: str) -> AsyncIterator[tuple[AsyncEngine, AsyncEn
 
 
 @pytest.fixture
-def store(engines: tuple[AsyncEngine, AsyncEngine]) -> SqlAlchemyTaskStore:
+async def store(
+    engines: tuple[AsyncEngine, AsyncEngine], database_url: str
+) -> AsyncIterator[SqlAlchemyTaskStore]:
+    """The store as the API has it: on PostgreSQL, its hot statements through asyncpg directly."""
     writer, reader = engines
-    return SqlAlchemyTaskStore(writer, reader=reader)
+    direct = None if database_url.startswith("sqlite") else DirectPostgres(database_url, size=5)
+    yield SqlAlchemyTaskStore(writer, reader=reader, direct=direct)
+    if direct is not None:
+        await direct.close()

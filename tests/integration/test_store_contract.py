@@ -5,22 +5,58 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import AsyncIterator
+from pathlib import Path
 
+import msgspec
 import pytest
+import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from poiesis.adapters.sqlalchemy.direct import DirectPostgres
 from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore
 from poiesis.domain.errors import Conflict
+from poiesis.domain.listing import TaskQuery
 from poiesis.domain.states import State
+from poiesis.domain.tes import View
+from poiesis.domain.views import encoded
+from poiesis.ports.store import ExecutorRan
 from tests.builders import make_task
-from tests.conftest import FakeClock
+from tests.conftest import FakeClock, fresh_database
 from tests.contracts.store import *  # noqa: F403 - the contract's tests, collected here
 from tests.contracts.store import NOW
 
 
-async def _counted_directly(store: SqlAlchemyTaskStore) -> dict[State, int]:
-    import sqlalchemy as sa
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("postgres-engine", marks=pytest.mark.postgres),
+    ]
+)
+def kind(request: pytest.FixtureRequest) -> str:
+    """postgres: the store as the API has it (its hot statements through asyncpg directly);
+    postgres-engine: as the recorder and the controller have it (SQLAlchemy's engine alone)."""
+    return str(request.param)
 
+
+@pytest.fixture
+async def database_url(request: pytest.FixtureRequest, kind: str, tmp_path: Path) -> str:
+    return await fresh_database(request, kind.removesuffix("-engine"), tmp_path)
+
+
+@pytest.fixture
+async def store(
+    kind: str, engines: tuple[AsyncEngine, AsyncEngine], database_url: str
+) -> AsyncIterator[SqlAlchemyTaskStore]:
+    writer, reader = engines
+    direct = DirectPostgres(database_url, size=5) if kind == "postgres" else None
+    yield SqlAlchemyTaskStore(writer, reader=reader, direct=direct)
+    if direct is not None:
+        await direct.close()
+
+
+async def _counted_directly(store: SqlAlchemyTaskStore) -> dict[State, int]:
     from poiesis.adapters.sqlalchemy import schema
 
     async with store._reader.connect() as conn:
@@ -64,16 +100,74 @@ async def test_the_migration_counts_the_tasks_stored_before_it(
     def downgrade(connection: object) -> None:
         command.downgrade(alembic_config(connection), "0001")  # type: ignore[arg-type]
 
+    ids = [make_task(clock).id for _ in range(5)]
     async with engines[0].begin() as conn:
         await conn.run_sync(downgrade)
-    ids = []
-    for _ in range(5):
-        task = make_task(clock)
-        await store.create(task, owner="a", system_logs=[])
-        ids.append(task.id)
-    for task_id in ids[:2]:
-        await store.transition(task_id, State.RUNNING, now=NOW)
+        # Written as a store of revision 0001 wrote them.
+        for task_id in ids:
+            await conn.execute(
+                sa.text(
+                    "INSERT INTO task (id, owner, state, created_at, tags)"
+                    " VALUES (:id, 'a', 'QUEUED', :at, '{}')"
+                ),
+                {"id": task_id, "at": NOW},
+            )
+        await conn.execute(
+            sa.text("UPDATE task SET state = 'RUNNING' WHERE id IN :ids").bindparams(
+                sa.bindparam("ids", expanding=True)
+            ),
+            {"ids": ids[:2]},
+        )
     await migrate(engines[0])
     assert await store.count_by_state() == {State.QUEUED: 3, State.RUNNING: 2}
     await store.transition(ids[0], State.COMPLETE, now=NOW)
     assert await store.count_by_state() == {State.QUEUED: 3, State.RUNNING: 1, State.COMPLETE: 1}
+
+
+async def _kept_document(engine: AsyncEngine, task_id: str) -> str | None:
+    async with engine.connect() as conn:
+        query = sa.text("SELECT basic_document FROM task WHERE id = :id")
+        return (await conn.execute(query, {"id": task_id})).scalar_one()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("kind", ["postgres", "postgres-engine"], indirect=True)
+async def test_a_write_of_an_older_store_clears_the_kept_document_and_it_is_rendered_meanwhile(
+    store: SqlAlchemyTaskStore, clock: FakeClock, engines: tuple[AsyncEngine, AsyncEngine]
+) -> None:
+    """The BASIC document kept with the task (PostgreSQL) is never stale: a write that does not
+    render it again (a recorder of an older image during an upgrade, an operator's SQL) clears it
+    through the triggers, and reads render it until the next write of the store keeps it again."""
+    engine = engines[0]
+    task = make_task(clock, executors=2, tags={"project": "p1"})
+    await store.create(task, owner="alice", system_logs=[])
+
+    async def consistent() -> None:
+        expected = msgspec.json.decode(encoded(await store.get(task.id, view=View.BASIC), View.BASIC))
+        assert msgspec.json.decode(await store.document(task.id, view=View.BASIC)) == expected
+        page = await store.documents(TaskQuery(view=View.BASIC, tags={"project": "p1"}))
+        assert [msgspec.json.decode(d) for d in page.documents] == [expected]
+
+    assert await _kept_document(engine, task.id) is not None
+    await consistent()
+    older_writes = [
+        "UPDATE task SET state = 'RUNNING' WHERE id = :id",
+        "UPDATE task_log SET start_time = now() WHERE task_id = :id",
+        "INSERT INTO task_log (task_id, attempt) VALUES (:id, 1)",
+        "INSERT INTO executor_log (task_id, attempt, idx, exit_code) VALUES (:id, 0, 0, 3)",
+        "INSERT INTO output_file_log (task_id, attempt, url, path, size_bytes) VALUES (:id, 0, 'u', '/p', 7)",
+        "UPDATE executor_log SET exit_code = 4 WHERE task_id = :id",
+        'UPDATE task_log SET metadata = \'{"k": "v"}\' WHERE task_id = :id',
+    ]
+    for statement in older_writes:
+        await store.apply(task.id, [ExecutorRan(index=1, stdout="kept again")])
+        assert await _kept_document(engine, task.id) is not None, "the store keeps it"
+        await consistent()
+        async with engine.begin() as conn:
+            await conn.execute(sa.text(statement), {"id": task.id})
+        assert await _kept_document(engine, task.id) is None, statement
+        await consistent()
+    await store.transition(task.id, State.COMPLETE, now=NOW)
+    assert await _kept_document(engine, task.id) is not None
+    await consistent()
+    assert msgspec.json.decode(await store.document(task.id, view=View.BASIC))["state"] == "COMPLETE"

@@ -103,6 +103,13 @@ async def _principal(request: Request[Any, Any, Any]) -> Principal:
     return await access.principal(request.headers.get("authorization"), client=_client(request))
 
 
+def _tasks(request: Request[Any, Any, Any]) -> TaskService:
+    # From the app's state rather than as a dependency: the caller's principal is then a handler's
+    # only dependency, resolved without a task group of its own on every request.
+    tasks: TaskService = request.app.state.tasks
+    return tasks
+
+
 def _audit(event: str, task_id: str, principal: Principal, request: Request[Any, Any, Any]) -> None:
     audit.info(
         "%s %s by %s",
@@ -145,10 +152,9 @@ async def service_info(info: NamedDependency[ServiceInfo]) -> ServiceInfo:
 @post("/tasks", status_code=200)
 async def create_task(
     request: Request[Any, Any, Any],
-    tasks: NamedDependency[TaskService],
     principal: NamedDependency[SkipValidation[Principal]],
 ) -> CreateTaskResponse:
-    task_id = await tasks.create(await request.body(), owner=principal.name)
+    task_id = await _tasks(request).create(await request.body(), owner=principal.name)
     _audit("create", task_id, principal, request)
     metrics: ApiMetrics | None = getattr(request.app.state, "metrics", None)
     if metrics is not None:
@@ -158,7 +164,7 @@ async def create_task(
 
 @get("/tasks")
 async def list_tasks(
-    tasks: NamedDependency[TaskService],
+    request: Request[Any, Any, Any],
     principal: NamedDependency[SkipValidation[Principal]],
     owner: Annotated[
         str | None,
@@ -184,18 +190,18 @@ async def list_tasks(
         page_token=page_token,
         view=view,
     )
-    return _json(await tasks.page(query))
+    return _json(await _tasks(request).page(query))
 
 
 @get("/tasks/{ref:str}")
 async def get_task(
-    tasks: NamedDependency[TaskService],
+    request: Request[Any, Any, Any],
     principal: NamedDependency[SkipValidation[Principal]],
     ref: FromPath[str],
     view: FromQuery[str | None] = None,
 ) -> Response[bytes]:
     # Documented as tesTask; the MINIMAL view is the {id, state} subset of it.
-    return _json(await tasks.document(ref, view=parse_view(view), owner=owner_scope(principal)))
+    return _json(await _tasks(request).document(ref, view=parse_view(view), owner=owner_scope(principal)))
 
 
 def _json(body: bytes) -> Response[bytes]:
@@ -206,7 +212,6 @@ def _json(body: bytes) -> Response[bytes]:
 @post("/tasks/{ref:str}", status_code=200)
 async def cancel_task(
     request: Request[Any, Any, Any],
-    tasks: NamedDependency[TaskService],
     principal: NamedDependency[SkipValidation[Principal]],
     ref: FromPath[str],
 ) -> CancelTaskResponse:
@@ -214,7 +219,7 @@ async def cancel_task(
     task_id, sep, verb = ref.rpartition(":")
     if not sep or verb != "cancel":
         raise TaskNotFound(ref)
-    await tasks.cancel(task_id, owner=owner_scope(principal))
+    await _tasks(request).cancel(task_id, owner=owner_scope(principal))
     _audit("cancel", task_id, principal, request)
     return CancelTaskResponse()
 
@@ -310,7 +315,6 @@ def create_app(container: ApiContainer) -> Litestar:
         path=BASE,
         route_handlers=[service_info, create_task, list_tasks, get_task, cancel_task],
         dependencies={
-            "tasks": from_state("tasks"),
             "info": from_state("info"),
             "principal": Provide(_principal),
         },

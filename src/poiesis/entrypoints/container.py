@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from poiesis import __version__
 from poiesis.adapters.clock import SystemClock
 from poiesis.adapters.metrics import ApiMetrics, TimedCluster
+from poiesis.adapters.sqlalchemy.direct import DirectPostgres
 from poiesis.adapters.sqlalchemy.engine import create_engine, is_sqlite, migrate
 from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore
 from poiesis.adapters.unattached import UnattachedCluster
@@ -59,6 +60,17 @@ async def _reader(settings: Settings, writer: AsyncEngine) -> AsyncIterator[Asyn
         yield engine
     finally:
         await engine.dispose()
+
+
+async def _direct(settings: Settings) -> AsyncIterator[DirectPostgres | None]:
+    if is_sqlite(settings.database_url):
+        yield None
+        return
+    direct = DirectPostgres(settings.database_url, size=settings.database_pool_size)
+    try:
+        yield direct
+    finally:
+        await direct.close()
 
 
 def _rules(settings: Settings) -> Rules:
@@ -210,7 +222,8 @@ class ApiContainer(containers.DeclarativeContainer):
     clock = providers.Singleton(SystemClock)
     writer = providers.Resource(_writer, settings)
     reader = providers.Resource(_reader, settings, writer)
-    store = providers.Singleton(SqlAlchemyTaskStore, writer, reader=reader)
+    direct = providers.Resource(_direct, settings)
+    store = providers.Singleton(SqlAlchemyTaskStore, writer, reader=reader, direct=direct)
     cluster = providers.Resource(_cluster, settings, store, clock)
     rules = providers.Callable(_rules, settings)
     service_info = providers.Singleton(_service_info, settings, cluster)

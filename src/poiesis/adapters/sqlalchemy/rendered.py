@@ -8,7 +8,9 @@ without an exit code never appear, the BASIC view leaves out input content, exec
 and system logs, and the FULL view shows the owner in the first task log's metadata. Times are RFC
 3339 in UTC to the microsecond, as `domain.times.rfc3339` writes them.
 
-The expressions are correlated with the `task` table of the enclosing statement.
+The expressions are correlated with the `task` table of the enclosing statement. The BASIC document,
+what GET and ListTasks send by default, is also kept in `task.basic_document` (`REFRESH`, and the
+triggers of migration 0003 that clear it on any other write), so a page is read, not rendered.
 """
 
 from __future__ import annotations
@@ -111,5 +113,13 @@ def _document(view: View) -> str:
 
 @functools.cache
 def document(view: View) -> sa.ColumnElement[Any]:
-    """The document of the `task` row in the enclosing statement, in `view`, as text."""
-    return sa.literal_column(_document(view), sa.Text).label("document")
+    """The document of the `task` row in the enclosing statement, in `view`, as text: the BASIC one
+    as the row keeps it, rendered only when a write has cleared it."""
+    rendered = _document(view)
+    if view is View.BASIC:
+        rendered = f"COALESCE(task.basic_document, {rendered})"
+    return sa.literal_column(rendered, sa.Text).label("document")
+
+
+# The writers' last statement in a transaction that changed a task: its BASIC document again.
+REFRESH = sa.text(f"UPDATE task SET basic_document = {_document(View.BASIC)} WHERE task.id = :task_id")

@@ -31,6 +31,7 @@ from poiesis.domain.tes import (
     View,
 )
 from poiesis.domain.times import parse_time, rfc3339
+from poiesis.domain.views import encoded
 
 
 def time_text(value: str | None) -> str | None:
@@ -52,6 +53,12 @@ def children(task: Task) -> dict[str, list[dict[str, Any]]]:
     }
 
 
+def basic_document(task: Task) -> str:
+    """The BASIC document of a task as `create` stores it with no system logs (so no task log yet):
+    the task itself, rendered."""
+    return encoded(msgspec.structs.replace(task, logs=None), View.BASIC).decode()
+
+
 def to_json(value: Any) -> str | None:
     return None if value is None else msgspec.json.encode(value).decode()
 
@@ -62,10 +69,11 @@ CREATE_POSTGRES = sa.text(
     """
 WITH new_task AS (
   INSERT INTO task (id, owner, state, created_at, name, description, volumes, tags, cpu_cores, ram_gb,
-                    disk_gb, preemptible, zones, backend_parameters, backend_parameters_strict)
+                    disk_gb, preemptible, zones, backend_parameters, backend_parameters_strict,
+                    basic_document)
   VALUES (:id, :owner, CAST(:state AS task_state), :created_at, :name, :description, CAST(:volumes AS jsonb),
           CAST(:tags AS jsonb), :cpu_cores, :ram_gb, :disk_gb, :preemptible, CAST(:zones AS jsonb),
-          CAST(:backend_parameters AS jsonb), :backend_parameters_strict)
+          CAST(:backend_parameters AS jsonb), :backend_parameters_strict, :basic_document)
 ), new_executor AS (
   INSERT INTO executor (task_id, idx, image, command, workdir, stdin, stdout, stderr, env, ignore_error)
   SELECT :id, x.idx, x.image, x.command, x.workdir, x.stdin, x.stdout, x.stderr, x.env, x.ignore_error

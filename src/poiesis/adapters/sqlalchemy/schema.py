@@ -89,6 +89,7 @@ task = sa.Table(
     sa.Column("backend_parameters_strict", sa.Boolean),
     sa.Column("volumes", JSON),
     sa.Column("tags", JSON, nullable=False),
+    sa.Column("basic_document", sa.Text),
     sa.Index(None, "state", "id"),
     sa.Index(None, "owner", "id"),
     sa.Index(None, "owner", "state", "id"),
@@ -100,7 +101,9 @@ task = sa.Table(
     ),
     sa.Index("ix_task_tags", "tags", postgresql_using="gin").ddl_if(dialect="postgresql"),
 )
-"""`tags` repeats the tag table as one document: a GIN index on it answers tag filters (PostgreSQL)."""
+"""`tags` repeats the tag table as one document: a GIN index on it answers tag filters (PostgreSQL).
+`basic_document` is the task's BASIC view as the API sends it, kept by the store's writers in the
+transaction of each change and cleared by triggers on any other write (PostgreSQL; `rendered`)."""
 
 task_state_count = sa.Table(
     "task_state_count",

@@ -24,12 +24,14 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from poiesis.adapters.sqlalchemy import schema as t
-from poiesis.adapters.sqlalchemy.rendered import document
+from poiesis.adapters.sqlalchemy.direct import DirectPostgres, Statement
+from poiesis.adapters.sqlalchemy.rendered import REFRESH, document
 from poiesis.adapters.sqlalchemy.rows import (
     CHILD_TABLES,
     CREATE_POSTGRES,
     SLICE,
     TASK_JSON,
+    basic_document,
     children,
     details,
     task_from_row,
@@ -71,8 +73,12 @@ def _drop_none(**values: Any) -> dict[str, Any]:
 
 
 class SqlAlchemyTaskStore:
-    def __init__(self, engine: AsyncEngine, *, reader: AsyncEngine | None = None) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, reader: AsyncEngine | None = None, direct: DirectPostgres | None = None
+    ) -> None:
+        """`direct`: PostgreSQL's hot statements (create, GET, a page, a state) sent through asyncpg."""
         self._postgres = engine.dialect.name == "postgresql"
+        self._direct = direct if self._postgres else None
         self._engine = Translated(engine)
         # PostgreSQL: a read is one statement and needs no transaction around it (BEGIN and
         # ROLLBACK would be two more round trips); nor does a create, one statement there.
@@ -107,14 +113,19 @@ class SqlAlchemyTaskStore:
         }
         row |= msgspec.structs.asdict(task.resources or Resources())  # one column per field
         child_rows = children(task)
+        conflict = f"task {task.id} already exists"
+        params = (
+            row
+            | {k: to_json(row[k]) for k in TASK_JSON}
+            | {name: to_json(rows) for name, rows in child_rows.items()}
+            | {"basic_document": None if system_logs else basic_document(task)}
+        )
+        if self._direct is not None and not system_logs:
+            await self._direct.execute(_statement(CREATE_POSTGRES), params, conflict=conflict)
+            return
         opened = self._single if self._postgres and not system_logs else self._engine
-        async with opened.begin(conflict=f"task {task.id} already exists") as conn:
+        async with opened.begin(conflict=conflict) as conn:
             if self._postgres:
-                params = (
-                    row
-                    | {k: to_json(row[k]) for k in TASK_JSON}
-                    | {name: to_json(rows) for name, rows in child_rows.items()}
-                )
                 await conn.execute(CREATE_POSTGRES, params)
             else:
                 await conn.execute(sa.insert(t.task), [row])
@@ -136,6 +147,7 @@ class SqlAlchemyTaskStore:
                     sa.insert(t.system_log),
                     [{"task_id": task.id, "attempt": ATTEMPT, "line": line} for line in system_logs],
                 )
+                await self._refresh(conn, task.id)
 
     @uninterrupted
     async def transition(
@@ -184,10 +196,11 @@ class SqlAlchemyTaskStore:
         moved: list[State] = []
         async with self._engine.begin() as conn:
             state = await self._locked_state(conn, task_id)  # serialises this task's writers
-            logged = False
+            logged = changed = False
             for change in changes:
                 if isinstance(change, Moved) and not can_transition(state, change.target):
                     continue
+                changed = True
                 if not logged and _needs_log(change):
                     await self._ensure_log(conn, task_id)
                     logged = True
@@ -200,6 +213,8 @@ class SqlAlchemyTaskStore:
                         await self._executor(conn, task_id, change)
                     case OutputsRecorded():
                         await self._outputs(conn, task_id, change.files)
+            if changed:
+                await self._refresh(conn, task_id)
         return Applied(state=state, moved=tuple(moved))
 
     async def _move(self, conn: AsyncConnection, task_id: str, current: State, change: Moved) -> None:
@@ -280,12 +295,19 @@ class SqlAlchemyTaskStore:
                 sa.insert(t.system_log),
                 [{"task_id": task_id, "attempt": ATTEMPT, "line": line}],
             )
+            await self._refresh(conn, task_id)
 
     @uninterrupted
     async def set_metadata(self, task_id: str, metadata: dict[str, str]) -> None:
         async with self._engine.begin() as conn:
             await self._locked_state(conn, task_id)
             await self._merge_metadata(conn, task_id, metadata)
+            await self._refresh(conn, task_id)
+
+    async def _refresh(self, conn: AsyncConnection, task_id: str) -> None:
+        """Render the task's kept BASIC document again, last in a transaction that changed it."""
+        if self._postgres:
+            await conn.execute(REFRESH, {"task_id": task_id})
 
     async def _merge_metadata(self, conn: AsyncConnection, task_id: str, metadata: dict[str, str]) -> None:
         await self._ensure_log(conn, task_id)
@@ -306,11 +328,13 @@ class SqlAlchemyTaskStore:
 
     @once_more_if_lost
     async def state(self, task_id: str, *, owner: str | None = None) -> State:
-        query = sa.select(t.task.c.state).where(t.task.c.id == task_id)
-        if owner is not None:
-            query = query.where(t.task.c.owner == owner)
-        async with self._reader.connect() as conn:
-            value = (await conn.execute(query)).scalar_one_or_none()
+        query = _state_of(owner is not None)
+        params = {"id": task_id, "owner": owner}
+        if self._direct is not None:
+            value = await self._direct.value(_statement(query), params)
+        else:
+            async with self._reader.connect() as conn:
+                value = (await conn.execute(query, params)).scalar_one_or_none()
         if value is None:
             raise TaskNotFound(task_id)
         return State(value)
@@ -327,10 +351,12 @@ class SqlAlchemyTaskStore:
     async def document(self, task_id: str, *, view: View, owner: str | None = None) -> bytes:
         if not self._postgres:
             return encoded(await self.get(task_id, view=view, owner=owner), view)
-        async with self._reader.connect() as conn:
-            text = (
-                await conn.execute(_document_of(view, owner is not None), {"id": task_id, "owner": owner})
-            ).scalar_one_or_none()
+        query, params = _document_of(view, owner is not None), {"id": task_id, "owner": owner}
+        if self._direct is not None:
+            text = await self._direct.value(_statement(query), params)
+        else:
+            async with self._reader.connect() as conn:
+                text = (await conn.execute(query, params)).scalar_one_or_none()
         if text is None:
             raise TaskNotFound(task_id)
         return str(text).encode()
@@ -349,13 +375,16 @@ class SqlAlchemyTaskStore:
             .order_by(c.id.desc())
             .limit(query.page_size + 1)
         )
-        async with self._reader.connect() as conn:
-            rows = (await conn.execute(statement)).all()
+        if self._direct is not None:
+            rows: Sequence[Any] = await self._direct.rows(*Statement.bound(statement))
+        else:
+            async with self._reader.connect() as conn:
+                rows = (await conn.execute(statement)).mappings().all()
         more = len(rows) > query.page_size
         rows = rows[: query.page_size]
         return DocumentPage(
-            documents=[str(r.document).encode() for r in rows],
-            next_after=rows[-1].id if more and rows else None,
+            documents=[str(r["document"]).encode() for r in rows],
+            next_after=rows[-1]["id"] if more and rows else None,
         )
 
     def page_query(self, query: TaskQuery) -> sa.Select[Any]:
@@ -435,6 +464,9 @@ class SqlAlchemyTaskStore:
 
     @once_more_if_lost
     async def ping(self) -> None:
+        if self._direct is not None:
+            await self._direct.value(_statement(_PING), {})
+            return
         async with self._reader.connect() as conn:
             await conn.execute(sa.select(sa.literal(1)))
 
@@ -478,6 +510,22 @@ class SqlAlchemyTaskStore:
         if exists.first() is None:
             # Callers hold the task's row lock, so no other writer can insert it meanwhile.
             await conn.execute(sa.insert(t.task_log), [{"task_id": task_id, "attempt": ATTEMPT}])
+
+
+_PING: sa.Select[Any] = sa.select(sa.literal_column("1"))
+
+
+@functools.cache
+def _statement(statement: sa.Executable) -> Statement:
+    return Statement(statement)
+
+
+@functools.cache
+def _state_of(scoped: bool) -> sa.Select[Any]:
+    where = t.task.c.id == sa.bindparam("id")
+    if scoped:
+        where &= t.task.c.owner == sa.bindparam("owner")
+    return sa.select(t.task.c.state).where(where)
 
 
 @functools.cache

@@ -8,9 +8,10 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
+import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -102,6 +103,37 @@ class Translated:
             raise
         except OSError as exc:  # ConnectionRefusedError and kin, before the driver wraps them
             raise StoreUnavailable(unavailable_reason(exc)) from exc
+
+
+# asyncpg's own errors for a connection that broke under a statement (SQLSTATE class 08, or the
+# socket); its InterfaceError says "connection is closed" for a connection it had seen close.
+_LOST = (asyncpg.PostgresConnectionError, ConnectionResetError, BrokenPipeError)
+
+
+@contextlib.asynccontextmanager
+async def asyncpg_errors(
+    *, conflict: str | None, on_lost: Callable[[], Awaitable[None]]
+) -> AsyncIterator[None]:
+    """The same translation for statements sent through asyncpg directly (`direct`): a connection
+    lost under a statement is ConnectionLost (after `on_lost`), "cannot serve now" StoreUnavailable,
+    a unique key taken Conflict(`conflict`)."""
+    try:
+        yield
+    except asyncpg.UniqueViolationError as exc:
+        if conflict is None:
+            raise
+        raise Conflict(conflict) from exc
+    except (*_LOST, asyncpg.InterfaceError) as exc:
+        if isinstance(exc, asyncpg.InterfaceError) and "connection is closed" not in str(exc):
+            raise  # a fault in the call, not in the connection
+        await on_lost()
+        raise ConnectionLost(unavailable_reason(exc)) from exc
+    except asyncpg.PostgresError as exc:
+        if str(exc.sqlstate or "")[:2] in _UNAVAILABLE_SQLSTATE_CLASSES:
+            raise StoreUnavailable(unavailable_reason(exc)) from exc
+        raise
+    except (OSError, TimeoutError) as exc:  # refused, unreachable; no connection free in time
+        raise StoreUnavailable(unavailable_reason(exc)) from exc
 
 
 def uninterrupted(method: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:

@@ -1,0 +1,110 @@
+"""PostgreSQL's hot statements sent straight through an asyncpg pool.
+
+A create, a GET and a page are each one statement, and most of their cost was SQLAlchemy's
+connection, execution context and greenlet bridge around it. Here the statements are still built
+with SQLAlchemy (one source of SQL), compiled once to asyncpg's text and sent by asyncpg, which
+prepares each once per connection and keeps it. Every statement runs on its own in autocommit.
+
+The pool holds no connection until one is needed and closes those idle for five minutes. A
+connection the database closed (a restart) is replaced by the pool when it notices; one found
+broken under a statement expires every connection the pool holds, like SQLAlchemy's pool does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
+from typing import Any
+
+import asyncpg
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
+
+from poiesis.adapters.sqlalchemy.translation import asyncpg_errors
+
+_DIALECT = asyncpg_dialect.dialect()  # type: ignore[no-untyped-call]
+
+
+class Statement:
+    """A SQLAlchemy statement compiled for asyncpg: its text, and its parameters' names in order."""
+
+    __slots__ = ("names", "sql")
+
+    def __init__(self, statement: sa.Executable) -> None:
+        compiled = statement.compile(dialect=_DIALECT)  # type: ignore[attr-defined]
+        self.sql: str = compiled.string
+        self.names: tuple[str, ...] = tuple(compiled.positiontup or ())
+
+    def args(self, params: Mapping[str, Any]) -> list[Any]:
+        return [params[n] for n in self.names]
+
+    @classmethod
+    def bound(cls, statement: sa.Executable) -> tuple[str, list[Any]]:
+        """The text and arguments of a statement whose values are bound in it (built per call)."""
+        compiled = statement.compile(dialect=_DIALECT)  # type: ignore[attr-defined]
+        params = compiled.params
+        return compiled.string, [params[n] for n in compiled.positiontup or ()]
+
+
+async def _kept(_: asyncpg.Connection) -> None:
+    """A connection goes back to the pool as it is: its statements leave no session state behind
+    (each commits on its own, none sets, locks, listens or opens a cursor), so the round trip of
+    asyncpg's reset is saved."""
+
+
+def _dsn(url: sa.URL) -> str:
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+class DirectPostgres:
+    def __init__(self, url: str, *, size: int, timeout: float = 30) -> None:
+        self._url = sa.make_url(url)
+        self._size = size
+        self._timeout = timeout
+        self._pool: asyncpg.Pool | None = None
+        self._opening = asyncio.Lock()
+
+    async def _connected(self) -> asyncpg.Pool:
+        if self._pool is None:
+            async with self._opening:
+                if self._pool is None:
+                    self._pool = await asyncpg.create_pool(
+                        _dsn(self._url),
+                        min_size=0,
+                        max_size=self._size,
+                        max_inactive_connection_lifetime=300,
+                        timeout=self._timeout,
+                        reset=_kept,
+                    )
+        return self._pool
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    @contextlib.asynccontextmanager
+    async def _connection(self, conflict: str | None) -> AsyncIterator[asyncpg.Connection]:
+        async with asyncpg_errors(conflict=conflict, on_lost=self._expire):
+            pool = await self._connected()
+            async with pool.acquire(timeout=self._timeout) as conn:
+                yield conn
+
+    async def _expire(self) -> None:
+        if self._pool is not None:
+            await self._pool.expire_connections()
+
+    async def execute(
+        self, statement: Statement, params: Mapping[str, Any], *, conflict: str | None = None
+    ) -> None:
+        async with self._connection(conflict) as conn:
+            await conn.execute(statement.sql, *statement.args(params))
+
+    async def value(self, statement: Statement, params: Mapping[str, Any]) -> Any:
+        async with self._connection(None) as conn:
+            return await conn.fetchval(statement.sql, *statement.args(params))
+
+    async def rows(self, sql: str, args: Sequence[Any]) -> list[asyncpg.Record]:
+        async with self._connection(None) as conn:
+            return list(await conn.fetch(sql, *args))
