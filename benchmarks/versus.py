@@ -214,7 +214,12 @@ EventWriters: [postgres]
 Logger: {{level: error}}
 Server: {{HostName: 127.0.0.1, HTTPPort: "{http}", RPCPort: "{rpc}"}}
 RPCClient: {{ServerAddress: "127.0.0.1:{rpc}"}}
-Postgres: {{Host: "127.0.0.1:{pg_port}", Database: {database}, User: postgres, Password: "", Timeout: {{duration: 300s}}}}
+Postgres:
+  Host: "127.0.0.1:{pg_port}"
+  Database: {database}
+  User: postgres
+  Password: ""
+  Timeout: {{duration: 300s}}
 Worker: {{WorkDir: {work}/worker}}
 """
     )

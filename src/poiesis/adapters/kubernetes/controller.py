@@ -333,13 +333,23 @@ class Controller:
                 if outcome != "cancelled":
                     self.metrics.passes.labels(outcome).observe(time.perf_counter() - started)
 
+    def _watched(self, task_id: str) -> bool:
+        """Whether the watch shows the task's Pod running well: its next change comes as an event,
+        so a resync has nothing to look at."""
+        seen = self.objects.pod(task_id)
+        return seen is not None and not (seen.deleted or seen.ended or seen.stuck)
+
     async def resync(self) -> None:
-        """Queue every non-terminal task, and every task the cluster holds objects for, now and
-        every `resync_seconds`."""
+        """Queue, now and every `resync_seconds`, every non-terminal task whose Pod the watch does
+        not show running well (a task being cancelled always), and every task the cluster holds
+        objects for. Its cost follows what needs looking at, not the tasks in flight: two reads of
+        ids, and a pass only for tasks without a healthy Pod."""
         while True:
             ids: set[str] = set()
             try:
-                ids.update(await self.store.ids_in_states(NON_TERMINAL))
+                open_ids = await self.store.ids_in_states(NON_TERMINAL)
+                canceling = set(await self.store.ids_in_states([State.CANCELING]))
+                ids.update(i for i in open_ids if i in canceling or not self._watched(i))
             except StoreUnavailable as exc:
                 log.warning("resync: the database is unavailable: %s", exc)
             except Exception:  # the backstop's own loop must outlive any one failure

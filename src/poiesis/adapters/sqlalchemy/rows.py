@@ -64,7 +64,8 @@ def to_json(value: Any) -> str | None:
 
 
 # A task and its children in one statement, one round trip: the children travel as JSON arrays.
-# The foreign keys are checked at the end of the statement, when the task row exists.
+# The foreign keys are checked at the end of the statement, when the task row exists. The `tag`
+# rows are SQLite's tag filter: PostgreSQL filters on `task.tags` (a GIN index) and writes none.
 CREATE_POSTGRES = sa.text(
     """
 WITH new_task AS (
@@ -84,14 +85,11 @@ WITH new_task AS (
   SELECT :id, x.idx, x.path, CAST(x.type AS file_type), x.name, x.description, x.url, x.content, x.streamable
   FROM jsonb_to_recordset(CAST(:inputs AS jsonb)) AS x(idx int, path text, type text, name text,
        description text, url text, content text, streamable boolean)
-), new_output AS (
-  INSERT INTO output (task_id, idx, path, url, type, name, description, path_prefix)
-  SELECT :id, x.idx, x.path, x.url, CAST(x.type AS file_type), x.name, x.description, x.path_prefix
-  FROM jsonb_to_recordset(CAST(:outputs AS jsonb)) AS x(idx int, path text, url text, type text, name text,
-       description text, path_prefix text)
 )
-INSERT INTO tag (task_id, key, value)
-SELECT :id, x.key, x.value FROM jsonb_to_recordset(CAST(:tag_rows AS jsonb)) AS x(key text, value text)
+INSERT INTO output (task_id, idx, path, url, type, name, description, path_prefix)
+SELECT :id, x.idx, x.path, x.url, CAST(x.type AS file_type), x.name, x.description, x.path_prefix
+FROM jsonb_to_recordset(CAST(:outputs AS jsonb)) AS x(idx int, path text, url text, type text, name text,
+     description text, path_prefix text)
 """
 )
 

@@ -117,7 +117,7 @@ class SqlAlchemyTaskStore:
         params = (
             row
             | {k: to_json(row[k]) for k in TASK_JSON}
-            | {name: to_json(rows) for name, rows in child_rows.items()}
+            | {name: to_json(rows) for name, rows in child_rows.items() if name != "tag_rows"}
             | {"basic_document": None if system_logs else basic_document(task)}
         )
         if self._direct is not None and not system_logs:
