@@ -6,21 +6,24 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import AsyncIterator
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from poiesis.adapters.postgres.records import PostgresTaskRecords
 from poiesis.adapters.sqlalchemy.direct import DirectPostgres
 from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore
 from poiesis.domain.errors import Conflict
 from poiesis.domain.listing import TaskQuery
 from poiesis.domain.states import State
-from poiesis.domain.tes import View
+from poiesis.domain.tes import OutputFileLog, View
 from poiesis.domain.views import encoded
-from poiesis.ports.store import ExecutorRan
+from poiesis.ports.store import ExecutorRan, Moved, OutputsRecorded
 from tests.builders import make_task
 from tests.conftest import FakeClock, fresh_database
 from tests.contracts.store import *  # noqa: F403 - the contract's tests, collected here
@@ -32,26 +35,51 @@ from tests.contracts.store import NOW
         "sqlite",
         pytest.param("postgres", marks=pytest.mark.postgres),
         pytest.param("postgres-engine", marks=pytest.mark.postgres),
+        pytest.param("postgres-records", marks=pytest.mark.postgres),
     ]
 )
 def kind(request: pytest.FixtureRequest) -> str:
     """postgres: the store as the API has it (its hot statements through asyncpg directly);
-    postgres-engine: as the recorder and the controller have it (SQLAlchemy's engine alone)."""
+    postgres-engine: as the controller has it (SQLAlchemy's engine alone); postgres-records: with
+    `get`, `state` and every write of a task's progress by the Task Recorder's store."""
     return str(request.param)
 
 
 @pytest.fixture
 async def database_url(request: pytest.FixtureRequest, kind: str, tmp_path: Path) -> str:
-    return await fresh_database(request, kind.removesuffix("-engine"), tmp_path)
+    return await fresh_database(request, kind.split("-")[0], tmp_path)
+
+
+class RecordsInStore:
+    """The SQLAlchemy store whose reads of a task and writes of its progress are
+    PostgresTaskRecords' (the Task Recorder's store), so the contract holds for those."""
+
+    def __init__(self, store: SqlAlchemyTaskStore, records: PostgresTaskRecords) -> None:
+        self._store = store
+        self._records = records
+        self.get = records.get
+        self.state = records.state
+        self.apply = records.apply
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    async def transition(self, task_id: str, target: State, *, now: datetime, **given: Any) -> bool:
+        return bool((await self.apply(task_id, [Moved(target=target, at=now, **given)])).moved)
+
+    async def record_executor(self, task_id: str, index: int, **given: Any) -> None:
+        await self.apply(task_id, [ExecutorRan(index=index, **given)])
+
+    async def add_output_files(self, task_id: str, files: list[OutputFileLog]) -> None:
+        await self.apply(task_id, [OutputsRecorded(files=files)])
 
 
 @pytest.fixture
-async def store(
-    kind: str, engines: tuple[AsyncEngine, AsyncEngine], database_url: str
-) -> AsyncIterator[SqlAlchemyTaskStore]:
+async def store(kind: str, engines: tuple[AsyncEngine, AsyncEngine], database_url: str) -> AsyncIterator[Any]:
     writer, reader = engines
     direct = DirectPostgres(database_url, size=5) if kind == "postgres" else None
-    yield SqlAlchemyTaskStore(writer, reader=reader, direct=direct)
+    store = SqlAlchemyTaskStore(writer, reader=reader, direct=direct)
+    yield RecordsInStore(store, PostgresTaskRecords(database_url)) if kind == "postgres-records" else store
     if direct is not None:
         await direct.close()
 
@@ -131,7 +159,7 @@ async def _kept_document(engine: AsyncEngine, task_id: str) -> str | None:
 
 
 @pytest.mark.postgres
-@pytest.mark.parametrize("kind", ["postgres", "postgres-engine"], indirect=True)
+@pytest.mark.parametrize("kind", ["postgres", "postgres-engine", "postgres-records"], indirect=True)
 async def test_a_write_of_an_older_store_clears_the_kept_document_and_it_is_rendered_meanwhile(
     store: SqlAlchemyTaskStore, clock: FakeClock, engines: tuple[AsyncEngine, AsyncEngine]
 ) -> None:

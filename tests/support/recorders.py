@@ -196,15 +196,13 @@ class InProcessRecorders:
         self.failures: list[BaseException] = []
 
     def __enter__(self) -> InProcessRecorders:
-        from poiesis.adapters.sqlalchemy.engine import create_engine
-        from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore
+        from poiesis.adapters.postgres.records import PostgresTaskRecords
 
         self.thread.start()
 
         async def setup() -> None:
             self.stopping = asyncio.Event()
-            self.engine = create_engine(self.helper.database_url, pool_size=10)
-            self.store = SqlAlchemyTaskStore(self.engine, reader=self.engine)
+            self.store = PostgresTaskRecords(self.helper.database_url)
 
         asyncio.run_coroutine_threadsafe(setup(), self.loop).result()
         self.watcher.start()
@@ -222,7 +220,6 @@ class InProcessRecorders:
                 for task in late:
                     task.cancel()
                 await asyncio.gather(*late, return_exceptions=True)
-            await self.engine.dispose()
 
         asyncio.run_coroutine_threadsafe(teardown(), self.loop).result(30)
         self.loop.call_soon_threadsafe(self.loop.stop)

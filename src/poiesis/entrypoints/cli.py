@@ -18,6 +18,18 @@ if TYPE_CHECKING:
 log = logging.getLogger("poiesis")
 
 
+def _trec() -> int:
+    """The Task Recorder, which starts in every task Pod: it reads its own environment and loads
+    neither the server's settings nor httpx's command line (rich, click)."""
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]  # httpx falls back without it
+    from poiesis.entrypoints import trec
+    from poiesis.entrypoints.logs import configure
+
+    fmt = os.environ.get("POIESIS_LOG_FORMAT", "json")
+    configure(os.environ.get("POIESIS_LOG_LEVEL", "INFO"), "text" if fmt == "text" else "json")
+    return asyncio.run(trec.run(trec.config_from_env()))
+
+
 def _serve_api(settings: Settings, *, workers: int) -> None:
     import uvicorn
 
@@ -194,6 +206,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(args_in)
     if args.command == "wait-file":
         return _wait_file(args.path, args.timeout)
+    if args.command == "trec":
+        return _trec()
 
     # The server's settings (and what they import) only for the server's commands.
     import msgspec
@@ -219,10 +233,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.file:
             settings = msgspec.structs.replace(settings, basic_users_file=args.file)
         return _users(settings, args.action, args.name, args.password_stdin)
-    if args.command == "trec":
-        from poiesis.entrypoints import trec
-
-        return asyncio.run(trec.run(trec.config_from_env()))
     if args.command == "tctl":
         from poiesis.entrypoints import tctl
 

@@ -10,7 +10,8 @@ environment, the signals and the follow loop.
 
 Every write is idempotent (guarded transitions, upserted executor logs, output logs recorded once),
 so a restarted recorder repeats nothing wrongly. It holds no idle database connection: each write
-opens one and closes it (NullPool). Its credentials read exactly its own Pod and its log; the grant
+opens one and closes it. It reaches PostgreSQL through asyncpg alone (`postgres.records`): no
+SQLAlchemy is imported in a task Pod. Its credentials read exactly its own Pod and its log; the grant
 arrives just after the Pod is created, so 403/404 at start are waited out.
 """
 
@@ -43,11 +44,10 @@ from poiesis.adapters.kubernetes.taskpod import (
     ReportedOutputs,
     executor_container,
 )
-from poiesis.adapters.sqlalchemy.engine import create_engine
-from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore
+from poiesis.adapters.postgres.records import PostgresTaskRecords
 from poiesis.domain.tes import OutputFileLog, View
 from poiesis.ports.clock import Clock
-from poiesis.ports.store import StoreUnavailable, TaskStore
+from poiesis.ports.store import StoreUnavailable, TaskRecords
 
 log = logging.getLogger("poiesis.trec")
 
@@ -71,7 +71,7 @@ class Recorder:
     """The Pod's own recorder: a PodRecorder reading the executors' tails and the output report
     from the Pod's volumes, and the recorded mark that lets the Pod's main container end."""
 
-    def __init__(self, cfg: Config, store: TaskStore, api: PodApi, clock: Clock | None = None) -> None:
+    def __init__(self, cfg: Config, store: TaskRecords, api: PodApi, clock: Clock | None = None) -> None:
         self.cfg = cfg
         self.store = store
         self.api = api
@@ -181,7 +181,7 @@ async def follow(recorder: Recorder, api: PodApi, cfg: Config) -> None:
             await asyncio.sleep(1)
 
 
-async def record(cfg: Config, store: TaskStore, api: PodApi, stopping: asyncio.Event) -> None:
+async def record(cfg: Config, store: TaskRecords, api: PodApi, stopping: asyncio.Event) -> None:
     """Follow the Pod until its end is recorded, it is gone, or `stopping` is set; then, if stopped
     early, look at the Pod once more (it is ending) and record what it shows."""
     recorder = Recorder(cfg, store, api)
@@ -202,8 +202,7 @@ async def record(cfg: Config, store: TaskStore, api: PodApi, stopping: asyncio.E
 
 
 async def run(cfg: Config) -> int:
-    engine = create_engine(cfg.database_url, writer=True, pool_size=0)
-    store = SqlAlchemyTaskStore(engine, reader=engine)
+    store = PostgresTaskRecords(cfg.database_url)
     api = PodApi(cfg.api_server, cfg.token_file, cfg.ca_file) if cfg.api_server else PodApi.in_cluster()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -213,7 +212,6 @@ async def run(cfg: Config) -> int:
         await record(cfg, store, api, stopping)
     finally:
         await api.aclose()
-        await engine.dispose()
     return 0
 
 

@@ -32,7 +32,7 @@ import msgspec
 
 from poiesis.domain.errors import Unavailable
 from poiesis.domain.listing import DocumentPage, TaskPage, TaskQuery
-from poiesis.domain.states import State
+from poiesis.domain.states import TERMINAL, State
 from poiesis.domain.tes import OutputFileLog, Task, View
 
 
@@ -75,6 +75,14 @@ class OutputsRecorded(msgspec.Struct, frozen=True, kw_only=True):
 Change = Moved | ExecutorRan | OutputsRecorded
 
 
+def writes_log(change: Change) -> bool:
+    """Whether a change writes to the task log (a move to CANCELING or PAUSED alone does not)."""
+    if not isinstance(change, Moved):
+        return True
+    logged_states = (State.INITIALIZING, State.RUNNING, *TERMINAL)
+    return change.target in logged_states or change.reason is not None or bool(change.metadata)
+
+
 class Applied(msgspec.Struct, frozen=True, kw_only=True):
     state: State
     """The task's state once the changes were made."""
@@ -82,10 +90,20 @@ class Applied(msgspec.Struct, frozen=True, kw_only=True):
     """The targets of the moves that happened, in order (a skipped move is not here)."""
 
 
-class TaskStore(Protocol):
-    async def create(self, task: Task, *, owner: str, system_logs: list[str]) -> None: ...
+class TaskRecords(Protocol):
+    """What recording a task's progress needs of the store (the Task Recorder's whole use of it)."""
 
     async def get(self, task_id: str, *, view: View = View.FULL, owner: str | None = None) -> Task: ...
+
+    async def state(self, task_id: str, *, owner: str | None = None) -> State: ...
+
+    async def apply(self, task_id: str, changes: Sequence[Change]) -> Applied:
+        """Every change in one transaction, in order (see the module's contract)."""
+        ...
+
+
+class TaskStore(TaskRecords, Protocol):
+    async def create(self, task: Task, *, owner: str, system_logs: list[str]) -> None: ...
 
     async def list_tasks(self, query: TaskQuery) -> TaskPage: ...
 
@@ -96,8 +114,6 @@ class TaskStore(Protocol):
     async def documents(self, query: TaskQuery) -> DocumentPage:
         """The page `list_tasks` gives, as the tasks' documents in the query's view."""
         ...
-
-    async def state(self, task_id: str, *, owner: str | None = None) -> State: ...
 
     async def transition(
         self,
@@ -124,10 +140,6 @@ class TaskStore(Protocol):
         stdout: str | None = None,
         stderr: str | None = None,
     ) -> None: ...
-
-    async def apply(self, task_id: str, changes: Sequence[Change]) -> Applied:
-        """Every change in one transaction, in order (see the module's contract)."""
-        ...
 
     async def append_system_log(self, task_id: str, line: str) -> None: ...
 

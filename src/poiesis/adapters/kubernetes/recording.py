@@ -1,11 +1,11 @@
-"""PodRecorder: what a TaskPod's status shows of its task, written to the TaskStore once.
+"""PodRecorder: what a TaskPod's status shows of its task, written to the store once.
 
 Used by the Task Recorder (trec, the Pod's own sidecar, which also reads the executors' log tails
 and the output report and settles the task's end) and by the Task Controller (which writes the
 steps on the way before the end it diagnosed, when the recorder could not). Both fold the Pod's
 status into lifecycle events (`observe.events`); the recorder remembers what it has written (and
 starts from what the stored task shows), so a Pod state seen again costs no write, and everything
-one status shows new goes to the store in one transaction (`TaskStore.apply`).
+one status shows new goes to the store in one transaction (`TaskRecords.apply`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from poiesis.domain import lifecycle
 from poiesis.domain.states import State, is_terminal
 from poiesis.domain.tes import OutputFileLog, Task
 from poiesis.domain.times import parse_time
-from poiesis.ports.store import Applied, Change, ExecutorRan, Moved, OutputsRecorded, TaskStore
+from poiesis.ports.store import Applied, Change, ExecutorRan, Moved, OutputsRecorded, TaskRecords
 
 Tails = Callable[[int], Awaitable[tuple[str, str]]]
 """Executor `index`'s stdout and stderr tails."""
@@ -35,7 +35,7 @@ def _moment(value: str | datetime) -> datetime:
 class PodRecorder:
     def __init__(
         self,
-        store: TaskStore,
+        store: TaskRecords,
         task: Task,
         now: Callable[[], datetime],
         *,

@@ -21,7 +21,7 @@ import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 
-from poiesis.adapters.sqlalchemy.translation import asyncpg_errors
+from poiesis.adapters.postgres.errors import asyncpg_errors
 
 _DIALECT = asyncpg_dialect.dialect()  # type: ignore[no-untyped-call]
 

@@ -56,6 +56,7 @@ from poiesis.ports.store import (
     Moved,
     OutputsRecorded,
     Transition,
+    writes_log,
 )
 
 log = logging.getLogger(__name__)
@@ -201,7 +202,7 @@ class SqlAlchemyTaskStore:
                 if isinstance(change, Moved) and not can_transition(state, change.target):
                     continue
                 changed = True
-                if not logged and _needs_log(change):
+                if not logged and writes_log(change):
                     await self._ensure_log(conn, task_id)
                     logged = True
                 match change:
@@ -535,11 +536,3 @@ def _document_of(view: View, scoped: bool) -> sa.Select[Any]:
     if scoped:
         where &= t.task.c.owner == sa.bindparam("owner")
     return sa.select(document(view)).select_from(t.task).where(where)
-
-
-def _needs_log(change: Change) -> bool:
-    """Whether a change writes to the task log (a move to CANCELING or PAUSED alone does not)."""
-    if not isinstance(change, Moved):
-        return True
-    logged_states = (State.INITIALIZING, State.RUNNING, *TERMINAL)
-    return change.target in logged_states or change.reason is not None or bool(change.metadata)

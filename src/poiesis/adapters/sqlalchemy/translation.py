@@ -8,26 +8,24 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import Any, ParamSpec, TypeVar
 
-import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from poiesis.adapters.postgres.errors import UNAVAILABLE_SQLSTATE_CLASSES, ConnectionLost, unavailable_reason
 from poiesis.domain.errors import Conflict
 from poiesis.ports.store import StoreUnavailable
+
+__all__ = ["ConnectionLost", "Translated", "once_more_if_lost", "unavailable_reason", "uninterrupted"]
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
 
 _UNAVAILABLE = (OperationalError, InterfaceError, sa.exc.TimeoutError)
-# SQLSTATE classes that mean "not now, try again": 08 connection exception, 53 insufficient resources
-# (too many connections), 57 operator intervention (shutting down, starting up, terminated by an
-# administrator). asyncpg's errors for these reach SQLAlchemy as a plain DBAPIError.
-_UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53", "57")
 
 
 def is_unavailable(exc: sa.exc.SQLAlchemyError) -> bool:
@@ -39,13 +37,8 @@ def is_unavailable(exc: sa.exc.SQLAlchemyError) -> bool:
         if exc.connection_invalidated:
             return True
         sqlstate = getattr(exc.orig, "sqlstate", None) or getattr(exc.orig, "pgcode", None)
-        return isinstance(sqlstate, str) and sqlstate[:2] in _UNAVAILABLE_SQLSTATE_CLASSES
+        return isinstance(sqlstate, str) and sqlstate[:2] in UNAVAILABLE_SQLSTATE_CLASSES
     return False
-
-
-class ConnectionLost(StoreUnavailable):
-    """The connection broke under a statement (the database restarted since it was opened): the
-    pool has let go of every connection as old as it, so one more try gets a fresh one."""
 
 
 def once_more_if_lost(method: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
@@ -105,37 +98,6 @@ class Translated:
             raise StoreUnavailable(unavailable_reason(exc)) from exc
 
 
-# asyncpg's own errors for a connection that broke under a statement (SQLSTATE class 08, or the
-# socket); its InterfaceError says "connection is closed" for a connection it had seen close.
-_LOST = (asyncpg.PostgresConnectionError, ConnectionResetError, BrokenPipeError)
-
-
-@contextlib.asynccontextmanager
-async def asyncpg_errors(
-    *, conflict: str | None, on_lost: Callable[[], Awaitable[None]]
-) -> AsyncIterator[None]:
-    """The same translation for statements sent through asyncpg directly (`direct`): a connection
-    lost under a statement is ConnectionLost (after `on_lost`), "cannot serve now" StoreUnavailable,
-    a unique key taken Conflict(`conflict`)."""
-    try:
-        yield
-    except asyncpg.UniqueViolationError as exc:
-        if conflict is None:
-            raise
-        raise Conflict(conflict) from exc
-    except (*_LOST, asyncpg.InterfaceError) as exc:
-        if isinstance(exc, asyncpg.InterfaceError) and "connection is closed" not in str(exc):
-            raise  # a fault in the call, not in the connection
-        await on_lost()
-        raise ConnectionLost(unavailable_reason(exc)) from exc
-    except asyncpg.PostgresError as exc:
-        if str(exc.sqlstate or "")[:2] in _UNAVAILABLE_SQLSTATE_CLASSES:
-            raise StoreUnavailable(unavailable_reason(exc)) from exc
-        raise
-    except (OSError, TimeoutError) as exc:  # refused, unreachable; no connection free in time
-        raise StoreUnavailable(unavailable_reason(exc)) from exc
-
-
 def uninterrupted(method: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
     """Run a write to its end even if the caller is cancelled meanwhile, then let the cancellation
     through. A write cut off inside its transaction can leave the connection holding SQLite's write
@@ -153,8 +115,3 @@ def uninterrupted(method: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Co
             raise
 
     return run
-
-
-def unavailable_reason(exc: BaseException) -> str:
-    orig = getattr(exc, "orig", None) or exc
-    return f"database unavailable: {type(orig).__name__}: {str(orig).splitlines()[0] if str(orig) else ''}"
