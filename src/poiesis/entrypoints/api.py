@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, nullcontext
 from typing import TYPE_CHECKING, Annotated, Any
 
+import msgspec
 from litestar import Litestar, MediaType, Request, Response, Router, get, post
 from litestar.config.cors import CORSConfig
 from litestar.datastructures import State
@@ -48,6 +49,7 @@ from poiesis.domain.tes import (
 from poiesis.entrypoints.access import Access
 from poiesis.entrypoints.container import ApiContainer
 from poiesis.entrypoints.edge import EdgeGuard
+from poiesis.entrypoints.hot import HotRoutes
 from poiesis.entrypoints.openapi import ErrorBody, document
 from poiesis.entrypoints.settings import SettingsError, auth_problems
 from poiesis.ports.store import TaskStore
@@ -94,6 +96,23 @@ def _domain_error(request: Request[Any, Any, Any], exc: Exception) -> Response[E
     return response
 
 
+def error_parts(exc: Exception, access: Access, scope: Any) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """The status, body and extra headers the handlers above answer `exc` with, for `hot`'s routes."""
+    status = status_of(exc)
+    if isinstance(exc, PoiesisError):
+        field = exc.field if isinstance(exc, InvalidRequest) else None
+        body = ErrorBody(msg=str(exc), status_code=status, field=field)
+    elif isinstance(exc, HTTPException):
+        body = ErrorBody(msg=exc.detail, status_code=status)
+    else:
+        status, body = 500, ErrorBody(msg="internal error", status_code=500)
+    headers = []
+    if isinstance(exc, Unauthenticated):
+        sent = any(name == b"authorization" and value for name, value in scope.get("headers", ()))
+        headers.append((b"www-authenticate", access.challenges(refused=sent).encode("latin-1")))
+    return status, msgspec.json.encode(body), headers
+
+
 def _client(request: Request[Any, Any, Any]) -> str:
     return request.client.host if request.client else "unknown"
 
@@ -111,19 +130,16 @@ def _tasks(request: Request[Any, Any, Any]) -> TaskService:
 
 
 def _audit(event: str, task_id: str, principal: Principal, request: Request[Any, Any, Any]) -> None:
+    audit_line(event, task_id, principal, _client(request))
+
+
+def audit_line(event: str, task_id: str, principal: Principal, client: str) -> None:
     audit.info(
         "%s %s by %s",
         event,
         task_id,
         principal.name,
-        extra={
-            "fields": {
-                "event": event,
-                "task_id": task_id,
-                "principal": principal.name,
-                "client": _client(request),
-            }
-        },
+        extra={"fields": {"event": event, "task_id": task_id, "principal": principal.name, "client": client}},
     )
 
 
@@ -242,11 +258,16 @@ class _MeasuredApp(Litestar):
     """The API, every HTTP request counted by method, route template and status once its response
     started (404s, refusals at the door and errors included)."""
 
+    async def _serve(self, scope: Any, receive: Any, send: Any) -> None:
+        hot: HotRoutes | None = getattr(self.state, "hot", None)
+        if hot is None or scope["type"] != "http" or not await hot(scope, receive, send):
+            await super().__call__(scope, receive, send)
+
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         metrics: ApiMetrics | None = getattr(self.state, "metrics", None)
         tracing: Tracing | None = getattr(self.state, "tracing", None)
         if scope["type"] != "http" or (metrics is None and tracing is None):
-            await super().__call__(scope, receive, send)
+            await self._serve(scope, receive, send)
             return
         started = time.perf_counter()
         status = 500
@@ -259,7 +280,7 @@ class _MeasuredApp(Litestar):
 
         with tracing.request(scope) if tracing is not None else nullcontext() as finish:
             try:
-                await super().__call__(scope, receive, sending)
+                await self._serve(scope, receive, sending)
             finally:
                 if metrics is not None:
                     metrics.request(
@@ -339,7 +360,7 @@ def create_app(container: ApiContainer) -> Litestar:
         LOOPBACK_NAMES | {h.lower() for h in settings.allowed_hosts} if is_loopback(settings.host) else None
     )
     guard = EdgeGuard(hosts=hosts, origins=frozenset(settings.cors_allow_origins))
-    return _MeasuredApp(
+    app = _MeasuredApp(
         route_handlers=[tes, healthz, readyz, openapi, *([metrics] if settings.metrics else []), *pages],
         middleware=[guard],
         dependencies={"store": from_state("store")},
@@ -357,6 +378,10 @@ def create_app(container: ApiContainer) -> Litestar:
         openapi_config=None,
         debug=False,
     )
+    app.state.edge = guard
+    if not settings.cors_allow_origins:  # CORS answers are Litestar's to give
+        app.state.hot = HotRoutes(app, BASE, max_body_bytes=settings.max_body_bytes)
+    return app
 
 
 def app_from_env() -> Litestar:

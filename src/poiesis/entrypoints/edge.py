@@ -43,7 +43,11 @@ class EdgeGuard(ASGIMiddleware):
         self._origins = origins
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, next_app: ASGIApp) -> None:
-        headers = Headers.from_scope(scope)
+        self.check(scope, Headers.from_scope(scope))
+        await next_app(scope, receive, send)
+
+    def check(self, scope: Scope, headers: Headers) -> None:
+        """Raise the refusal of a request the front door does not let through."""
         host = headers.get("host", "")
         if self._hosts is not None and host_name(host) not in self._hosts:
             raise InvalidRequest("Host", f"{host!r} is not a name this server answers to")
@@ -58,7 +62,6 @@ class EdgeGuard(ASGIMiddleware):
             media = (headers.get("content-type") or "").split(";", 1)[0].strip().lower()
             if media != "application/json" and not _bare_cancel(scope, headers, origin):
                 raise UnsupportedMediaType("Content-Type must be application/json")
-        await next_app(scope, receive, send)
 
 
 def _bare_cancel(scope: Scope, headers: Headers, origin: str | None) -> bool:
