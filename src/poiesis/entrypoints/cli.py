@@ -20,8 +20,11 @@ log = logging.getLogger("poiesis")
 
 def _trec() -> int:
     """The Task Recorder, which starts in every task Pod: it reads its own environment and loads
-    neither the server's settings nor httpx's command line (rich, click)."""
-    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]  # httpx falls back without it
+    none of the server's settings."""
+    # Modules httpx and httpcore import when they are installed and get by without: httpx's own
+    # command line (rich, click) and trio (httpcore's locks for it). Neither is used here.
+    for unused in ("httpx._main", "trio"):
+        sys.modules.setdefault(unused, None)  # type: ignore[arg-type]
     from poiesis.entrypoints import trec
     from poiesis.entrypoints.logs import configure
 
