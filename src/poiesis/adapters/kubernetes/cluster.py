@@ -24,6 +24,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import urllib3
@@ -45,13 +46,26 @@ log = logging.getLogger("poiesis.kubernetes")
 T = TypeVar("T")
 
 
+KUBE_CALLS = 16
+"""Kubernetes API calls under way at once from one process (threads, and pooled connections)."""
+
+# The client blocks; its calls get threads of their own rather than asyncio's default executor
+# (cores + 4 threads, shared with every other blocking call): a burst of submits is paced by the
+# apiserver, not by a handful of threads.
+_CALLS = ThreadPoolExecutor(max_workers=KUBE_CALLS, thread_name_prefix="kube")
+
+
 def api_client(kubeconfig: str | None) -> client.ApiClient:
-    """A client from a kubeconfig file, or from the service account mounted in this container."""
+    """A client from a kubeconfig file, or from the service account mounted in this container,
+    keeping a connection for each call that may be under way at once."""
+    configuration = client.Configuration()
     if kubeconfig:
-        api: client.ApiClient = config.new_client_from_config(config_file=kubeconfig)
-        return api
-    config.load_incluster_config()
-    return client.ApiClient()
+        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    else:
+        config.load_incluster_config(client_configuration=configuration)
+    configuration.connection_pool_maxsize = KUBE_CALLS
+    api: client.ApiClient = client.ApiClient(configuration)
+    return api
 
 
 def _message(exc: ApiException) -> str:
@@ -71,7 +85,7 @@ async def kube_call(action: Callable[[], T]) -> T:
     """Run a blocking Kubernetes client call in a thread: the one place its errors become the
     Cluster port's (transient ones ClusterUnavailable, other refusals ClusterRefused)."""
     try:
-        return await asyncio.to_thread(action)
+        return await asyncio.get_running_loop().run_in_executor(_CALLS, action)
     except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
         if _transient(exc):
             raise ClusterUnavailable(f"Kubernetes API: {exc}") from exc
