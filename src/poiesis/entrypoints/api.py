@@ -85,19 +85,15 @@ def status_of(exc: Exception) -> int:
     return next((code for kind, code in _STATUS.items() if isinstance(exc, kind)), 500)
 
 
-def _domain_error(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorBody]:
-    status = status_of(exc)
-    field = exc.field if isinstance(exc, InvalidRequest) else None
-    response = _error(status, str(exc), field)
-    if isinstance(exc, Unauthenticated):
-        access: Access = request.app.state.access
-        sent = bool(request.headers.get("authorization"))
-        response.headers["WWW-Authenticate"] = access.challenges(refused=sent)
-    return response
+def _domain_error(request: Request[Any, Any, Any], exc: Exception) -> Response[bytes]:
+    status, body, headers = error_parts(exc, request.app.state.access, request.scope)
+    extra = {name.decode("latin-1"): value.decode("latin-1") for name, value in headers}
+    return Response(body, status_code=status, media_type=MediaType.JSON, headers=extra)
 
 
 def error_parts(exc: Exception, access: Access, scope: Any) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
-    """The status, body and extra headers the handlers above answer `exc` with, for `hot`'s routes."""
+    """The status, JSON body and extra headers an error is answered with (a domain error: its
+    status and the field at fault; 401: the challenges), here and by `hot`'s routes."""
     status = status_of(exc)
     if isinstance(exc, PoiesisError):
         field = exc.field if isinstance(exc, InvalidRequest) else None
