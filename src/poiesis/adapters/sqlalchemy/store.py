@@ -6,6 +6,12 @@ aggregates each child table as JSON, leaving out what the requested view does no
 changes lock the task row, check the domain's transition table and record the move in
 `state_transition` in the same transaction.
 
+On PostgreSQL the API's reads answer with documents (`document`, `documents`): the task's JSON in
+the view asked for, rendered by the database (`postgres.documents`), the BASIC one kept in the
+task's row by every write transaction here. Given `direct`, a create, a GET, a page and a state are
+each one statement through asyncpg (`direct`), and no read or single-statement write opens a
+transaction. A pooled connection a database restart broke is tried once more (`ConnectionLost`).
+
 This module holds the transactions; `rows` maps tasks to rows and back, `translation` turns the
 driver's errors into the port's (the one place).
 """
