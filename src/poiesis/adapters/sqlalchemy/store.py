@@ -13,7 +13,7 @@ each one statement through asyncpg (`direct`), and no read or single-statement w
 transaction. A pooled connection a database restart broke is tried once more (`ConnectionLost`).
 
 This module holds the transactions; `rows` maps tasks to rows and back, `translation` turns the
-driver's errors into the port's (the one place).
+driver's errors into the port's (`postgres.errors` for what goes through asyncpg directly).
 """
 
 from __future__ import annotations

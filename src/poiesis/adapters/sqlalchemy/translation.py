@@ -1,6 +1,7 @@
-"""Where the database driver's errors become the port's: "the database cannot serve now" is
-StoreUnavailable (retry later), anything else stays a fault. And writes that run to their end even
-when their caller is cancelled."""
+"""Where SQLAlchemy's errors become the port's: "the database cannot serve now" is StoreUnavailable
+(retry later), a connection broken under a statement ConnectionLost (try once more), anything else
+stays a fault; `postgres.errors` reads asyncpg's the same way. And writes that run to their end
+even when their caller is cancelled."""
 
 from __future__ import annotations
 
