@@ -375,13 +375,7 @@ class SqlAlchemyTaskStore:
             return DocumentPage(
                 documents=[encoded(task, query.view) for task in page.tasks], next_after=page.next_after
             )
-        c = t.task.c
-        statement = (
-            sa.select(c.id, document(query.view))
-            .where(*self._filters(query))
-            .order_by(c.id.desc())
-            .limit(query.page_size + 1)
-        )
+        statement = self.documents_query(query)
         if self._direct is not None:
             rows: Sequence[Any] = await self._direct.rows(*Statement.bound(statement))
         else:
@@ -392,6 +386,17 @@ class SqlAlchemyTaskStore:
         return DocumentPage(
             documents=[str(r["document"]).encode() for r in rows],
             next_after=rows[-1]["id"] if more and rows else None,
+        )
+
+    def documents_query(self, query: TaskQuery) -> sa.Select[Any]:
+        """The ids and documents of the page `query` asks for, in one statement (PostgreSQL): the
+        page is chosen on `task` alone, and only its rows' documents are read or rendered."""
+        c = t.task.c
+        return (
+            sa.select(c.id, document(query.view))
+            .where(*self._filters(query))
+            .order_by(c.id.desc())
+            .limit(query.page_size + 1)
         )
 
     def page_query(self, query: TaskQuery) -> sa.Select[Any]:
