@@ -32,7 +32,7 @@ import msgspec
 
 from poiesis.domain.errors import Unavailable
 from poiesis.domain.listing import DocumentPage, TaskPage, TaskQuery
-from poiesis.domain.states import TERMINAL, State
+from poiesis.domain.states import TERMINAL, State, can_transition
 from poiesis.domain.tes import OutputFileLog, Task, View
 
 
@@ -73,6 +73,33 @@ class OutputsRecorded(msgspec.Struct, frozen=True, kw_only=True):
 
 
 Change = Moved | ExecutorRan | OutputsRecorded
+
+
+class Step(msgspec.Struct, frozen=True):
+    change: Change
+    state: State
+    """The task's state as the change is made (a move's source)."""
+
+
+def steps(state: State, changes: Sequence[Change]) -> list[Step]:
+    """What a store makes of `changes` on a task in `state`, in order: a move the lifecycle does
+    not allow from where the task is by then (the state has gone past it) is left out."""
+    out: list[Step] = []
+    for change in changes:
+        if isinstance(change, Moved):
+            if not can_transition(state, change.target):
+                continue
+            out.append(Step(change, state))
+            state = change.target
+        else:
+            out.append(Step(change, state))
+    return out
+
+
+def outcome(state: State, made: list[Step]) -> Applied:
+    """What `apply` answers once `made` (from `steps(state, ...)`) is written."""
+    moved = tuple(s.change.target for s in made if isinstance(s.change, Moved))
+    return Applied(state=moved[-1] if moved else state, moved=moved)
 
 
 def writes_log(change: Change) -> bool:

@@ -19,9 +19,18 @@ import msgspec
 from poiesis.adapters.postgres import documents
 from poiesis.adapters.postgres.errors import asyncpg_errors
 from poiesis.domain.errors import TaskNotFound
-from poiesis.domain.states import TERMINAL, State, can_transition
+from poiesis.domain.states import TERMINAL, State
 from poiesis.domain.tes import OutputFileLog, Task, View
-from poiesis.ports.store import Applied, Change, ExecutorRan, Moved, OutputsRecorded, writes_log
+from poiesis.ports.store import (
+    Applied,
+    Change,
+    ExecutorRan,
+    Moved,
+    OutputsRecorded,
+    outcome,
+    steps,
+    writes_log,
+)
 
 ATTEMPT = 0  # one task log per task, as the store keeps it
 
@@ -114,42 +123,35 @@ class PostgresTaskRecords:
         return State(value)
 
     async def apply(self, task_id: str, changes: Sequence[Change]) -> Applied:
-        moved: list[State] = []
         async with self._connection() as conn, conn.transaction():
             value = await conn.fetchval(_LOCK, task_id)  # serialises this task's writers
             if value is None:
                 raise TaskNotFound(task_id)
             state = State(value)
-            logged = changed = False
-            for change in changes:
-                if isinstance(change, Moved) and not can_transition(state, change.target):
-                    continue
-                changed = True
-                if not logged and writes_log(change):
-                    await conn.execute(_ENSURE_LOG, task_id, ATTEMPT)
-                    logged = True
-                match change:
-                    case Moved():
-                        await self._move(conn, task_id, state, change)
-                        state = change.target
-                        moved.append(state)
-                    case ExecutorRan():
+            made = steps(state, changes)
+            if any(writes_log(step.change) for step in made):
+                await conn.execute(_ENSURE_LOG, task_id, ATTEMPT)
+            for step in made:
+                match step.change:
+                    case Moved() as move:
+                        await self._move(conn, task_id, step.state, move)
+                    case ExecutorRan() as e:
                         await conn.execute(
                             _EXECUTOR,
                             task_id,
                             ATTEMPT,
-                            change.index,
-                            change.start_time,
-                            change.end_time,
-                            change.exit_code,
-                            change.stdout,
-                            change.stderr,
+                            e.index,
+                            e.start_time,
+                            e.end_time,
+                            e.exit_code,
+                            e.stdout,
+                            e.stderr,
                         )
-                    case OutputsRecorded():
-                        await _outputs(conn, task_id, change.files)
-            if changed:
+                    case OutputsRecorded(files=files):
+                        await _outputs(conn, task_id, files)
+            if made:
                 await conn.execute(_REFRESH, task_id)
-        return Applied(state=state, moved=tuple(moved))
+        return outcome(state, made)
 
     @staticmethod
     async def _move(conn: asyncpg.Connection, task_id: str, current: State, change: Moved) -> None:

@@ -51,7 +51,7 @@ from poiesis.adapters.sqlalchemy.translation import (
 )
 from poiesis.domain.errors import Conflict, TaskNotFound
 from poiesis.domain.listing import DocumentPage, TaskPage, TaskQuery
-from poiesis.domain.states import TERMINAL, State, can_transition
+from poiesis.domain.states import TERMINAL, State
 from poiesis.domain.tes import OutputFileLog, Resources, Task, View
 from poiesis.domain.times import parse_time
 from poiesis.domain.views import encoded
@@ -62,6 +62,8 @@ from poiesis.ports.store import (
     Moved,
     OutputsRecorded,
     Transition,
+    outcome,
+    steps,
     writes_log,
 )
 
@@ -200,29 +202,22 @@ class SqlAlchemyTaskStore:
         return await self._apply(task_id, changes)
 
     async def _apply(self, task_id: str, changes: Sequence[Change]) -> Applied:
-        moved: list[State] = []
         async with self._engine.begin() as conn:
             state = await self._locked_state(conn, task_id)  # serialises this task's writers
-            logged = changed = False
-            for change in changes:
-                if isinstance(change, Moved) and not can_transition(state, change.target):
-                    continue
-                changed = True
-                if not logged and writes_log(change):
-                    await self._ensure_log(conn, task_id)
-                    logged = True
-                match change:
-                    case Moved():
-                        await self._move(conn, task_id, state, change)
-                        state = change.target
-                        moved.append(state)
-                    case ExecutorRan():
-                        await self._executor(conn, task_id, change)
-                    case OutputsRecorded():
-                        await self._outputs(conn, task_id, change.files)
-            if changed:
+            made = steps(state, changes)
+            if any(writes_log(step.change) for step in made):
+                await self._ensure_log(conn, task_id)
+            for step in made:
+                match step.change:
+                    case Moved() as move:
+                        await self._move(conn, task_id, step.state, move)
+                    case ExecutorRan() as ran:
+                        await self._executor(conn, task_id, ran)
+                    case OutputsRecorded(files=files):
+                        await self._outputs(conn, task_id, files)
+            if made:
                 await self._refresh(conn, task_id)
-        return Applied(state=state, moved=tuple(moved))
+        return outcome(state, made)
 
     async def _move(self, conn: AsyncConnection, task_id: str, current: State, change: Moved) -> None:
         target, at = change.target, change.at
