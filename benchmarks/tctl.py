@@ -72,6 +72,7 @@ def main() -> None:
     )
     parser.add_argument("--tasks", type=int, default=5000)
     parser.add_argument("--failures", type=int, default=200)
+    parser.add_argument("--profile", type=Path, help="record tctl while idle with py-spy (raw) here")
     args = parser.parse_args()
     with (
         tempfile.TemporaryDirectory(prefix="poiesis-bench-tctl-") as tmp,
@@ -132,7 +133,17 @@ def main() -> None:
                     )
                 in_flight = time.monotonic() - started
                 cpu_create = sum(proc.cpu_times()[:2])
+                spy = None
+                if args.profile is not None:
+                    record = ["record", "-p", str(tctl.pid), "-d", "60", "-r", "100", "-f", "raw"]
+                    spy = subprocess.Popen(
+                        ["uvx", "py-spy", *record, "-o", str(args.profile)],
+                        stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL,
+                    )
                 time.sleep(65)  # idle, all in flight, one resync
+                if spy is not None:
+                    spy.wait(30)
                 cpu_idle = sum(proc.cpu_times()[:2]) - cpu_create
                 victims = ids[: args.failures]
                 failed_at: dict[str, float] = {}
