@@ -2,7 +2,7 @@
 
     uv run python benchmarks/api.py [--tasks 100000] [--database postgres|sqlite|both]
 
-Starts `poiesis api` (PostgreSQL, a private server from scripts/postgres) or `poiesis serve` (SQLite),
+Starts `poiesis api` with no backend (on PostgreSQL, a private server from scripts/postgres; or SQLite),
 seeds the store with --tasks tasks in bulk, then prints POST /tasks per second, GET /tasks/{id}
 p50/p99 and ListTasks (page of 256, BASIC) p50/p99 for several filter combinations.
 """
@@ -199,7 +199,7 @@ async def measure(
     print(f"\n== {name}: seeded {tasks} tasks in {time.perf_counter() - t0:.1f}s", flush=True)
     if url.startswith("postgresql"):
         await explain(url)
-    env = {"POIESIS_LOG_LEVEL": "WARNING", "POIESIS_WORKERS": str(workers)}
+    env = {"POIESIS_LOG_LEVEL": "WARNING", "POIESIS_WORKERS": str(workers), "POIESIS_BACKEND": "none"}
     with running_server(command, url, log_dir, env) as server:
         base = server.tes
         if shutil.which("wrk"):
@@ -262,7 +262,7 @@ def main() -> None:
                 subprocess.run([script, "down", str(pg_dir)], check=False)
         if args.database in ("sqlite", "both"):
             sqlite = f"sqlite:///{log_dir / 'bench.db'}"
-            asyncio.run(measure("SQLite", "serve", sqlite, args.tasks, args.creates, log_dir))
+            asyncio.run(measure("SQLite", "api", sqlite, args.tasks, args.creates, log_dir))
 
 
 if __name__ == "__main__":

@@ -76,6 +76,10 @@ class DirectPostgres:
                         max_inactive_connection_lifetime=300,
                         timeout=self._timeout,
                         reset=_kept,
+                        # asyncpg prepares every statement; after five runs PostgreSQL may settle
+                        # on one generic plan for all parameters, and a page's best plan depends on
+                        # how selective its filter's values are (a tag on 90% of tasks or on one).
+                        server_settings={"plan_cache_mode": "force_custom_plan"},
                     )
         return self._pool
 
