@@ -34,7 +34,8 @@ class _Gone(Exception):
     """The client went away before its request's body arrived."""
 
 
-_TOO_LARGE = HTTPException(status_code=413, detail="Request Entity Too Large")
+def _too_large() -> HTTPException:
+    return HTTPException(status_code=413, detail="Request Entity Too Large")
 
 
 class HotRoutes:
@@ -75,7 +76,7 @@ class HotRoutes:
         principal = await self._principal(scope, headers)
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self._max_body:
-            raise _TOO_LARGE
+            raise _too_large()
         body = await _body(receive, self._max_body)
         task_id = await self._app.state.tasks.create(body, owner=principal.name)
         audit_line("create", task_id, principal, _client(scope))
@@ -142,7 +143,7 @@ async def _body(receive: Receive, limit: int) -> bytes:
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            raise _TOO_LARGE
+            raise _too_large()
         chunks.append(chunk)
         if not message.get("more_body", False):
             return b"".join(chunks)
