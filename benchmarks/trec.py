@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -29,6 +28,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.support.server import stop  # noqa: E402
 
 
 def rss_mib(pid: int) -> float:
@@ -80,12 +82,7 @@ def once(python: str, work: Path) -> tuple[float, float]:
         stderr=subprocess.PIPE,
     )
     thread.join(30)
-    process.send_signal(signal.SIGTERM)
-    try:
-        process.wait(10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
+    stop(process)
     listener.close()
     if not arrived:
         raise RuntimeError(f"trec sent no request: {process.stderr.read().decode()[-2000:]}")  # type: ignore[union-attr]

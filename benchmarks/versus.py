@@ -25,7 +25,6 @@ import argparse
 import asyncio
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -42,6 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.support.postgres import free_port  # noqa: E402
+from tests.support.server import stop  # noqa: E402
 
 BODY = (
     '{"name": "bench-task", "description": "two steps over one small input",'
@@ -179,13 +179,7 @@ def started(args: list[str], env: dict[str, str], ready: str, log: Path) -> Iter
             time.sleep(0.2)
         yield Running(base=base, process=process)
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop(process, 15)
 
 
 def poiesis(python: str, database_url: str, workers: int, log: Path) -> AbstractContextManager[Running]:
