@@ -3,7 +3,8 @@
 Off unless `otlp_traces_endpoint` is set; this module (and the SDK) is imported only then. A request
 is a SERVER span named by its method and route template (`POST /ga4gh/tes/v1/tasks`), continuing
 the caller's trace when it sends a W3C `traceparent`; each SQL statement is a child span (by the
-SQLAlchemy instrumentation: the statement text, never its parameters). Request and response headers
+SQLAlchemy instrumentation, and `statement` for those sent through asyncpg directly: the statement
+text, never its parameters). Request and response headers
 are not recorded, so no credential reaches the collector.
 """
 
@@ -24,6 +25,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from poiesis import __version__
+from poiesis.adapters.sqlalchemy.direct import DirectPostgres
 
 
 class Tracing:
@@ -45,6 +47,18 @@ class Tracing:
         SQLAlchemyInstrumentor().instrument(
             engines=unique, tracer_provider=self.provider, skip_dep_check=True
         )
+
+    def direct(self, direct: DirectPostgres) -> None:
+        """Trace every statement sent through asyncpg directly, as the engines' are traced."""
+        direct.observe = self.statement
+
+    @contextmanager
+    def statement(self, sql: str) -> Iterator[None]:
+        """A CLIENT span around one statement: its text, never its parameters."""
+        name = sql.lstrip().split(None, 1)[0].upper() if sql.strip() else "SQL"
+        attributes = {"db.system": "postgresql", "db.statement": sql}
+        with self.tracer.start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes):
+            yield
 
     @contextmanager
     def request(self, scope: dict[str, Any]) -> Iterator[Any]:

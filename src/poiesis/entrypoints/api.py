@@ -308,6 +308,9 @@ def create_app(container: ApiContainer) -> Litestar:
         try:
             if tracing is not None:
                 tracing.engines(await _resolved(container.writer()), await _resolved(container.reader()))
+                direct = await _resolved(container.direct())
+                if direct is not None:
+                    tracing.direct(direct)
                 app.state.tracing = tracing
             # Providers that depend on async resources hand out awaitables: resolve them once.
             app.state.tasks = await _resolved(container.tasks())

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import Any
 
 import asyncpg
@@ -64,6 +65,12 @@ class DirectPostgres:
         self._timeout = timeout
         self._pool: asyncpg.Pool | None = None
         self._opening = asyncio.Lock()
+        self.observe: Callable[[str], AbstractContextManager[Any]] | None = None
+        """Wraps each statement given its text (tracing: a span per statement, as SQLAlchemy's
+        instrumentation makes for the engine's); None: nothing."""
+
+    def _observed(self, sql: str) -> AbstractContextManager[Any]:
+        return self.observe(sql) if self.observe is not None else contextlib.nullcontext()
 
     async def _connected(self) -> asyncpg.Pool:
         if self._pool is None:
@@ -103,12 +110,15 @@ class DirectPostgres:
         self, statement: Statement, params: Mapping[str, Any], *, conflict: str | None = None
     ) -> None:
         async with self._connection(conflict) as conn:
-            await conn.execute(statement.sql, *statement.args(params))
+            with self._observed(statement.sql):
+                await conn.execute(statement.sql, *statement.args(params))
 
     async def value(self, statement: Statement, params: Mapping[str, Any]) -> Any:
         async with self._connection(None) as conn:
-            return await conn.fetchval(statement.sql, *statement.args(params))
+            with self._observed(statement.sql):
+                return await conn.fetchval(statement.sql, *statement.args(params))
 
     async def rows(self, sql: str, args: Sequence[Any]) -> list[asyncpg.Record]:
         async with self._connection(None) as conn:
-            return list(await conn.fetch(sql, *args))
+            with self._observed(sql):
+                return list(await conn.fetch(sql, *args))
