@@ -46,8 +46,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     database_url: str = msgspec.field(default_factory=default_database_url)
     """postgresql://user:pass@host/db or sqlite:///path; by default SQLite under XDG_DATA_HOME."""
     database_pool_size: int = 20
-    """PostgreSQL connections an API process keeps at most in each of its two pools (the hot
-    statements' through asyncpg, and SQLAlchemy's for the rest), each opened when first needed."""
+    """PostgreSQL connections an API process keeps at most in each of its pools (the hot statements'
+    through asyncpg, half that for pages, and SQLAlchemy's for the rest), each opened when needed."""
     migrate_on_start: bool = True
     """Apply pending migrations when the API starts (off: run `poiesis migrate`)."""
     host: str = "127.0.0.1"
