@@ -199,3 +199,23 @@ def test_health_readiness_and_openapi(server: Server) -> None:
     assert httpx.get(f"{server.url}/readyz").status_code == 200
     spec = httpx.get(f"{server.url}/openapi/openapi.json").json()
     assert "/ga4gh/tes/v1/tasks" in spec["paths"]
+
+
+@pytest.mark.parametrize(
+    "ref",
+    ["%00", "a%00b", "01arz3ndektsv4rrffq69g5fav%0A", "01ARZ3NDEKTSV4RRFFQ69G5FAV", "x" * 20_000],
+    ids=["nul", "nul inside", "id and newline", "upper case", "20,000 characters"],
+)
+def test_a_reference_that_is_no_task_id_is_not_found_on_every_path(server: Server, ref: str) -> None:
+    """GET (the plain-ASGI route, and Litestar's with another query parameter) and cancel: 404 with
+    the JSON error body, the reference shown at most 100 characters long; never a 500 from the
+    database refusing a NUL byte."""
+    for method, path in (
+        ("GET", f"/tasks/{ref}"),
+        ("GET", f"/tasks/{ref}?view=FULL&ignored=1"),
+        ("POST", f"/tasks/{ref}:cancel"),
+    ):
+        r = httpx.request(method, server.tes + path, headers={"Content-Type": "application/json"})
+        assert r.status_code == 404, (method, path[:60], r.text[:200])
+        assert r.json()["status_code"] == 404
+        assert len(r.json()["msg"]) < 130

@@ -36,3 +36,10 @@ def test_forged_page_tokens_are_rejected_naming_the_parameter(token: str) -> Non
     with pytest.raises(InvalidRequest) as caught:
         decode_page_token(token)
     assert caught.value.field == "page_token"
+
+
+def test_a_task_id_is_the_whole_value() -> None:
+    valid = "01arz3ndektsv4rrffq69g5fav"
+    assert is_task_id(valid)
+    for hostile in (valid + "\n", valid + "\x00", "\n" + valid, valid.upper(), valid[:-1]):
+        assert not is_task_id(hostile), repr(hostile)

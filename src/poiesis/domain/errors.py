@@ -40,7 +40,8 @@ class Forbidden(PoiesisError):
 
 class TaskNotFound(PoiesisError):
     def __init__(self, task_id: str) -> None:
-        super().__init__(f"task {task_id!r} not found")
+        shown = task_id if len(task_id) <= 100 else task_id[:100] + "..."  # a hostile id is not echoed whole
+        super().__init__(f"task {shown!r} not found")
         self.task_id = task_id
 
 

@@ -25,7 +25,7 @@ def new_task_id(now: datetime) -> str:
 
 
 def is_task_id(value: str) -> bool:
-    return bool(_ID.match(value))
+    return bool(_ID.fullmatch(value))  # `$` alone would let a trailing newline through
 
 
 def encode_page_token(last_id: str) -> str:

@@ -15,8 +15,8 @@ from typing import cast
 
 import msgspec
 
-from poiesis.domain.errors import InvalidRequest
-from poiesis.domain.identity import encode_page_token, new_task_id
+from poiesis.domain.errors import InvalidRequest, TaskNotFound
+from poiesis.domain.identity import encode_page_token, is_task_id, new_task_id
 from poiesis.domain.listing import TaskQuery
 from poiesis.domain.states import State, is_terminal
 from poiesis.domain.submission import Accepted, NewTask, Rules, accept
@@ -55,6 +55,14 @@ def decode_task(body: bytes) -> NewTask:
         raise InvalidRequest("body", "is nested too deeply") from None
 
 
+def _known(task_id: str) -> str:
+    """`task_id` if it is the form of a task id; else no task has it (TaskNotFound), and the store
+    is not asked (PostgreSQL refuses text holding a NUL byte)."""
+    if not is_task_id(task_id):
+        raise TaskNotFound(task_id)
+    return task_id
+
+
 class TaskService:
     def __init__(self, *, store: TaskStore, cluster: Cluster, clock: Clock, rules: Rules) -> None:
         self._store = store
@@ -87,7 +95,7 @@ class TaskService:
         )
 
     async def get(self, task_id: str, *, view: View, owner: str | None) -> Task | TaskMinimal:
-        return render(await self._store.get(task_id, view=view, owner=owner), view)
+        return render(await self._store.get(_known(task_id), view=view, owner=owner), view)
 
     async def list_tasks(self, query: TaskQuery) -> ListTasksResponse:
         page = await self._store.list_tasks(query)
@@ -97,7 +105,7 @@ class TaskService:
 
     async def document(self, task_id: str, *, view: View, owner: str | None) -> bytes:
         """GetTask's response body: the task in `view`, as JSON."""
-        return await self._store.document(task_id, view=view, owner=owner)
+        return await self._store.document(_known(task_id), view=view, owner=owner)
 
     async def page(self, query: TaskQuery) -> bytes:
         """ListTasks' response body, as JSON: the documents as the store gives them, joined."""
@@ -114,7 +122,7 @@ class TaskService:
     async def cancel(self, task_id: str, *, owner: str | None) -> None:
         """CANCELING at once; CANCELED once the cluster holds nothing of the task. A task already
         in a terminal state is left as it is (cancel is idempotent)."""
-        state = await self._store.state(task_id, owner=owner)
+        state = await self._store.state(_known(task_id), owner=owner)
         if is_terminal(state):
             return
         await self._store.transition(task_id, State.CANCELING, now=self._clock.now())
