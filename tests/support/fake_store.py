@@ -16,7 +16,7 @@ from poiesis.domain.listing import DocumentPage, TaskPage, TaskQuery
 from poiesis.domain.states import TERMINAL, State, can_transition
 from poiesis.domain.tes import ExecutorLog, OutputFileLog, Resources, Task, TaskLog, View
 from poiesis.domain.times import parse_time, rfc3339
-from poiesis.domain.views import encoded
+from poiesis.domain.views import encoded, encoded_page
 from poiesis.ports.store import Applied, Change, ExecutorRan, Moved, OutputsRecorded, Transition
 
 
@@ -215,9 +215,7 @@ class FakeTaskStore:
         return encoded(await self.get(task_id, view=view, owner=owner), view)
 
     async def documents(self, query: TaskQuery) -> DocumentPage:
-        page = await self.list_tasks(query)
-        documents = [encoded(t, query.view) for t in page.tasks]
-        return DocumentPage(documents=documents, next_after=page.next_after)
+        return encoded_page(await self.list_tasks(query), query.view)
 
     async def list_tasks(self, query: TaskQuery) -> TaskPage:
         def matches(row: _Row) -> bool:

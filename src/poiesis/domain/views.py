@@ -12,6 +12,7 @@ from __future__ import annotations
 import msgspec
 from msgspec.structs import replace
 
+from poiesis.domain.listing import DocumentPage, TaskPage
 from poiesis.domain.principal import OWNER_KEY
 from poiesis.domain.tes import Task, TaskLog, TaskMinimal, View
 
@@ -27,6 +28,11 @@ def _basic_log(log: TaskLog) -> TaskLog:
 def encoded(task: Task, view: View) -> bytes:
     """The task's document in `view`, as JSON."""
     return msgspec.json.encode(render(task, view))
+
+
+def encoded_page(page: TaskPage, view: View) -> DocumentPage:
+    """A page's tasks as their documents in `view`."""
+    return DocumentPage(documents=[encoded(task, view) for task in page.tasks], next_after=page.next_after)
 
 
 def render(task: Task, view: View) -> Task | TaskMinimal:

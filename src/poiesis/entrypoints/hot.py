@@ -63,17 +63,18 @@ class HotRoutes:
             return True
         return False
 
-    async def _principal(self, scope: dict[str, Any], headers: Headers) -> Principal:
+    async def _caller(self, scope: dict[str, Any]) -> tuple[Headers, Principal]:
+        """The request's headers once the front door lets it through, and who sent it."""
+        headers = Headers.from_scope(scope)  # type: ignore[arg-type]
+        self._app.state.edge.check(scope, headers)
         access = self._app.state.access
         principal: Principal = await access.principal(headers.get("authorization"), client=_client(scope))
-        return principal
+        return headers, principal
 
     async def _create(self, scope: dict[str, Any], receive: Receive) -> bytes:
         from poiesis.entrypoints.api import audit_line
 
-        headers = Headers.from_scope(scope)  # type: ignore[arg-type]
-        self._app.state.edge.check(scope, headers)
-        principal = await self._principal(scope, headers)
+        headers, principal = await self._caller(scope)
         declared = headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self._max_body:
             raise _too_large()
@@ -86,9 +87,7 @@ class HotRoutes:
         return msgspec.json.encode(CreateTaskResponse(id=task_id))
 
     async def _get(self, scope: dict[str, Any], ref: str, view: str | None) -> bytes:
-        headers = Headers.from_scope(scope)  # type: ignore[arg-type]
-        self._app.state.edge.check(scope, headers)
-        principal = await self._principal(scope, headers)
+        _, principal = await self._caller(scope)
         document: bytes = await self._app.state.tasks.document(
             ref, view=parse_view(view), owner=owner_scope(principal)
         )

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import asyncpg as asyncpg_dialect
 
 from poiesis.adapters.postgres.errors import asyncpg_errors
+from poiesis.adapters.postgres.records import dsn
 
 _DIALECT = asyncpg_dialect.dialect()  # type: ignore[no-untyped-call]
 
@@ -54,10 +55,6 @@ async def _kept(_: asyncpg.Connection) -> None:
     asyncpg's reset is saved."""
 
 
-def _dsn(url: sa.URL) -> str:
-    return url.set(drivername="postgresql").render_as_string(hide_password=False)
-
-
 class DirectPostgres:
     """Two pools: one for the statements of fixed shape (a create, a GET, a state), which
     PostgreSQL may plan once for all their runs, and one for pages, planned for each run's own
@@ -66,7 +63,7 @@ class DirectPostgres:
     filter's values are (a tag on 90% of tasks or on one: 141 ms instead of 15 ms)."""
 
     def __init__(self, url: str, *, size: int, timeout: float = 30) -> None:
-        self._url = sa.make_url(url)
+        self._dsn = dsn(url)
         self._size = size
         self._timeout = timeout
         self._pools: dict[bool, asyncpg.Pool] = {}
@@ -85,7 +82,7 @@ class DirectPostgres:
                 pool = self._pools.get(pages)
                 if pool is None:
                     pool = self._pools[pages] = await asyncpg.create_pool(
-                        _dsn(self._url),
+                        self._dsn,
                         min_size=0,
                         max_size=max(2, self._size // 2) if pages else self._size,
                         max_inactive_connection_lifetime=300,

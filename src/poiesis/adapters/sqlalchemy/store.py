@@ -54,7 +54,7 @@ from poiesis.domain.listing import DocumentPage, TaskPage, TaskQuery
 from poiesis.domain.states import TERMINAL, State
 from poiesis.domain.tes import OutputFileLog, Resources, Task, View
 from poiesis.domain.times import parse_time
-from poiesis.domain.views import encoded
+from poiesis.domain.views import encoded, encoded_page
 from poiesis.ports.store import (
     Applied,
     Change,
@@ -366,10 +366,7 @@ class SqlAlchemyTaskStore:
     @once_more_if_lost
     async def documents(self, query: TaskQuery) -> DocumentPage:
         if not self._postgres:
-            page = await self.list_tasks(query)
-            return DocumentPage(
-                documents=[encoded(task, query.view) for task in page.tasks], next_after=page.next_after
-            )
+            return encoded_page(await self.list_tasks(query), query.view)
         statement = self.documents_query(query)
         if self._direct is not None:
             rows: Sequence[Any] = await self._direct.rows(*Statement.bound(statement))
@@ -386,22 +383,19 @@ class SqlAlchemyTaskStore:
     def documents_query(self, query: TaskQuery) -> sa.Select[Any]:
         """The ids and documents of the page `query` asks for, in one statement (PostgreSQL): the
         page is chosen on `task` alone, and only its rows' documents are read or rendered."""
-        c = t.task.c
-        return (
-            sa.select(c.id, document(query.view))
-            .where(*self._filters(query))
-            .order_by(c.id.desc())
-            .limit(query.page_size + 1)
-        )
+        return self._page(query, t.task.c.id, document(query.view))
 
     def page_query(self, query: TaskQuery) -> sa.Select[Any]:
         """The ids and states of the page `query` asks for: chosen on `task` alone, where its indexes
         decide the plan."""
-        c = t.task.c
+        return self._page(query, t.task.c.id, t.task.c.state)
+
+    def _page(self, query: TaskQuery, *columns: sa.ColumnElement[Any]) -> sa.Select[Any]:
+        """`columns` of the page's tasks, newest first, one more than the page holds (is there more)."""
         return (
-            sa.select(c.id, c.state)
+            sa.select(*columns)
             .where(*self._filters(query))
-            .order_by(c.id.desc())
+            .order_by(t.task.c.id.desc())
             .limit(query.page_size + 1)
         )
 
@@ -527,18 +521,18 @@ def _statement(statement: sa.Executable) -> Statement:
     return Statement(statement)
 
 
+def _by_id(scoped: bool) -> sa.ColumnElement[bool]:
+    """The task bound to `id`, and to `owner` when `scoped`."""
+    where = t.task.c.id == sa.bindparam("id")
+    return where & (t.task.c.owner == sa.bindparam("owner")) if scoped else where
+
+
 @functools.cache
 def _state_of(scoped: bool) -> sa.Select[Any]:
-    where = t.task.c.id == sa.bindparam("id")
-    if scoped:
-        where &= t.task.c.owner == sa.bindparam("owner")
-    return sa.select(t.task.c.state).where(where)
+    return sa.select(t.task.c.state).where(_by_id(scoped))
 
 
 @functools.cache
 def _document_of(view: View, scoped: bool) -> sa.Select[Any]:
     """One task's document, by `id` (and `owner` when `scoped`); built once per view."""
-    where = t.task.c.id == sa.bindparam("id")
-    if scoped:
-        where &= t.task.c.owner == sa.bindparam("owner")
-    return sa.select(document(view)).select_from(t.task).where(where)
+    return sa.select(document(view)).select_from(t.task).where(_by_id(scoped))
