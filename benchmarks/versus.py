@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.support.postgres import free_port  # noqa: E402
-from tests.support.server import stop  # noqa: E402
+from tests.support.server import stop, wait_ready  # noqa: E402
 
 BODY = (
     '{"name": "bench-task", "description": "two steps over one small input",'
@@ -165,18 +165,7 @@ def started(args: list[str], env: dict[str, str], ready: str, log: Path) -> Iter
         process = subprocess.Popen(args, env=os.environ | env, stdout=out, stderr=subprocess.STDOUT)
     base = ready.rsplit("/", 1)[0] if ready.endswith("/service-info") else ready
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"{args[0]} exited: {log.read_text()[-3000:]}")
-            try:
-                if httpx.get(ready, timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{args[0]} not ready: {log.read_text()[-3000:]}")
-            time.sleep(0.2)
+        wait_ready(process, ready, log, 60, args[0], pause=0.2)
         yield Running(base=base, process=process)
     finally:
         stop(process, 15)

@@ -60,21 +60,28 @@ def running_server(
         )
     server = Server(url=f"http://127.0.0.1:{port}", process=process, log=log)
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"poiesis {command} exited: {log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"{server.url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"poiesis {command} not ready: {log.read_text()[-3000:]}")
-            time.sleep(0.1)
+        wait_ready(process, f"{server.url}/readyz", log, timeout, f"poiesis {command}")
         yield server
     finally:
         stop(process)
+
+
+def wait_ready(
+    process: subprocess.Popen[bytes], url: str, log: Path, timeout: float, what: str, pause: float = 0.1
+) -> None:
+    """Until `url` answers 200; raise with the end of `log` if `process` exits or `timeout` passes."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError(f"{what} exited: {log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} not ready: {log.read_text()[-3000:]}")
+        time.sleep(pause)
 
 
 def stop(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
