@@ -92,6 +92,26 @@ async def test_creating_an_id_twice_conflicts_and_keeps_the_first(store: TaskSto
     assert (await store.get(task.id)).name == "first"
 
 
+async def test_creates_arriving_together_are_each_stored_and_a_taken_id_conflicts_alone(
+    store: TaskStore, clock: FakeClock
+) -> None:
+    """Stores may commit concurrent creates together (group commit): a create whose id is taken
+    is refused on its own, the others of its group are stored."""
+    taken = make_task(clock, name="first")
+    await store.create(taken, owner="a", system_logs=[])
+    tasks = [make_task(clock, name=f"t{i}") for i in range(40)]
+    again = msgspec.structs.replace(taken, name="second")
+    batch = [*tasks[:20], again, *tasks[20:]]
+    results = await asyncio.gather(
+        *(store.create(t, owner="a", system_logs=[]) for t in batch), return_exceptions=True
+    )
+    assert [type(r) for r in results] == [type(None)] * 20 + [Conflict] + [type(None)] * 20
+    assert taken.id in str(results[20])
+    assert (await store.get(taken.id)).name == "first"
+    for task in tasks:
+        assert (await store.get(task.id)).name == task.name
+
+
 async def test_transitions_are_guarded_and_recorded(store: TaskStore, clock: FakeClock) -> None:
     task = make_task(clock)
     await store.create(task, owner="a", system_logs=[])

@@ -199,3 +199,49 @@ async def test_a_write_of_an_older_store_clears_the_kept_document_and_it_is_rend
     assert await _kept_document(engine, task.id) is not None
     await consistent()
     assert msgspec.json.decode(await store.document(task.id, view=View.BASIC))["state"] == "COMPLETE"
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("kind", ["postgres"], indirect=True)
+async def test_concurrent_creates_share_statements_and_a_refused_one_fails_alone(
+    store: SqlAlchemyTaskStore, clock: FakeClock
+) -> None:
+    """PostgreSQL commits concurrent creates in groups (one statement, one commit each); a task the
+    database refuses (a NUL byte, which the API's door stops first) fails on its own."""
+    tasks = [make_task(clock, name=f"t{i}") for i in range(60)]
+    refused = msgspec.structs.replace(make_task(clock, name="refused"), description="a\x00b")
+    batch = [*tasks[:30], refused, *tasks[30:]]
+    results = await asyncio.gather(
+        *(store.create(t, owner="a", system_logs=[]) for t in batch), return_exceptions=True
+    )
+    assert [r is None for r in results] == [True] * 30 + [False] + [True] * 30
+    assert store._creates.groups < len(batch) - 10  # grouped, and the refused one's group re-sent alone
+    assert store._creates.split == 1
+    page = await store.list_tasks(TaskQuery(page_size=100, view=View.MINIMAL))
+    assert sorted(t.id for t in page.tasks) == sorted(t.id for t in tasks)
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("kind", ["postgres"], indirect=True)
+async def test_groups_of_creates_from_two_api_processes_never_wait_on_each_other_in_a_cycle(
+    store: SqlAlchemyTaskStore, engines: tuple[AsyncEngine, AsyncEngine], database_url: str, clock: FakeClock
+) -> None:
+    """Two stores (two API processes) committing groups at the same moment: no group fails. A
+    random state-count shard per task row made two such groups deadlock until PostgreSQL broke
+    one a second later; the shard follows the connection now (migration 0004)."""
+    other_direct = DirectPostgres(database_url, size=5)
+    other = SqlAlchemyTaskStore(engines[0], direct=other_direct)
+    try:
+        for wave in range(4):
+            tasks = [make_task(clock, name=f"w{wave}-{i}") for i in range(40)]
+            await asyncio.gather(
+                *(
+                    s.create(t, owner="a", system_logs=[])
+                    for s, t in zip([store, other] * 20, tasks, strict=True)
+                )
+            )
+        assert store._creates.split == other._creates.split == 0
+        assert sum((await store.count_by_state()).values()) == 160
+        assert store._creates.groups + other._creates.groups < 80
+    finally:
+        await other_direct.close()

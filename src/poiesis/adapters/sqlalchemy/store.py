@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from poiesis.adapters.grouped import Grouped
 from poiesis.adapters.sqlalchemy import schema as t
 from poiesis.adapters.sqlalchemy.direct import DirectPostgres, Statement
 from poiesis.adapters.sqlalchemy.rendered import REFRESH, document
@@ -70,6 +71,9 @@ from poiesis.ports.store import (
 log = logging.getLogger(__name__)
 
 ATTEMPT = 0  # Poiesis does not retry tasks: one task log per task.
+GROUPED_CHILD_ROWS = 64
+"""PostgreSQL commits concurrent creates of tasks of at most this many executors, inputs, outputs
+and tags together (`grouped`); a larger task is committed on its own."""
 
 
 def _aware(value: datetime) -> datetime:
@@ -79,6 +83,20 @@ def _aware(value: datetime) -> datetime:
 
 def _drop_none(**values: Any) -> dict[str, Any]:
     return {k: v for k, v in values.items() if v is not None}
+
+
+class _Create:
+    """A task to create: its row and child rows, and on PostgreSQL the parameters of `CREATE_POSTGRES`."""
+
+    __slots__ = ("child_rows", "conflict", "params", "row")
+
+    def __init__(
+        self, row: dict[str, Any], child_rows: dict[str, list[dict[str, Any]]], conflict: str
+    ) -> None:
+        self.row = row
+        self.child_rows = child_rows
+        self.conflict = conflict
+        self.params: dict[str, Any] = {}
 
 
 class SqlAlchemyTaskStore:
@@ -93,6 +111,10 @@ class SqlAlchemyTaskStore:
         # ROLLBACK would be two more round trips); nor does a create, one statement there.
         self._reader = Translated(reader or engine, autocommit=self._postgres)
         self._single = Translated(engine, autocommit=True) if self._postgres else self._engine
+        # One group in flight per process: the creates that arrive meanwhile wait and go together
+        # next, so a busier API sends larger groups (fewer statements, commits and round trips per
+        # task). SQLite has one writer at a time anyway.
+        self._creates: Grouped[_Create] = Grouped(self._create_one, self._create_many, lanes=1, name="create")
 
     # --- writes -----------------------------------------------------------------------------
 
@@ -122,41 +144,59 @@ class SqlAlchemyTaskStore:
         }
         row |= msgspec.structs.asdict(task.resources or Resources())  # one column per field
         child_rows = children(task)
-        conflict = f"task {task.id} already exists"
-        params = (
-            row
-            | {k: to_json(row[k]) for k in TASK_JSON}
-            | {name: to_json(rows) for name, rows in child_rows.items() if name != "tag_rows"}
-            | {"basic_document": None if system_logs else basic_document(task)}
-        )
-        if self._direct is not None and not system_logs:
-            await self._direct.execute(_statement(CREATE_POSTGRES), params, conflict=conflict)
+        create = _Create(row, child_rows, f"task {task.id} already exists")
+        if self._postgres:
+            create.params = (
+                row
+                | {k: to_json(row[k]) for k in TASK_JSON}
+                | {name: to_json(rows) for name, rows in child_rows.items() if name != "tag_rows"}
+                | {"basic_document": None if system_logs else basic_document(task)}
+            )
+        if not system_logs:
+            if sum(map(len, child_rows.values())) <= GROUPED_CHILD_ROWS:
+                await self._creates(create)
+            else:  # a large task is its own group: it must not hold the small ones behind it
+                await self._create_one(create)
             return
-        opened = self._single if self._postgres and not system_logs else self._engine
-        async with opened.begin(conflict=conflict) as conn:
-            if self._postgres:
-                await conn.execute(CREATE_POSTGRES, params)
-            else:
-                await conn.execute(sa.insert(t.task), [row])
-                for name, rows in child_rows.items():
-                    table = CHILD_TABLES[name]
-                    # In slices: SQLAlchemy prepares each slice on the event loop, and a task of
-                    # thousands of inputs must not hold every other request up meanwhile.
-                    for start in range(0, len(rows), SLICE):
-                        await conn.execute(
-                            sa.insert(table),
-                            [
-                                {c.name: r.get(c.name) for c in table.c} | {"task_id": task.id}
-                                for r in rows[start : start + SLICE]
-                            ],
-                        )
-            if system_logs:
-                await self._ensure_log(conn, task.id)
-                await conn.execute(
-                    sa.insert(t.system_log),
-                    [{"task_id": task.id, "attempt": ATTEMPT, "line": line} for line in system_logs],
-                )
-                await self._refresh(conn, task.id)
+        async with self._engine.begin(conflict=create.conflict) as conn:
+            await self._insert(conn, [create])
+            await self._ensure_log(conn, task.id)
+            await conn.execute(
+                sa.insert(t.system_log),
+                [{"task_id": task.id, "attempt": ATTEMPT, "line": line} for line in system_logs],
+            )
+            await self._refresh(conn, task.id)
+
+    async def _create_one(self, create: _Create) -> None:
+        if self._direct is not None:
+            await self._direct.execute(_statement(CREATE_POSTGRES), create.params, conflict=create.conflict)
+            return
+        async with (self._single if self._postgres else self._engine).begin(conflict=create.conflict) as conn:
+            await self._insert(conn, [create])
+
+    async def _create_many(self, creates: Sequence[_Create]) -> None:
+        """Tasks created together: one transaction, and on PostgreSQL one round trip."""
+        if self._direct is not None:
+            await self._direct.execute_many(_statement(CREATE_POSTGRES), [c.params for c in creates])
+            return
+        async with self._engine.begin(conflict="a task of the group already exists") as conn:
+            await self._insert(conn, creates)
+
+    async def _insert(self, conn: AsyncConnection, creates: Sequence[_Create]) -> None:
+        if self._postgres:
+            await conn.execute(CREATE_POSTGRES, [c.params for c in creates])
+            return
+        await conn.execute(sa.insert(t.task), [c.row for c in creates])
+        for name, table in CHILD_TABLES.items():
+            rows = [
+                {col.name: r.get(col.name) for col in table.c} | {"task_id": c.row["id"]}
+                for c in creates
+                for r in c.child_rows[name]
+            ]
+            # In slices: SQLAlchemy prepares each slice on the event loop, and a task of
+            # thousands of inputs must not hold every other request up meanwhile.
+            for start in range(0, len(rows), SLICE):
+                await conn.execute(sa.insert(table), rows[start : start + SLICE])
 
     @uninterrupted
     async def transition(
