@@ -4,7 +4,9 @@
 
 Starts `poiesis api` with no backend (on PostgreSQL, a private server from scripts/postgres; or SQLite),
 seeds the store with --tasks tasks in bulk, then prints POST /tasks per second, GET /tasks/{id}
-p50/p99 and ListTasks (page of 256, BASIC) p50/p99 for several filter combinations.
+p50/p99 and ListTasks (page of 256, BASIC) p50/p99 for several filter combinations: from wrk with
+one connection (where wrk is installed) and from a sequential Python client (httpx, whose own
+reading of each answer is in its figures).
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ import sqlalchemy as sa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.versus import get_script, wrk  # noqa: E402
 from poiesis.adapters.postgres import documents  # noqa: E402
 from poiesis.adapters.sqlalchemy import schema as t  # noqa: E402
+from poiesis.adapters.sqlalchemy.direct import PAGE_SETTINGS  # noqa: E402
 from poiesis.adapters.sqlalchemy.engine import create_engine, migrate  # noqa: E402
 from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore  # noqa: E402
 from poiesis.domain.identity import new_task_id  # noqa: E402
@@ -97,6 +101,8 @@ async def explain(url: str) -> None:
     engine = create_engine(url)
     store = SqlAlchemyTaskStore(engine)
     async with engine.connect() as conn:
+        for name, value in PAGE_SETTINGS.items():  # as the API's pool for pages plans them
+            await conn.execute(sa.text(f"SET {name} = {value}"))
         for label, params in LIST_QUERIES.items():
             query = build_query(owner=None, page_token=None, page_size=256, view="BASIC", **_parse(params))
             statement = store.documents_query(query)
@@ -212,11 +218,24 @@ async def measure(
             listed = (await client.get(f"{base}/tasks?page_size=2000")).json()["tasks"]
         ids = [task["id"] for task in listed]
         sample = random.Random(2).sample(ids, min(500, len(ids)))
+        if shutil.which("wrk"):
+            # wrk, one connection: the server's latency, not a Python client's parsing of 256 tasks
+            got_wrk = wrk(server.url, connections=1, seconds=5, script=get_script(sample))
+            print(f"GET /tasks/{{id}} BASIC: p50 {got_wrk['50%']:.2f} ms, p99 {got_wrk['99%']:.2f} ms (wrk)")
+            for label, query in LIST_QUERIES.items():
+                got_wrk = wrk(f"{base}/tasks?view=BASIC&page_size=256{query}", connections=1, seconds=5)
+                print(
+                    f"ListTasks 256 BASIC, {label}: p50 {got_wrk['50%']:.2f} ms, "
+                    f"p99 {got_wrk['99%']:.2f} ms (wrk)"
+                )
         got = await latencies(base, [f"/tasks/{i}?view=BASIC" for i in sample])
-        print(f"GET /tasks/{{id}} BASIC: p50 {pct(got, 0.5):.2f} ms, p99 {pct(got, 0.99):.2f} ms")
+        print(f"GET /tasks/{{id}} BASIC: p50 {pct(got, 0.5):.2f} ms, p99 {pct(got, 0.99):.2f} ms (httpx)")
         for label, query in LIST_QUERIES.items():
             got = await latencies(base, [f"/tasks?view=BASIC&page_size=256{query}"] * 200)
-            print(f"ListTasks 256 BASIC, {label}: p50 {pct(got, 0.5):.2f} ms, p99 {pct(got, 0.99):.2f} ms")
+            print(
+                f"ListTasks 256 BASIC, {label}: p50 {pct(got, 0.5):.2f} ms, "
+                f"p99 {pct(got, 0.99):.2f} ms (httpx)"
+            )
         # Deep in the list: follow page tokens for 20 pages.
         async with httpx.AsyncClient(timeout=30) as client:
             token, times = None, []

@@ -245,3 +245,27 @@ async def test_groups_of_creates_from_two_api_processes_never_wait_on_each_other
         assert store._creates.groups + other._creates.groups < 80
     finally:
         await other_direct.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("kind", ["postgres"], indirect=True)
+@pytest.mark.parametrize(
+    ("tags", "index"),
+    [({"sample": "s1"}, "ix_task_tag_values"), ({"rare": ""}, "ix_task_tag_keys")],
+    ids=["key and value", "bare key"],
+)
+async def test_each_tag_filter_can_be_answered_by_its_index(
+    store: SqlAlchemyTaskStore, clock: FakeClock, tags: dict[str, str], index: str
+) -> None:
+    """A page's tag filter is written as its index is built (migration 0005), so PostgreSQL can
+    answer it there (here made to, with sequential scans off, as a small table would not be)."""
+    for i in range(30):
+        await store.create(make_task(clock, tags={"sample": f"s{i}"}), owner="a", system_logs=[])
+    sql = store.documents_query(TaskQuery(tags=tags, page_size=10, view=View.BASIC)).compile(
+        store._reader.engine.sync_engine, compile_kwargs={"literal_binds": True}
+    )
+    async with store._engine.begin() as conn:  # SET LOCAL: this transaction only
+        await conn.execute(sa.text("SET LOCAL enable_seqscan = off"))
+        await conn.execute(sa.text("SET LOCAL enable_indexscan = off"))  # the primary key's walk too
+        plan = "\n".join(r[0] for r in await conn.execute(sa.text(f"EXPLAIN {sql}")))
+    assert index in plan, plan

@@ -99,9 +99,13 @@ task = sa.Table(
         "id",
         postgresql_ops={"name": "text_pattern_ops"},
     ),
-    sa.Index("ix_task_tags", "tags", postgresql_using="gin").ddl_if(dialect="postgresql"),
+    sa.Index(
+        "ix_task_tag_values", "tags", postgresql_using="gin", postgresql_ops={"tags": "jsonb_path_ops"}
+    ).ddl_if(dialect="postgresql"),
 )
-"""`tags` repeats the tag table as one document: a GIN index on it answers tag filters (PostgreSQL).
+"""`tags` repeats the tag table as one document: GIN indexes answer tag filters (PostgreSQL): one on
+the document (jsonb_path_ops: a key with its value) and, made by migration 0005, one on
+`task_tag_keys(tags)` (a bare key).
 `basic_document` is the task's BASIC view as the API sends it, kept by the store's writers in the
 transaction of each change and cleared by triggers on any other write (PostgreSQL; `rendered`)."""
 

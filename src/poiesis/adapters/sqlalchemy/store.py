@@ -515,15 +515,19 @@ class SqlAlchemyTaskStore:
 
     def _tag_filters(self, tags: dict[str, str]) -> list[sa.ColumnElement[bool]]:
         if self._postgres:
-            # One containment test for the keys with values, one existence test per bare key: both
-            # are answered by the GIN index on task.tags, or checked on the rows of another index.
+            # One containment test for the keys with values, one for the bare keys: each answered
+            # by a GIN index (migration 0005), or checked on the rows of another index.
             valued = {k: v for k, v in tags.items() if v}
             out: list[sa.ColumnElement[bool]] = []
             if valued:
                 out.append(
                     t.task.c.tags.op("@>")(sa.cast(sa.literal(to_json(valued), sa.Text), postgresql.JSONB))
                 )
-            out.extend(t.task.c.tags.op("?")(k) for k, v in tags.items() if not v)
+            keys = [k for k, v in tags.items() if not v]
+            if keys:
+                out.append(
+                    sa.func.task_tag_keys(t.task.c.tags).op("@>")(sa.literal(keys, postgresql.ARRAY(sa.Text)))
+                )
             return out
         filters: list[sa.ColumnElement[bool]] = []
         for key, value in tags.items():
