@@ -1,6 +1,7 @@
 """Poiesis beside Funnel on the same PostgreSQL, one server at a time, the same wrk runs.
 
     uv run python benchmarks/versus.py [--funnel PATH] [--baseline DIR] [--tasks 20000] [--workers 2]
+        [--now-workers 1 --now-workers 2]
 
 Starts one private, durable PostgreSQL (scripts/postgres) and, in turn, each server on a database of
 its own in it: Funnel with its `noop` compute backend (the binary from --funnel or $FUNNEL, else
@@ -303,6 +304,12 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=20_000)
     parser.add_argument("--seconds", type=int, default=10)
     parser.add_argument("--workers", type=int, default=2, help="Poiesis API processes")
+    parser.add_argument(
+        "--now-workers",
+        type=int,
+        action="append",
+        help="API processes of this tree's Poiesis, one column each (repeatable; default --workers)",
+    )
     args = parser.parse_args()
     if not shutil.which("wrk"):
         sys.exit("wrk is needed: apt-get install wrk")
@@ -354,14 +361,15 @@ def main() -> None:
                         lambda: poiesis(python, db_before, args.workers, work / "b.log"),
                     )
                 )
-            db_now = database("poiesis")
-            servers.append(
-                (
-                    f"Poiesis, {args.workers} workers",
-                    db_now,
-                    lambda: poiesis(sys.executable, db_now, args.workers, work / "p.log"),
+            for workers in args.now_workers or [args.workers]:
+                db_now = database(f"poiesis_{workers}")
+                servers.append(
+                    (
+                        f"Poiesis, {workers} worker{'s' if workers > 1 else ''}",
+                        db_now,
+                        lambda db=db_now, n=workers: poiesis(sys.executable, db, n, work / f"p{n}.log"),
+                    )
                 )
-            )
             for name, db, start in servers:
                 with start() as server:
                     columns[name] = measure(name, server, db, postmaster, args.tasks, args.seconds)

@@ -158,12 +158,21 @@ async def _kept_document(engine: AsyncEngine, task_id: str) -> str | None:
         return (await conn.execute(query, {"id": task_id})).scalar_one()
 
 
-@pytest.mark.postgres
-@pytest.mark.parametrize("kind", ["postgres", "postgres-engine", "postgres-records"], indirect=True)
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "sqlite",
+        *(
+            pytest.param(k, marks=pytest.mark.postgres)
+            for k in ("postgres", "postgres-engine", "postgres-records")
+        ),
+    ],
+    indirect=True,
+)
 async def test_a_write_of_an_older_store_clears_the_kept_document_and_it_is_rendered_meanwhile(
     store: SqlAlchemyTaskStore, clock: FakeClock, engines: tuple[AsyncEngine, AsyncEngine]
 ) -> None:
-    """The BASIC document kept with the task (PostgreSQL) is never stale: a write that does not
+    """The BASIC document kept with the task is never stale: a write that does not
     render it again (a recorder of an older image during an upgrade, an operator's SQL) clears it
     through the triggers, and reads render it until the next write of the store keeps it again."""
     engine = engines[0]
@@ -180,7 +189,7 @@ async def test_a_write_of_an_older_store_clears_the_kept_document_and_it_is_rend
     await consistent()
     older_writes = [
         "UPDATE task SET state = 'RUNNING' WHERE id = :id",
-        "UPDATE task_log SET start_time = now() WHERE task_id = :id",
+        "UPDATE task_log SET start_time = CURRENT_TIMESTAMP WHERE task_id = :id",
         "INSERT INTO task_log (task_id, attempt) VALUES (:id, 1)",
         "INSERT INTO executor_log (task_id, attempt, idx, exit_code) VALUES (:id, 0, 0, 3)",
         "INSERT INTO output_file_log (task_id, attempt, url, path, size_bytes) VALUES (:id, 0, 'u', '/p', 7)",

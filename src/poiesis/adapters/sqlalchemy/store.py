@@ -141,6 +141,7 @@ class SqlAlchemyTaskStore:
             "description": task.description,
             "volumes": task.volumes,
             "tags": task.tags or {},
+            "basic_document": None if system_logs else basic_document(task),
         }
         row |= msgspec.structs.asdict(task.resources or Resources())  # one column per field
         child_rows = children(task)
@@ -150,7 +151,6 @@ class SqlAlchemyTaskStore:
                 row
                 | {k: to_json(row[k]) for k in TASK_JSON}
                 | {name: to_json(rows) for name, rows in child_rows.items() if name != "tag_rows"}
-                | {"basic_document": None if system_logs else basic_document(task)}
             )
         if not system_logs:
             if sum(map(len, child_rows.values())) <= GROUPED_CHILD_ROWS:
@@ -350,6 +350,11 @@ class SqlAlchemyTaskStore:
         """Render the task's kept BASIC document again, last in a transaction that changed it."""
         if self._postgres:
             await conn.execute(REFRESH, {"task_id": task_id})
+            return
+        rows = (await conn.execute(details(View.BASIC), {"ids": [task_id]})).all()
+        if rows:
+            text = encoded(task_from_row(rows[0], View.BASIC), View.BASIC).decode()
+            await conn.execute(sa.update(t.task).where(t.task.c.id == task_id).values(basic_document=text))
 
     async def _merge_metadata(self, conn: AsyncConnection, task_id: str, metadata: dict[str, str]) -> None:
         await self._ensure_log(conn, task_id)
@@ -392,6 +397,14 @@ class SqlAlchemyTaskStore:
     @once_more_if_lost
     async def document(self, task_id: str, *, view: View, owner: str | None = None) -> bytes:
         if not self._postgres:
+            if view is View.BASIC:
+                kept = sa.select(t.task.c.owner, t.task.c.basic_document).where(t.task.c.id == task_id)
+                async with self._reader.connect() as conn:
+                    row = (await conn.execute(kept)).one_or_none()
+                if row is None or (owner is not None and row.owner != owner):
+                    raise TaskNotFound(task_id)
+                if row.basic_document is not None:
+                    return str(row.basic_document).encode()
             return encoded(await self.get(task_id, view=view, owner=owner), view)
         query, params = _document_of(view, owner is not None), {"id": task_id, "owner": owner}
         if self._direct is not None:
@@ -406,6 +419,8 @@ class SqlAlchemyTaskStore:
     @once_more_if_lost
     async def documents(self, query: TaskQuery) -> DocumentPage:
         if not self._postgres:
+            if query.view is View.BASIC:
+                return await self._kept_documents(query)
             return encoded_page(await self.list_tasks(query), query.view)
         statement = self.documents_query(query)
         if self._direct is not None:
@@ -418,6 +433,24 @@ class SqlAlchemyTaskStore:
         return DocumentPage(
             documents=[str(r["document"]).encode() for r in rows],
             next_after=rows[-1]["id"] if more and rows else None,
+        )
+
+    async def _kept_documents(self, query: TaskQuery) -> DocumentPage:
+        """SQLite's BASIC page: the documents its writers keep, those cleared rendered here."""
+        async with self._reader.connect() as conn:  # one transaction: one snapshot for both reads
+            rows = (await conn.execute(self._page(query, t.task.c.id, t.task.c.basic_document))).all()
+            more = len(rows) > query.page_size
+            rows = rows[: query.page_size]
+            cleared = [r.id for r in rows if r.basic_document is None]
+            rendered = {}
+            if cleared:
+                found = (await conn.execute(details(View.BASIC), {"ids": cleared})).all()
+                rendered = {r.id: encoded(task_from_row(r, View.BASIC), View.BASIC) for r in found}
+        return DocumentPage(
+            documents=[
+                rendered[r.id] if r.basic_document is None else str(r.basic_document).encode() for r in rows
+            ],
+            next_after=rows[-1].id if more and rows else None,
         )
 
     def documents_query(self, query: TaskQuery) -> sa.Select[Any]:
