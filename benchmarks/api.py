@@ -34,10 +34,12 @@ from poiesis.adapters.postgres import documents  # noqa: E402
 from poiesis.adapters.sqlalchemy import schema as t  # noqa: E402
 from poiesis.adapters.sqlalchemy.direct import PAGE_SETTINGS  # noqa: E402
 from poiesis.adapters.sqlalchemy.engine import create_engine, migrate  # noqa: E402
+from poiesis.adapters.sqlalchemy.rows import details, task_from_row  # noqa: E402
 from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore  # noqa: E402
 from poiesis.domain.identity import new_task_id  # noqa: E402
 from poiesis.domain.listing import build_query  # noqa: E402
 from poiesis.domain.tes import View  # noqa: E402
+from poiesis.domain.views import encoded  # noqa: E402
 from tests.support.postgres import free_port  # noqa: E402
 from tests.support.server import running_server  # noqa: E402
 
@@ -85,12 +87,27 @@ async def seed(url: str, count: int) -> None:
             await conn.execute(sa.insert(t.executor), executors)
             if not url.startswith("postgresql"):  # PostgreSQL's tag filter reads task.tags alone
                 await conn.execute(sa.insert(t.tag), tags)
-    if url.startswith("postgresql"):
-        # As the store's writers keep them: each task's BASIC document in its row.
-        async with engine.begin() as conn:
+    # As the store's writers keep them: each task's BASIC document in its row (SQLite's rendered in
+    # Python, as its store does).
+    async with engine.begin() as conn:
+        if url.startswith("postgresql"):
             await conn.execute(
                 sa.text(f"UPDATE task SET basic_document = {documents.expression(View.BASIC)}")
             )
+        else:
+            ids = [r.id for r in await conn.execute(sa.select(t.task.c.id))]
+            keep = (
+                sa.update(t.task)
+                .where(t.task.c.id == sa.bindparam("task_id"))
+                .values(basic_document=sa.bindparam("document"))
+            )
+            for start in range(0, len(ids), 1000):
+                rows = (await conn.execute(details(View.BASIC), {"ids": ids[start : start + 1000]})).all()
+                kept = [
+                    {"task_id": r.id, "document": encoded(task_from_row(r, View.BASIC), View.BASIC).decode()}
+                    for r in rows
+                ]
+                await conn.execute(keep, kept)
     async with engine.begin() as conn:
         await conn.execute(sa.text("ANALYZE"))
     await engine.dispose()

@@ -107,7 +107,7 @@ task = sa.Table(
 the document (jsonb_path_ops: a key with its value) and, made by migration 0005, one on
 `task_tag_keys(tags)` (a bare key).
 `basic_document` is the task's BASIC view as the API sends it, kept by the store's writers in the
-transaction of each change and cleared by triggers on any other write (PostgreSQL; `rendered`)."""
+transaction of each change and cleared by triggers on any other write (migrations 0003 and 0006)."""
 
 task_state_count = sa.Table(
     "task_state_count",

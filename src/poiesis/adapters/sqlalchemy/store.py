@@ -1,14 +1,17 @@
 """SqlAlchemyTaskStore: the TaskStore port on PostgreSQL and SQLite.
 
-A task is written once, relationally, in one transaction (one statement on PostgreSQL). A read picks
+A task is written once, relationally, in one transaction (one statement on PostgreSQL); creates
+that arrive together are committed together (`grouped`: one transaction, and on PostgreSQL one
+round trip, for the group). A read picks
 the page's task ids on `task` alone, then fetches their details in one prepared statement that
 aggregates each child table as JSON, leaving out what the requested view does not show. State
 changes lock the task row, check the domain's transition table and record the move in
 `state_transition` in the same transaction.
 
 On PostgreSQL the API's reads answer with documents (`document`, `documents`): the task's JSON in
-the view asked for, rendered by the database (`postgres.documents`), the BASIC one kept in the
-task's row by every write transaction here. Given `direct`, a create, a GET, a page and a state are
+the view asked for, rendered by the database (`postgres.documents`). On both databases the BASIC
+one is kept in the task's row by every write transaction here (SQLite's rendered in Python), and
+cleared by triggers on any other write. Given `direct`, a create, a GET, a page and a state are
 each one statement through asyncpg (`direct`), and no read or single-statement write opens a
 transaction. A pooled connection a database restart broke is tried once more (`ConnectionLost`).
 

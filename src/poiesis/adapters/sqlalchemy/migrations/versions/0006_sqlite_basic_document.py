@@ -17,7 +17,8 @@ depends_on: str | Sequence[str] | None = None
 
 # As on PostgreSQL (0003): the store renders `basic_document` last in each transaction that changes
 # a task, and any other write clears it, so a reader never sees a stale one and renders a cleared
-# one itself. A write to the task row clears it unless it sets the document itself (the store's).
+# one itself. A write to the task row clears it unless it sets the document itself (the store's);
+# SQLite's trigger names the columns, so a column added to `task` later joins the list here.
 _TASK_COLUMNS = (
     "state, name, description, cpu_cores, ram_gb, disk_gb, preemptible, zones, backend_parameters, "
     "backend_parameters_strict, volumes, tags, owner, created_at"
