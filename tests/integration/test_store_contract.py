@@ -278,3 +278,37 @@ async def test_each_tag_filter_can_be_answered_by_its_index(
         await conn.execute(sa.text("SET LOCAL enable_indexscan = off"))  # the primary key's walk too
         plan = "\n".join(r[0] for r in await conn.execute(sa.text(f"EXPLAIN {sql}")))
     assert index in plan, plan
+
+
+def _has_tags(tags: dict[str, str], wanted: dict[str, str]) -> bool:
+    return all(k in tags and (v == "" or tags[k] == v) for k, v in wanted.items())
+
+
+@pytest.mark.parametrize("rare", [1000, 3], ids=["tags counted rare", "tags counted common"])
+async def test_a_tag_filter_finds_the_same_page_whether_its_tag_is_rare_or_common(
+    store: SqlAlchemyTaskStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch, rare: int
+) -> None:
+    """SQLite finds a page from a rare tag's rows and checks a common one on each task
+    (`_rare_tag`); both give the page the filter asks for, pages followed to the end."""
+    from poiesis.adapters.sqlalchemy import store as store_module
+
+    monkeypatch.setattr(store_module, "RARE_TAG", rare)
+    tags_of = [{"a": "1"} if i % 2 else {} for i in range(12)]
+    for i in (1, 4, 5, 9):
+        tags_of[i] = tags_of[i] | {"b": "2", "c": ""}
+    tasks = [make_task(clock, tags=tags) for tags in tags_of]
+    for task in tasks:
+        await store.create(task, owner="a", system_logs=[])
+    for wanted in ({"a": "1"}, {"b": "2"}, {"a": "1", "b": "2"}, {"b": "2", "c": ""}, {"a": "1", "c": ""}):
+        expected = [t.id for t in reversed(tasks) if _has_tags(t.tags or {}, wanted)]
+        got: list[str] = []
+        after = None
+        while True:
+            page = await store.list_tasks(TaskQuery(tags=wanted, page_size=2, after=after))
+            got += [t.id for t in page.tasks]
+            if page.next_after is None:
+                break
+            after = page.next_after
+        assert got == expected, wanted
+        documents = await store.documents(TaskQuery(tags=wanted, page_size=50, view=View.BASIC))
+        assert [msgspec.json.decode(d)["id"] for d in documents.documents] == expected
