@@ -77,8 +77,8 @@ ATTEMPT = 0  # Poiesis does not retry tasks: one task log per task.
 RARE_TAG = 1000
 """SQLite finds a page from a tag's rows when fewer tasks than this have it (`_rare_tag`)."""
 GROUPED_CHILD_ROWS = 64
-"""PostgreSQL commits concurrent creates of tasks of at most this many executors, inputs, outputs
-and tags together (`grouped`); a larger task is committed on its own."""
+"""Concurrent creates of tasks of at most this many executors, inputs, outputs and tags are
+committed together (`grouped`); a larger task is committed on its own."""
 
 
 def _aware(value: datetime) -> datetime:
