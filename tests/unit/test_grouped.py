@@ -171,3 +171,20 @@ def test_every_write_returns_if_and_only_if_it_committed_exactly_once(
         assert max(len(g) for g in db.groups) <= most
 
     asyncio.run(run())
+
+
+async def test_callers_that_leave_while_waiting_are_not_sent_and_the_rest_commit() -> None:
+    db = FakeDatabase(delay=0.005)
+    grouped = Grouped(db.one, db.many, lanes=1)
+    leader = asyncio.ensure_future(grouped("lead"))
+    await asyncio.sleep(0)  # the leader's group is in flight
+    waiting = {name: asyncio.ensure_future(grouped(name)) for name in ("a", "gone", "b", "c")}
+    await asyncio.sleep(0)
+    waiting["gone"].cancel()
+    await leader
+    results = await asyncio.gather(*waiting.values(), return_exceptions=True)
+    assert isinstance(results[1], asyncio.CancelledError)
+    assert [r for i, r in enumerate(results) if i != 1] == [None, None, None]
+    assert sorted(db.committed) == ["a", "b", "c", "lead"]
+    await grouped("after")  # the lane was freed
+    assert db.committed[-1] == "after"

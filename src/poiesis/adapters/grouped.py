@@ -66,24 +66,56 @@ class Grouped(Generic[T]):
         done = self._enqueue(item)
         if self._busy < self._lanes:
             self._busy += 1
-            await self._lead(done)
-        elif await done == _LEAD:
-            done = self._enqueue(item, first=True)
-            await self._lead(done)
+            await self._leading(done)
+        else:
+            try:
+                handed = await done == _LEAD
+            except asyncio.CancelledError:
+                # A caller that leaves while waiting is not sent (its future is cancelled, and
+                # groups skip it); one handed the lane just before passes it on.
+                if (
+                    done.done()
+                    and not done.cancelled()
+                    and done.exception() is None
+                    and done.result() == _LEAD
+                ):
+                    self._release()
+                raise
+            if handed:
+                done = self._enqueue(item, first=True)
+                await self._leading(done)
         if await done == _ALONE:
             await self._one(item)
+
+    async def _leading(self, done: asyncio.Future[str | None]) -> None:
+        try:
+            await self._lead(done)
+        except asyncio.CancelledError:
+            if done.done() and not done.cancelled():
+                done.exception()  # seen: this caller leaves with its cancel instead
+            raise
 
     async def _lead(self, done: asyncio.Future[str | None]) -> None:
         try:
             while not done.done() and self._waiting:
-                group = [self._waiting.popleft() for _ in range(min(self._most, len(self._waiting)))]
-                await self._commit(group)
+                group: list[tuple[T, asyncio.Future[str | None]]] = []
+                while self._waiting and len(group) < self._most:
+                    entry = self._waiting.popleft()
+                    if not entry[1].done():
+                        group.append(entry)
+                if group:
+                    await self._commit(group)
         finally:
-            if self._waiting:
-                _, next_leader = self._waiting.popleft()
-                next_leader.set_result(_LEAD)  # the lane passes on; self._busy is unchanged
-            else:
-                self._busy -= 1
+            self._release()
+
+    def _release(self) -> None:
+        """The lane passes to the oldest write still waiting (self._busy unchanged), or is freed."""
+        while self._waiting:
+            _, next_leader = self._waiting.popleft()
+            if not next_leader.done():
+                next_leader.set_result(_LEAD)
+                return
+        self._busy -= 1
 
     async def _commit(self, group: list[tuple[T, asyncio.Future[str | None]]]) -> None:
         self.groups += 1
@@ -98,6 +130,8 @@ class Grouped(Generic[T]):
                 self.split += 1
                 log.info("a group of %d %ss failed (%s): each goes alone", len(group), self._name, exc)
             for _, done in group:
+                if done.done():  # its caller has left
+                    continue
                 if alone:
                     done.set_result(_ALONE)
                 else:
@@ -106,8 +140,10 @@ class Grouped(Generic[T]):
             # Cancelled under the statement: whether it committed is not known, as after a lost
             # connection; each write's caller tries once more and a Conflict then means "done".
             for _, done in group:
-                done.set_exception(ConnectionLost("the write was interrupted before its answer"))
+                if not done.done():
+                    done.set_exception(ConnectionLost("the write was interrupted before its answer"))
             raise
         else:
             for _, done in group:
-                done.set_result(None)
+                if not done.done():
+                    done.set_result(None)
