@@ -34,12 +34,11 @@ from poiesis.adapters.postgres import documents  # noqa: E402
 from poiesis.adapters.sqlalchemy import schema as t  # noqa: E402
 from poiesis.adapters.sqlalchemy.direct import PAGE_SETTINGS  # noqa: E402
 from poiesis.adapters.sqlalchemy.engine import create_engine, migrate  # noqa: E402
-from poiesis.adapters.sqlalchemy.rows import details, task_from_row  # noqa: E402
+from poiesis.adapters.sqlalchemy.rows import basic_document_of, details  # noqa: E402
 from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore  # noqa: E402
 from poiesis.domain.identity import new_task_id  # noqa: E402
 from poiesis.domain.listing import build_query  # noqa: E402
 from poiesis.domain.tes import View  # noqa: E402
-from poiesis.domain.views import encoded  # noqa: E402
 from tests.support.postgres import free_port  # noqa: E402
 from tests.support.server import running_server  # noqa: E402
 
@@ -103,10 +102,7 @@ async def seed(url: str, count: int) -> None:
             )
             for start in range(0, len(ids), 1000):
                 rows = (await conn.execute(details(View.BASIC), {"ids": ids[start : start + 1000]})).all()
-                kept = [
-                    {"task_id": r.id, "document": encoded(task_from_row(r, View.BASIC), View.BASIC).decode()}
-                    for r in rows
-                ]
+                kept = [{"task_id": r.id, "document": basic_document_of(r).decode()} for r in rows]
                 await conn.execute(keep, kept)
     async with engine.begin() as conn:
         await conn.execute(sa.text("ANALYZE"))

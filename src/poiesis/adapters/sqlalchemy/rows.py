@@ -194,3 +194,8 @@ def task_from_row(r: Any, view: View) -> Task:
         tags=r.tags or None,
         logs=logs or None,
     )
+
+
+def basic_document_of(row: Any) -> bytes:
+    """The BASIC document of the task in a row of `details(View.BASIC)`, rendered here (SQLite)."""
+    return encoded(task_from_row(row, View.BASIC), View.BASIC)
