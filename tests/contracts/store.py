@@ -112,6 +112,31 @@ async def test_creates_arriving_together_are_each_stored_and_a_taken_id_conflict
         assert (await store.get(task.id)).name == task.name
 
 
+async def test_tag_filters_take_quotes_backslashes_and_wildcards_as_plain_characters(
+    store: TaskStore, clock: FakeClock
+) -> None:
+    """Tag keys and values go to the database as values, never as SQL, JSON or patterns."""
+    odd = make_task(clock, tags={"q\"uo\\te'": "v'a\"l\\ue", "%_*": "", "ünï": "x%"})
+    plain = make_task(clock, tags={"q": "v", "%": "x", "ünï": "xy"})
+    for task in (odd, plain):
+        await store.create(task, owner="a", system_logs=[])
+    cases = [
+        ({"q\"uo\\te'": "v'a\"l\\ue"}, [odd.id]),
+        ({"q\"uo\\te'": ""}, [odd.id]),
+        ({"%_*": ""}, [odd.id]),
+        ({"ünï": "x%"}, [odd.id]),
+        ({"ünï": "x_"}, []),
+        ({"%": ""}, [plain.id]),
+        ({"%": "%"}, []),
+        ({'"': ""}, []),
+    ]
+    for tags, expected in cases:
+        page = await store.list_tasks(TaskQuery(tags=tags))
+        assert [t.id for t in page.tasks] == expected, tags
+        documents = await store.documents(TaskQuery(tags=tags, view=View.BASIC))
+        assert [msgspec.json.decode(d)["id"] for d in documents.documents] == expected, tags
+
+
 async def test_transitions_are_guarded_and_recorded(store: TaskStore, clock: FakeClock) -> None:
     task = make_task(clock)
     await store.create(task, owner="a", system_logs=[])
