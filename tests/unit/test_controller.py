@@ -14,7 +14,7 @@ from poiesis.adapters.kubernetes.controller import Controller, ControllerSetting
 from poiesis.domain import lifecycle
 from poiesis.domain.states import State
 from poiesis.domain.tes import Task, View
-from poiesis.ports.store import Applied, Change, ExecutorRan, Moved, TaskStore
+from poiesis.ports.store import Applied, Change, ExecutorRan, Moved, StoreUnavailable, TaskStore
 from poiesis.ports.taskobjects import JobSeen, PodSeen, Verdict
 from tests.builders import make_task
 from tests.conftest import FakeClock
@@ -432,3 +432,85 @@ async def test_a_resync_looks_only_at_tasks_the_watch_does_not_show_running_well
         with contextlib.suppress(asyncio.CancelledError):
             await resyncing
     assert queued_ids == {canceling.id, podless.id, ended.id, stuck.id, queued.id}
+
+
+async def _one_resync(controller: Controller) -> set[str]:
+    """The ids one resync queues (it queues all of them at once, then sleeps)."""
+    resyncing = asyncio.create_task(controller.resync())
+    try:
+        for _ in range(500):
+            if len(controller.queue):
+                break
+            await asyncio.sleep(0.01)
+        queued: set[str] = set()
+        while len(controller.queue):
+            key = await controller.queue.get()
+            controller.queue.done(key)  # the test makes the passes itself
+            queued.add(str(key))
+    finally:
+        resyncing.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await resyncing
+    return queued
+
+
+async def test_the_orphan_sweep_looks_at_a_finished_task_once_and_never_at_healthy_ones(h: Harness) -> None:
+    """Finished Jobs wait out their TTL in the cluster, thousands of them on a busy one: the sweep
+    passes over each once (to find it terminal), an orphan until its objects are gone, and a task
+    running well never."""
+    healthy = [await h.task(State.RUNNING) for _ in range(20)]
+    for task in healthy:
+        h.objects.pods[task.id] = (pod(task.id, terminated("tif"), running("executor-0")), False)
+        h.objects.jobs[task.id] = {"spec": {"suspend": False}, "status": {}}
+    finished = [await h.task(State.RUNNING) for _ in range(20)]
+    for task in finished:
+        assert await h.store.transition(task.id, State.COMPLETE, now=h.clock.now())
+        h.objects.pods[task.id] = (pod(task.id, terminated("executor-0"), phase="Succeeded"), False)
+        h.objects.jobs[task.id] = {"spec": {"suspend": False}, "status": {"succeeded": 1}}
+    orphan = "orphan-of-no-task"
+    h.objects.jobs[orphan] = {"spec": {"suspend": False}, "status": {}}
+
+    controller = Controller(h.store, h.objects, ControllerSettings(), clock=h.clock)
+    first = await _one_resync(controller)
+    assert first == {t.id for t in finished} | {orphan}
+    for task_id in sorted(first):
+        assert await controller.reconcile(task_id) is None
+    assert h.objects.removed == [orphan]
+    assert all(t.id in h.objects.jobs for t in finished), "a finished Job is left to its TTL"
+
+    assert await _one_resync(controller) == set(), "nothing changed: nothing to look at"
+
+    # A task that ends is looked at once more, and a Job that reappears for no task is an orphan again.
+    assert await h.store.transition(healthy[0].id, State.COMPLETE, now=h.clock.now())
+    h.objects.pods[healthy[0].id] = (pod(healthy[0].id, terminated("executor-0"), phase="Succeeded"), False)
+    h.objects.jobs[orphan] = {"spec": {"suspend": False}, "status": {}}
+    again = await _one_resync(controller)
+    assert again == {healthy[0].id, orphan}
+    for task_id in sorted(again):
+        await controller.reconcile(task_id)
+
+    # What the sweep remembers goes with the objects: a finished task whose Job is gone is dropped.
+    del h.objects.jobs[finished[0].id], h.objects.pods[finished[0].id]
+    assert await _one_resync(controller) == set()
+    assert controller._closed == {t.id for t in finished[1:]} | {healthy[0].id}
+
+
+async def test_a_resync_with_the_database_down_queues_nothing_and_recovers(h: Harness) -> None:
+    """Every pass starts with a read of the database: while it is down a resync leaves the queue
+    alone (no storm of passes that would all fail), and the next one after it is back does the work."""
+    podless = await h.task(State.RUNNING)
+    h.objects.jobs["orphan-of-no-task"] = {"spec": {"suspend": False}, "status": {}}
+    store = h.store
+    assert isinstance(store, FakeTaskStore)
+    controller = Controller(store, h.objects, ControllerSettings(), clock=h.clock)
+    down = StoreUnavailable("the database restarts")
+
+    async def unavailable(*_: Any, **__: Any) -> list[str]:
+        raise down
+
+    real = store.ids_in_states
+    store.ids_in_states = unavailable  # type: ignore[method-assign]
+    await controller._resync_once()
+    assert len(controller.queue) == 0
+    store.ids_in_states = real  # type: ignore[method-assign]
+    assert await _one_resync(controller) == {podless.id, "orphan-of-no-task"}

@@ -141,6 +141,10 @@ class Controller:
         self._clock = clock or SystemClock()
         self._ended_seen: dict[str, float] = {}
         self._stuck_seen: dict[str, float] = {}
+        self._closed: set[str] = set()
+        """Tasks the cluster still holds objects for (a finished Job waits out its TTL) that a pass
+        found terminal: a terminal state is final, so the orphan sweep need not look at them again.
+        Kept only while the cluster shows them (each resync drops the rest)."""
         self.actions: list[tuple[str, str]] = []
         """(task id, action) in the order taken, the latest ACTIONS_KEPT of them (the metrics count
         them all), for tests and benchmarks."""
@@ -158,6 +162,8 @@ class Controller:
             if self.objects.pod(task_id) is not None:  # it ran here: time its states, once
                 await self.metrics.state_times.observe(self.store, task_id)
             self._settled(task_id)
+            if self.settings.delete_orphans:
+                self._closed.add(task_id)
             return None
         if task.state is State.CANCELING:
             return await self._finish_cancel(task)
@@ -342,28 +348,36 @@ class Controller:
     async def resync(self) -> None:
         """Queue, now and every `resync_seconds`, every non-terminal task whose Pod the watch does
         not show running well (a task being cancelled always), and every task the cluster holds
-        objects for. Its cost follows what needs looking at, not the tasks in flight: two reads of
-        ids, and a pass only for tasks without a healthy Pod."""
+        objects for that the database does not show open and no pass has found terminal (an
+        orphan, or a task not looked at since it ended). Its cost follows what needs looking at, not
+        the tasks in flight or the finished Jobs waiting out their TTL: two reads of ids, and a pass
+        only for those."""
         while True:
-            ids: set[str] = set()
             try:
-                open_ids = await self.store.ids_in_states(NON_TERMINAL)
-                canceling = set(await self.store.ids_in_states([State.CANCELING]))
-                ids.update(i for i in open_ids if i in canceling or not self._watched(i))
-            except StoreUnavailable as exc:
-                log.warning("resync: the database is unavailable: %s", exc)
+                await self._resync_once()
             except Exception:  # the backstop's own loop must outlive any one failure
-                log.exception("resync: listing the open tasks failed")
-            if self.settings.delete_orphans:
-                try:
-                    ids.update(await self.objects.known())
-                except (ClusterUnavailable, ClusterRefused) as exc:
-                    log.warning("resync: listing the task Jobs failed: %s", exc)
-                except Exception:
-                    log.exception("resync: listing the task Jobs failed")
-            for task_id in sorted(ids):
-                self.queue.add(task_id)
+                log.exception("resync failed")
             await asyncio.sleep(self.settings.resync_seconds)
+
+    async def _resync_once(self) -> None:
+        try:
+            open_ids = set(await self.store.ids_in_states(NON_TERMINAL))
+            canceling = set(await self.store.ids_in_states([State.CANCELING]))
+        except StoreUnavailable as exc:
+            # Every pass starts with a read of the database: nothing to do until it is back.
+            log.warning("resync: the database is unavailable: %s", exc)
+            return
+        ids = {i for i in open_ids if i in canceling or not self._watched(i)}
+        if self.settings.delete_orphans:
+            try:
+                known = await self.objects.known()
+            except (ClusterUnavailable, ClusterRefused) as exc:
+                log.warning("resync: listing the task Jobs failed: %s", exc)
+            else:
+                self._closed &= known
+                ids.update(known - open_ids - self._closed)
+        for task_id in sorted(ids):
+            self.queue.add(task_id)
 
     async def run(self) -> None:
         """Act until cancelled (leadership lost): the workers and the resync."""
