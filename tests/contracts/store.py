@@ -12,14 +12,15 @@ import msgspec
 import pytest
 
 from poiesis.domain.errors import Conflict, TaskNotFound
+from poiesis.domain.identity import new_task_id
 from poiesis.domain.listing import TaskQuery
 from poiesis.domain.states import TERMINAL, State, can_transition
 from poiesis.domain.submission import NewInput, NewOutput
-from poiesis.domain.tes import FileType, OutputFileLog, Resources, View
+from poiesis.domain.tes import FileType, OutputFileLog, Resources, Task, View
 from poiesis.domain.times import parse_time
 from poiesis.domain.views import encoded
 from poiesis.ports.store import Applied, ExecutorRan, Moved, OutputsRecorded, TaskStore
-from tests.builders import make_task
+from tests.builders import make_executor, make_task
 from tests.conftest import FakeClock
 
 NOW = parse_time("2026-01-02T03:04:05Z")
@@ -110,6 +111,87 @@ async def test_creates_arriving_together_are_each_stored_and_a_taken_id_conflict
     assert (await store.get(taken.id)).name == "first"
     for task in tasks:
         assert (await store.get(task.id)).name == task.name
+
+
+async def test_tasks_created_together_read_back_as_one_created_alone(
+    store: TaskStore, clock: FakeClock
+) -> None:
+    """A store may commit concurrent creates together (group commit), in another statement than a
+    lone create: every field of every task, and its rendered documents, come back the same either way
+    (each task's twin, with another id, is created alone)."""
+    rng = random.Random(7)
+    executors = [
+        [make_executor(0)],
+        [
+            make_executor(
+                0, workdir="/w", stdin="/in/a", stdout="/out/o", stderr="/out/e", env={"A": "1", "B": ""}
+            ),
+            make_executor(1, command=["sh", "-c", "echo 'q' \"d\" \\ ☃"], ignore_error=True),
+        ],
+    ]
+    inputs = [
+        None,
+        [NewInput(path="/in/a", url="s3://b/a", name="a", description="the a", streamable=True)],
+        [
+            NewInput(path="/in/x", content="inline ☃\n"),
+            NewInput(path="/in/d", url="s3://b/d/", type=FileType.DIRECTORY),
+        ],
+    ]
+    outputs = [
+        None,
+        [NewOutput(path="/out/*.bam", path_prefix="/out/", url="s3://b/run/", name="bams", description="d")],
+        [
+            NewOutput(path="/out/o", url="s3://b/o"),
+            NewOutput(path="/out/d", url="s3://b/d/", type=FileType.DIRECTORY),
+        ],
+    ]
+    resources = [
+        None,
+        Resources(cpu_cores=2, ram_gb=3.5),
+        Resources(disk_gb=1.25, preemptible=False, zones=["z1", "z2"], backend_parameters={"Queue": "a"}),
+    ]
+
+    def varied(i: int) -> Task:
+        task = make_task(
+            clock,
+            name=rng.choice([None, f"t{i}", "ünï ☃"]),
+            description=rng.choice([None, "", "a\nb 'q' \"d\" \\"]),
+            inputs=rng.choice(inputs),
+            outputs=rng.choice(outputs),
+            resources=rng.choice(resources),
+            volumes=rng.choice([None, ["/scratch"], ["/v1", "/v2"]]),
+            tags=rng.choice([None, {}, {"project": "p1", "empty": ""}, {"k'ey": 'v"al', "ü": "☃"}]),
+        )
+        return msgspec.structs.replace(task, executors=rng.choice(executors))
+
+    tasks = [varied(i) for i in range(48)]
+    twins = []
+    for task in tasks:
+        clock.advance(0.001)
+        twins.append(msgspec.structs.replace(task, id=new_task_id(clock.now())))
+    for twin in twins:
+        await store.create(twin, owner="a", system_logs=[])
+    await asyncio.gather(*(store.create(t, owner="a", system_logs=[]) for t in tasks))
+    for task, twin in zip(tasks, twins, strict=True):
+        got, alone = await store.get(task.id), await store.get(twin.id)
+        assert msgspec.structs.replace(alone, id=task.id) == got
+        assert (got.name, got.description, got.volumes, got.inputs, got.outputs) == (
+            task.name,
+            task.description,
+            task.volumes,
+            task.inputs,
+            task.outputs,
+        )
+        assert (got.executors, got.resources, got.tags or {}) == (
+            task.executors,
+            task.resources,
+            task.tags or {},
+        )
+        for view in (View.BASIC, View.FULL):
+            kept = await store.document(twin.id, view=view)
+            assert await store.document(task.id, view=view) == kept.replace(
+                twin.id.encode(), task.id.encode()
+            )
 
 
 async def test_tag_filters_take_quotes_backslashes_and_wildcards_as_plain_characters(

@@ -39,6 +39,7 @@ from poiesis.adapters.sqlalchemy.rendered import REFRESH, document
 from poiesis.adapters.sqlalchemy.rows import (
     CHILD_TABLES,
     CREATE_POSTGRES,
+    CREATE_POSTGRES_GROUP,
     SLICE,
     TASK_JSON,
     basic_document,
@@ -92,9 +93,10 @@ def _drop_none(**values: Any) -> dict[str, Any]:
 
 
 class _Create:
-    """A task to create: its row and child rows, and on PostgreSQL the parameters of `CREATE_POSTGRES`."""
+    """A task to create: its row and child rows, and on PostgreSQL the parameters of `CREATE_POSTGRES`
+    and its member of `CREATE_POSTGRES_GROUP`'s array."""
 
-    __slots__ = ("child_rows", "conflict", "params", "row")
+    __slots__ = ("child_rows", "conflict", "member", "params", "row")
 
     def __init__(
         self, row: dict[str, Any], child_rows: dict[str, list[dict[str, Any]]], conflict: str
@@ -103,6 +105,7 @@ class _Create:
         self.child_rows = child_rows
         self.conflict = conflict
         self.params: dict[str, Any] = {}
+        self.member: dict[str, Any] = {}
 
 
 class SqlAlchemyTaskStore:
@@ -153,11 +156,11 @@ class SqlAlchemyTaskStore:
         child_rows = children(task)
         create = _Create(row, child_rows, f"task {task.id} already exists")
         if self._postgres:
+            kids = {name: rows for name, rows in child_rows.items() if name != "tag_rows"}
             create.params = (
-                row
-                | {k: to_json(row[k]) for k in TASK_JSON}
-                | {name: to_json(rows) for name, rows in child_rows.items() if name != "tag_rows"}
+                row | {k: to_json(row[k]) for k in TASK_JSON} | {n: to_json(v) for n, v in kids.items()}
             )
+            create.member = row | kids
         if not system_logs:
             if sum(map(len, child_rows.values())) <= GROUPED_CHILD_ROWS:
                 await self._creates(create)
@@ -183,7 +186,12 @@ class SqlAlchemyTaskStore:
     async def _create_many(self, creates: Sequence[_Create]) -> None:
         """Tasks created together: one transaction, and on PostgreSQL one round trip."""
         if self._direct is not None:
-            await self._direct.execute_many(_statement(CREATE_POSTGRES), [c.params for c in creates])
+            group = msgspec.json.encode([c.member for c in creates]).decode()
+            await self._direct.execute(
+                _statement(CREATE_POSTGRES_GROUP),
+                {"tasks": group},
+                conflict="a task of the group already exists",
+            )
             return
         async with self._engine.begin(conflict="a task of the group already exists") as conn:
             await self._insert(conn, creates)
