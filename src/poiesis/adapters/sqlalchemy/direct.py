@@ -129,13 +129,6 @@ class DirectPostgres:
             with self._observed(statement.sql):
                 await conn.execute(statement.sql, *statement.args(params))
 
-    async def execute_many(self, statement: Statement, group: Sequence[Mapping[str, Any]]) -> None:
-        """The statement once per parameter set, in one round trip and one transaction: all commit
-        or none (a unique key taken by any of them is Conflict)."""
-        async with self._connection("a key of the group is taken") as conn:
-            with self._observed(statement.sql):
-                await conn.executemany(statement.sql, [statement.args(params) for params in group])
-
     async def value(self, statement: Statement, params: Mapping[str, Any]) -> Any:
         async with self._connection(None) as conn:
             with self._observed(statement.sql):

@@ -184,21 +184,22 @@ class SqlAlchemyTaskStore:
             await self._insert(conn, [create])
 
     async def _create_many(self, creates: Sequence[_Create]) -> None:
-        """Tasks created together: one transaction, and on PostgreSQL one round trip."""
+        """Tasks created together: one transaction, and on PostgreSQL one statement."""
+        conflict = "a task of the group already exists"
         if self._direct is not None:
-            group = msgspec.json.encode([c.member for c in creates]).decode()
-            await self._direct.execute(
-                _statement(CREATE_POSTGRES_GROUP),
-                {"tasks": group},
-                conflict="a task of the group already exists",
-            )
+            params = {"tasks": msgspec.json.encode([c.member for c in creates]).decode()}
+            await self._direct.execute(_statement(CREATE_POSTGRES_GROUP), params, conflict=conflict)
             return
-        async with self._engine.begin(conflict="a task of the group already exists") as conn:
+        async with (self._single if self._postgres else self._engine).begin(conflict=conflict) as conn:
             await self._insert(conn, creates)
 
     async def _insert(self, conn: AsyncConnection, creates: Sequence[_Create]) -> None:
         if self._postgres:
-            await conn.execute(CREATE_POSTGRES, [c.params for c in creates])
+            if len(creates) == 1:
+                await conn.execute(CREATE_POSTGRES, creates[0].params)
+            else:
+                params = {"tasks": msgspec.json.encode([c.member for c in creates]).decode()}
+                await conn.execute(CREATE_POSTGRES_GROUP, params)
             return
         await conn.execute(sa.insert(t.task), [c.row for c in creates])
         for name, table in CHILD_TABLES.items():
