@@ -18,6 +18,7 @@ import pytest
 import tes
 from kubernetes import client
 
+from poiesis.adapters.kubernetes.taskpod import job_name
 from poiesis.adapters.sqlalchemy.engine import create_engine
 from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore
 from poiesis.domain.identity import new_task_id
@@ -230,6 +231,35 @@ def test_the_api_died_after_its_commit(ctl: Backend) -> None:
     task = ctl.wait(task_id, timeout=60)
     assert task.state == "COMPLETE"
     assert "created the missing Job" in ctl.tctl_log()
+
+
+def test_a_job_of_no_task_is_removed_and_a_finished_tasks_is_left_to_its_ttl(ctl: Backend) -> None:
+    """The orphan sweep lists the task Jobs' metadata from the real apiserver: a Job labelled for a
+    task the database does not know goes; a finished task's Job stays for its TTL."""
+    finished = ctl.client.create_task(tes.Task(executors=[ex("a")]))
+    assert ctl.wait(finished, timeout=60).state == "COMPLETE"
+    stray = new_task_id()
+    ctl.batch.create_namespaced_job(
+        ctl.namespace,
+        {
+            "metadata": {"name": job_name(stray), "labels": {"poiesis.io/task": stray}},
+            "spec": {
+                "suspend": True,
+                "template": {
+                    "metadata": {"labels": {"poiesis.io/task": stray}},
+                    "spec": {
+                        "restartPolicy": "Never",
+                        "containers": [{"name": "c", "image": "registry.example/stray:1"}],
+                    },
+                },
+            },
+        },
+    )
+    wait_until(lambda: not jobs(ctl, stray), timeout=60, what="the stray Job removed")
+    assert f"task {stray}: removed the objects of a task the database does not know" in ctl.tctl_log()
+    time.sleep(2 * TCTL["resync_seconds"])  # two more resyncs
+    assert jobs(ctl, finished), "a finished task's Job waits out its TTL"
+    assert f"task {finished}: removed" not in ctl.tctl_log()
 
 
 def states_by_parity(k: Backend, ids: list[str], timeout: float) -> dict[str, tes.Task]:

@@ -36,6 +36,9 @@ log = logging.getLogger("poiesis.tctl.informer")
 
 _CONTAINER_KEYS = ("name", "image", "state", "restartCount")
 
+_METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1, application/json"
+"""A list of the objects' metadata, or (from a server that cannot) the whole objects."""
+
 
 def slim(pod: dict[str, Any]) -> dict[str, Any]:
     """What the controller reads of a Pod: a few KB instead of tens."""
@@ -232,10 +235,17 @@ class KubeTaskObjects:
         return None if job is None else diagnose.job_seen(job, admitted_elsewhere=self._admitted_elsewhere)
 
     def _job_task_ids(self) -> set[str]:
+        """The task ids of the task Jobs, from their metadata alone (the apiserver leaves out each
+        Job's spec and status: a tenth of the bytes to fetch and decode)."""
         ids: set[str] = set()
         token: str | None = None
         while True:
-            kwargs: dict[str, Any] = {"label_selector": TASK_LABEL, "limit": 500, "_preload_content": False}
+            kwargs: dict[str, Any] = {
+                "label_selector": TASK_LABEL,
+                "limit": 500,
+                "_preload_content": False,
+                "_headers": {"Accept": _METADATA_ONLY},
+            }
             if token:
                 kwargs["_continue"] = token
             page = json.loads(self._batch.list_namespaced_job(self.namespace, **kwargs).data)
