@@ -12,7 +12,9 @@ waits until their Pods run, then fails `--failures` of them one every 50 ms as a
   controller's `ended_grace_seconds` (the time it leaves a live recorder to write the end) is set
   to 0 here and adds to this in a deployment;
 - tctl's peak RSS (VmHWM) and CPU: while the Pods were created, while idle with all of them in
-  flight (one resync included), and during the failures.
+  flight (one resync included), and during the failures;
+- while idle: tctl's reconcile passes (from its /metrics) and the Pod watch events the cluster sent
+  (a watch of the benchmark's own), which is what tctl's idle work should follow.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 import psutil  # noqa: E402
 from kubernetes import client, config  # noqa: E402
+from kubernetes.watch.watch import iter_resp_lines  # noqa: E402
 
 from benchmarks.k8s import pct, template  # noqa: E402
 from tests.conftest import fresh_postgres_url_sync  # noqa: E402
@@ -64,6 +67,48 @@ def running_pods(core: Any, namespace: str) -> dict[str, str]:
         token = page["metadata"].get("continue")
         if not token:
             return found
+
+
+def passes(http: httpx.Client, port: int) -> float:
+    """The reconcile passes tctl has made, from its /metrics."""
+    text = http.get(f"http://127.0.0.1:{port}/metrics").text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("poiesis_tctl_reconcile_duration_seconds_count")
+    )
+
+
+class PodEvents:
+    """Counts the task Pod watch events the apiserver sends from now on, as tctl's informer gets them,
+    for `seconds` (the apiserver ends the watch then; closing it from here would block on the TLS
+    socket its reader holds)."""
+
+    def __init__(self, kubeconfig: str, namespace: str, seconds: int) -> None:
+        self.count = 0
+        self._api = config.new_client_from_config(config_file=kubeconfig)
+        core: Any = client.CoreV1Api(self._api)
+        version = core.list_namespaced_pod(namespace, label_selector=LABEL, limit=1).metadata.resource_version
+        self._response = core.list_namespaced_pod(
+            namespace,
+            label_selector=LABEL,
+            watch=True,
+            resource_version=version,
+            timeout_seconds=seconds,
+            _preload_content=False,
+        )
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        for line in iter_resp_lines(self._response):
+            if json.loads(line).get("type") in ("ADDED", "MODIFIED", "DELETED"):
+                self.count += 1
+
+    def counted(self) -> int:
+        """The events counted, once the watch has ended."""
+        self._thread.join(30)
+        return self.count
 
 
 def main() -> None:
@@ -100,13 +145,14 @@ def main() -> None:
             "[tctl]\nended_grace_seconds = 0\nresync_seconds = 60\nstart_timeout_seconds = 3600\n"
         )
         env = {"POIESIS_CONFIG": str(toml), "POIESIS_LOG_LEVEL": "WARNING", "POIESIS_DATABASE_URL": database}
+        metrics_port = postgres.free_port()
         with running_server("api", database, work, env) as server, httpx.Client(timeout=60) as http:
             with (work / "tctl.log").open("wb") as log:
                 tctl = subprocess.Popen(
                     [sys.executable, "-m", "poiesis.entrypoints.cli", "tctl"],
                     env=os.environ
                     | env
-                    | {"POIESIS_POD_NAME": "bench-tctl", "POIESIS_PORT": str(postgres.free_port())},
+                    | {"POIESIS_POD_NAME": "bench-tctl", "POIESIS_PORT": str(metrics_port)},
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
@@ -141,10 +187,14 @@ def main() -> None:
                         stdout=subprocess.DEVNULL,
                         stderr=subprocess.DEVNULL,
                     )
+                passes_before = passes(http, metrics_port)
+                events = PodEvents(kubeconfig, namespace, 65)
                 time.sleep(65)  # idle, all in flight, one resync
+                pod_events = events.counted()
                 if spy is not None:
                     spy.wait(30)
                 cpu_idle = sum(proc.cpu_times()[:2]) - cpu_create
+                idle_passes = passes(http, metrics_port) - passes_before
                 victims = ids[: args.failures]
                 failed_at: dict[str, float] = {}
                 visible: dict[str, float] = {}
@@ -199,6 +249,10 @@ def main() -> None:
     print(
         f"  tctl CPU: {cpu_create:.1f} s while {args.tasks} Pods were created ({in_flight:.0f} s),"
         f" {cpu_idle:.1f} s idle for 65 s, {cpu_fail:.1f} s for the failures"
+    )
+    print(
+        f"  idle for 65 s: {idle_passes:.0f} reconcile passes; the cluster sent {pod_events}"
+        " Pod watch events meanwhile (each one decoded by tctl's informer)"
     )
 
 
