@@ -93,10 +93,10 @@ def _drop_none(**values: Any) -> dict[str, Any]:
 
 
 class _Create:
-    """A task to create: its row and child rows, and on PostgreSQL the parameters of `CREATE_POSTGRES`
-    and its member of `CREATE_POSTGRES_GROUP`'s array."""
+    """A task to create: its row and child rows; on PostgreSQL, the parameters of `CREATE_POSTGRES`
+    (`params`) or its member of `CREATE_POSTGRES_GROUP`'s array (`member`), each made when sent."""
 
-    __slots__ = ("child_rows", "conflict", "member", "params", "row")
+    __slots__ = ("child_rows", "conflict", "row")
 
     def __init__(
         self, row: dict[str, Any], child_rows: dict[str, list[dict[str, Any]]], conflict: str
@@ -104,8 +104,17 @@ class _Create:
         self.row = row
         self.child_rows = child_rows
         self.conflict = conflict
-        self.params: dict[str, Any] = {}
-        self.member: dict[str, Any] = {}
+
+    def member(self) -> dict[str, Any]:
+        return self.row | {name: rows for name, rows in self.child_rows.items() if name != "tag_rows"}
+
+    def params(self) -> dict[str, Any]:
+        row = self.row
+        return (
+            row
+            | {k: to_json(row[k]) for k in TASK_JSON}
+            | {name: to_json(rows) for name, rows in self.child_rows.items() if name != "tag_rows"}
+        )
 
 
 class SqlAlchemyTaskStore:
@@ -155,12 +164,6 @@ class SqlAlchemyTaskStore:
         row |= msgspec.structs.asdict(task.resources or Resources())  # one column per field
         child_rows = children(task)
         create = _Create(row, child_rows, f"task {task.id} already exists")
-        if self._postgres:
-            kids = {name: rows for name, rows in child_rows.items() if name != "tag_rows"}
-            create.params = (
-                row | {k: to_json(row[k]) for k in TASK_JSON} | {n: to_json(v) for n, v in kids.items()}
-            )
-            create.member = row | kids
         if not system_logs:
             if sum(map(len, child_rows.values())) <= GROUPED_CHILD_ROWS:
                 await self._creates(create)
@@ -178,7 +181,7 @@ class SqlAlchemyTaskStore:
 
     async def _create_one(self, create: _Create) -> None:
         if self._direct is not None:
-            await self._direct.execute(_statement(CREATE_POSTGRES), create.params, conflict=create.conflict)
+            await self._direct.execute(_statement(CREATE_POSTGRES), create.params(), conflict=create.conflict)
             return
         async with (self._single if self._postgres else self._engine).begin(conflict=create.conflict) as conn:
             await self._insert(conn, [create])
@@ -187,7 +190,7 @@ class SqlAlchemyTaskStore:
         """Tasks created together: one transaction, and on PostgreSQL one statement."""
         conflict = "a task of the group already exists"
         if self._direct is not None:
-            params = {"tasks": msgspec.json.encode([c.member for c in creates]).decode()}
+            params = {"tasks": msgspec.json.encode([c.member() for c in creates]).decode()}
             await self._direct.execute(_statement(CREATE_POSTGRES_GROUP), params, conflict=conflict)
             return
         async with (self._single if self._postgres else self._engine).begin(conflict=conflict) as conn:
@@ -196,9 +199,9 @@ class SqlAlchemyTaskStore:
     async def _insert(self, conn: AsyncConnection, creates: Sequence[_Create]) -> None:
         if self._postgres:
             if len(creates) == 1:
-                await conn.execute(CREATE_POSTGRES, creates[0].params)
+                await conn.execute(CREATE_POSTGRES, creates[0].params())
             else:
-                params = {"tasks": msgspec.json.encode([c.member for c in creates]).decode()}
+                params = {"tasks": msgspec.json.encode([c.member() for c in creates]).decode()}
                 await conn.execute(CREATE_POSTGRES_GROUP, params)
             return
         await conn.execute(sa.insert(t.task), [c.row for c in creates])
