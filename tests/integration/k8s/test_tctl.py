@@ -238,7 +238,7 @@ def test_a_job_of_no_task_is_removed_and_a_finished_tasks_is_left_to_its_ttl(ctl
     task the database does not know goes; a finished task's Job stays for its TTL."""
     finished = ctl.client.create_task(tes.Task(executors=[ex("a")]))
     assert ctl.wait(finished, timeout=60).state == "COMPLETE"
-    stray = new_task_id()
+    stray = new_task_id(datetime.now(UTC))
     ctl.batch.create_namespaced_job(
         ctl.namespace,
         {

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -38,6 +39,28 @@ _CONTAINER_KEYS = ("name", "image", "state", "restartCount")
 
 _METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1, application/json"
 """A list of the objects' metadata, or (from a server that cannot) the whole objects."""
+
+
+class _Labels(msgspec.Struct):
+    labels: dict[str, str] = {}
+
+
+class _Labelled(msgspec.Struct):
+    metadata: _Labels = msgspec.field(default_factory=_Labels)
+
+
+class _ListMeta(msgspec.Struct):
+    continue_: str | None = msgspec.field(default=None, name="continue")
+
+
+class _LabelsPage(msgspec.Struct):
+    """A page of a list as far as the labels of its items: the rest is skipped, not decoded."""
+
+    items: list[_Labelled] | None = None
+    metadata: _ListMeta = msgspec.field(default_factory=_ListMeta)
+
+
+_LABELS_PAGE = msgspec.json.Decoder(_LabelsPage)
 
 
 def slim(pod: dict[str, Any]) -> dict[str, Any]:
@@ -236,7 +259,8 @@ class KubeTaskObjects:
 
     def _job_task_ids(self) -> set[str]:
         """The task ids of the task Jobs, from their metadata alone (the apiserver leaves out each
-        Job's spec and status: a tenth of the bytes to fetch and decode)."""
+        Job's spec and status), of which only the labels are decoded: what remains of a Job's
+        metadata is mostly its managed fields, which mirror its whole spec."""
         ids: set[str] = set()
         token: str | None = None
         while True:
@@ -248,12 +272,10 @@ class KubeTaskObjects:
             }
             if token:
                 kwargs["_continue"] = token
-            page = json.loads(self._batch.list_namespaced_job(self.namespace, **kwargs).data)
-            for item in page.get("items") or []:
-                task_id = ((item.get("metadata") or {}).get("labels") or {}).get(TASK_LABEL)
-                if task_id:
-                    ids.add(str(task_id))
-            token = (page.get("metadata") or {}).get("continue")
+            page = _LABELS_PAGE.decode(self._batch.list_namespaced_job(self.namespace, **kwargs).data)
+            labels = (item.metadata.labels for item in page.items or ())
+            ids.update(task_id for each in labels if (task_id := each.get(TASK_LABEL)))
+            token = page.metadata.continue_
             if not token:
                 return ids
 
