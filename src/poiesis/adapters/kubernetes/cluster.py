@@ -27,6 +27,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+import msgspec
 import urllib3
 from kubernetes import client, config, watch
 from kubernetes.client.exceptions import ApiException
@@ -44,6 +45,56 @@ from poiesis.ports.cluster import ClusterRefused, ClusterUnavailable
 
 log = logging.getLogger("poiesis.kubernetes")
 T = TypeVar("T")
+
+METADATA_LIST = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1, application/json"
+"""A list of the objects' metadata only, or (from a server that cannot) the whole objects."""
+METADATA_ONE = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1, application/json"
+"""The same for the objects of a watch."""
+GRANT_WATCH_SECONDS = 60
+"""How long one watch of the task Pods for grants runs before the next goes on from its version."""
+
+
+class Owner(msgspec.Struct, rename="camel"):
+    kind: str = ""
+    name: str = ""
+    uid: str = ""
+    controller: bool | None = None
+
+
+class ObjectMeta(msgspec.Struct, rename="camel"):
+    """What is read of an object's metadata; the rest (its managed fields above all, which mirror
+    its whole spec) is skipped, not decoded."""
+
+    name: str = ""
+    resource_version: str = ""
+    labels: dict[str, str] = {}
+    owner_references: list[Owner] | None = None
+
+
+class _Meta(msgspec.Struct):
+    metadata: ObjectMeta = msgspec.field(default_factory=ObjectMeta)
+    code: int | None = None
+    """Set on a watch's ERROR event (a Status)."""
+
+
+class _PageMeta(msgspec.Struct, rename="camel"):
+    resource_version: str = ""
+    continue_: str | None = msgspec.field(default=None, name="continue")
+
+
+class _MetadataPage(msgspec.Struct):
+    items: list[_Meta] | None = None
+    metadata: _PageMeta = msgspec.field(default_factory=_PageMeta)
+
+
+class _PodEvent(msgspec.Struct):
+    type: str = ""
+    object: _Meta = msgspec.field(default_factory=_Meta)
+
+
+METADATA_PAGE = msgspec.json.Decoder(_MetadataPage)
+"""A page of a metadata-only list (METADATA_LIST), as far as `ObjectMeta`."""
+_POD_EVENT = msgspec.json.Decoder(_PodEvent)
 
 
 KUBE_CALLS = 16
@@ -111,6 +162,9 @@ class KubernetesCluster:
         self._grace = cancel_grace_seconds
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
+        self._granted: set[str] = set()
+        """The task Pods granted (by name), while they exist."""
+        self._grants_failed = False
 
     @property
     def namespace(self) -> str:
@@ -182,43 +236,100 @@ class KubernetesCluster:
 
     # trec's access to its own Pod
 
-    def grant(self, pod: Any) -> bool:
+    def grant(self, pod: ObjectMeta) -> bool:
         """Let the Pod's trec read that Pod and its log. Idempotent; False for a Pod not of a Job."""
-        task_id = (pod.metadata.labels or {}).get(TASK_LABEL)
-        owner = next(
-            (o for o in pod.metadata.owner_references or [] if o.kind == "Job" and o.controller), None
-        )
+        task_id = pod.labels.get(TASK_LABEL)
+        owner = next((o for o in pod.owner_references or () if o.kind == "Job" and o.controller), None)
         if not task_id or owner is None:
             return False
         job = {"metadata": {"name": owner.name, "uid": owner.uid}}
-        role, binding = render_grant(task_id, pod.metadata.name, self.settings, job)
+        role, binding = render_grant(task_id, pod.name, self.settings, job)
         ns = self.namespace
         self._create(lambda: self._rbac.create_namespaced_role(ns, role))
         self._create(lambda: self._rbac.create_namespaced_role_binding(ns, binding))
         return True
 
+    def _grant_new(self, pod: ObjectMeta) -> None:
+        if pod.name in self._granted:
+            return
+        try:
+            self.grant(pod)
+        except ApiException as exc:
+            log.warning("granting trec its Pod %s failed: %s", pod.name, exc.reason)
+            self._grants_failed = True
+        else:
+            self._granted.add(pod.name)
+
+    def _grant_listed(self) -> str:
+        """Grant every task Pod not granted yet; the list's resourceVersion, to watch from."""
+        present: set[str] = set()
+        token: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {
+                "label_selector": TASK_LABEL,
+                "limit": 500,
+                "_preload_content": False,
+                "_headers": {"Accept": METADATA_LIST},
+            }
+            if token:
+                kwargs["_continue"] = token
+            page = METADATA_PAGE.decode(self._core.list_namespaced_pod(self.namespace, **kwargs).data)
+            for item in page.items or ():
+                present.add(item.metadata.name)
+                self._grant_new(item.metadata)
+            token = page.metadata.continue_
+            if not token:
+                self._granted &= present
+                return page.metadata.resource_version
+
+    def _grant_watched(self, version: str) -> str | None:
+        """Grant each task Pod added from `version` on; the version to go on from, or None to list
+        again (the version expired, or a grant failed and is to be tried again)."""
+        response = self._core.list_namespaced_pod(
+            self.namespace,
+            label_selector=TASK_LABEL,
+            watch=True,
+            resource_version=version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=GRANT_WATCH_SECONDS,
+            _preload_content=False,
+            _headers={"Accept": METADATA_ONE},
+        )
+        try:
+            for line in watch.watch.iter_resp_lines(response):
+                if self._stop.is_set():
+                    return version
+                event = _POD_EVENT.decode(line)
+                if event.type == "ERROR":
+                    return None if event.object.code == 410 else version
+                version = event.object.metadata.resource_version or version
+                if event.type == "ADDED":
+                    self._grant_new(event.object.metadata)
+                elif event.type == "DELETED":
+                    self._granted.discard(event.object.metadata.name)
+        finally:
+            response.release_conn()
+        if self._grants_failed:
+            self._grants_failed = False
+            return None
+        return version
+
     def _watch_grants(self) -> None:
+        """List the task Pods once, then follow what is added from the list's version on, across
+        the watch's timeouts: a Pod is granted once, not again at every new watch (a watch begun
+        with no version replays every Pod as added)."""
+        version: str | None = None
         while not self._stop.is_set():
-            stream = watch.Watch()
             try:
-                for event in stream.stream(
-                    self._core.list_namespaced_pod,
-                    self.namespace,
-                    label_selector=TASK_LABEL,
-                    timeout_seconds=30,
-                ):
-                    if self._stop.is_set():
-                        break
-                    if event["type"] == "ADDED":
-                        try:
-                            self.grant(event["object"])
-                        except ApiException as exc:
-                            log.warning("granting trec its Pod failed: %s", exc.reason)
-            except (ApiException, urllib3.exceptions.HTTPError, OSError) as exc:
-                log.warning("watching task Pods failed, retrying: %s", exc)
+                if version is None:
+                    version = self._grant_listed()
+                version = self._grant_watched(version)
+            except (ApiException, urllib3.exceptions.HTTPError, OSError, msgspec.DecodeError) as exc:
+                if self._stop.is_set():  # stop() closed the client under the watch
+                    return
+                log.warning("watching task Pods failed, listing again: %s", exc)
+                version = None
                 self._stop.wait(1)
-            finally:
-                stream.stop()
 
     def start(self) -> None:
         if self._watcher is None:

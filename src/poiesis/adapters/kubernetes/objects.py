@@ -18,7 +18,6 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-import msgspec
 import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
@@ -26,7 +25,7 @@ from kubernetes.watch.watch import iter_resp_lines
 
 from poiesis.adapters.clock import SystemClock
 from poiesis.adapters.kubernetes import diagnose, observe
-from poiesis.adapters.kubernetes.cluster import KubernetesCluster, kube_call
+from poiesis.adapters.kubernetes.cluster import METADATA_LIST, METADATA_PAGE, KubernetesCluster, kube_call
 from poiesis.adapters.kubernetes.taskpod import TASK_LABEL, job_name
 from poiesis.domain import lifecycle
 from poiesis.domain.tes import Task
@@ -36,31 +35,6 @@ from poiesis.ports.taskobjects import JobSeen, PodSeen, Verdict
 log = logging.getLogger("poiesis.tctl.informer")
 
 _CONTAINER_KEYS = ("name", "image", "state", "restartCount")
-
-_METADATA_ONLY = "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1, application/json"
-"""A list of the objects' metadata, or (from a server that cannot) the whole objects."""
-
-
-class _Labels(msgspec.Struct):
-    labels: dict[str, str] = {}
-
-
-class _Labelled(msgspec.Struct):
-    metadata: _Labels = msgspec.field(default_factory=_Labels)
-
-
-class _ListMeta(msgspec.Struct):
-    continue_: str | None = msgspec.field(default=None, name="continue")
-
-
-class _LabelsPage(msgspec.Struct):
-    """A page of a list as far as the labels of its items: the rest is skipped, not decoded."""
-
-    items: list[_Labelled] | None = None
-    metadata: _ListMeta = msgspec.field(default_factory=_ListMeta)
-
-
-_LABELS_PAGE = msgspec.json.Decoder(_LabelsPage)
 
 
 def slim(pod: dict[str, Any]) -> dict[str, Any]:
@@ -268,11 +242,11 @@ class KubeTaskObjects:
                 "label_selector": TASK_LABEL,
                 "limit": 500,
                 "_preload_content": False,
-                "_headers": {"Accept": _METADATA_ONLY},
+                "_headers": {"Accept": METADATA_LIST},
             }
             if token:
                 kwargs["_continue"] = token
-            page = _LABELS_PAGE.decode(self._batch.list_namespaced_job(self.namespace, **kwargs).data)
+            page = METADATA_PAGE.decode(self._batch.list_namespaced_job(self.namespace, **kwargs).data)
             labels = (item.metadata.labels for item in page.items or ())
             ids.update(task_id for each in labels if (task_id := each.get(TASK_LABEL)))
             token = page.metadata.continue_
