@@ -33,18 +33,12 @@ import msgspec  # noqa: E402
 from poiesis.adapters.postgres.records import dsn  # noqa: E402
 from poiesis.adapters.sqlalchemy.direct import Statement  # noqa: E402
 from poiesis.adapters.sqlalchemy.engine import create_engine, migrate  # noqa: E402
-from poiesis.adapters.sqlalchemy.rows import (  # noqa: E402
-    CREATE_POSTGRES,
-    CREATE_POSTGRES_GROUP,
-    TASK_JSON,
-    basic_document,
-    children,
-    to_json,
-)
+from poiesis.adapters.sqlalchemy.rows import CREATE_POSTGRES, CREATE_POSTGRES_GROUP, children, task_row  # noqa: E402
+from poiesis.adapters.sqlalchemy.store import _Create  # noqa: E402
 from poiesis.domain.identity import new_task_id  # noqa: E402
 from poiesis.domain.submission import NewInput, NewOutput, NewTask, Rules, accept  # noqa: E402
-from poiesis.domain.tes import Executor, Resources, Task  # noqa: E402
-from poiesis.domain.times import parse_time, rfc3339  # noqa: E402
+from poiesis.domain.tes import Executor, Task  # noqa: E402
+from poiesis.domain.times import rfc3339  # noqa: E402
 from tests.support.postgres import free_port  # noqa: E402
 
 WAYS = ("per-task statements", "group statement, row trigger", "group statement, statement trigger")
@@ -66,22 +60,9 @@ def task() -> Task:
 
 
 def rows(task: Task) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A create's parameters, as the store builds them: the per-task statement's and the group's member."""
-    row: dict[str, Any] = {
-        "id": task.id,
-        "owner": "anonymous",
-        "state": task.state,
-        "created_at": parse_time(task.creation_time),
-        "name": task.name,
-        "description": task.description,
-        "volumes": task.volumes,
-        "tags": task.tags or {},
-        "basic_document": basic_document(task),
-    }
-    row |= msgspec.structs.asdict(task.resources or Resources())
-    kids = {name: r for name, r in children(task).items() if name != "tag_rows"}
-    params = row | {k: to_json(row[k]) for k in TASK_JSON} | {n: to_json(v) for n, v in kids.items()}
-    return params, row | kids
+    """A create's parameters as the store makes them: the per-task statement's and the group's member."""
+    create = _Create(task_row(task, "anonymous", document=True), children(task), "taken")
+    return create.params(), create.member()
 
 
 def backend_cpu(pid: int) -> float:

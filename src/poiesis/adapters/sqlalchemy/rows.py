@@ -53,6 +53,23 @@ def children(task: Task) -> dict[str, list[dict[str, Any]]]:
     }
 
 
+def task_row(task: Task, owner: str, *, document: bool) -> dict[str, Any]:
+    """The `task` row of a task to create: one column per resource field; its BASIC document kept
+    when `document` (a task created with system logs has a task log, which the document shows)."""
+    row: dict[str, Any] = {
+        "id": task.id,
+        "owner": owner,
+        "state": task.state,
+        "created_at": parse_time(task.creation_time),
+        "name": task.name,
+        "description": task.description,
+        "volumes": task.volumes,
+        "tags": task.tags or {},
+        "basic_document": basic_document(task) if document else None,
+    }
+    return row | msgspec.structs.asdict(task.resources or Resources())
+
+
 def basic_document(task: Task) -> str:
     """The BASIC document of a task as `create` stores it with no system logs (so no task log yet):
     the task itself, rendered."""

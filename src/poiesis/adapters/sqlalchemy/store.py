@@ -42,11 +42,11 @@ from poiesis.adapters.sqlalchemy.rows import (
     CREATE_POSTGRES_GROUP,
     SLICE,
     TASK_JSON,
-    basic_document,
     basic_document_of,
     children,
     details,
     task_from_row,
+    task_row,
     to_json,
 )
 from poiesis.adapters.sqlalchemy.translation import (
@@ -58,8 +58,7 @@ from poiesis.adapters.sqlalchemy.translation import (
 from poiesis.domain.errors import Conflict, TaskNotFound
 from poiesis.domain.listing import DocumentPage, TaskPage, TaskQuery
 from poiesis.domain.states import TERMINAL, State
-from poiesis.domain.tes import OutputFileLog, Resources, Task, View
-from poiesis.domain.times import parse_time
+from poiesis.domain.tes import OutputFileLog, Task, View
 from poiesis.domain.views import encoded, encoded_page
 from poiesis.ports.store import (
     Applied,
@@ -150,18 +149,7 @@ class SqlAlchemyTaskStore:
                 log.info("task %s: committed before its connection was lost", task.id)
 
     async def _create(self, task: Task, *, owner: str, system_logs: list[str]) -> None:
-        row: dict[str, Any] = {
-            "id": task.id,
-            "owner": owner,
-            "state": task.state,
-            "created_at": parse_time(task.creation_time),
-            "name": task.name,
-            "description": task.description,
-            "volumes": task.volumes,
-            "tags": task.tags or {},
-            "basic_document": None if system_logs else basic_document(task),
-        }
-        row |= msgspec.structs.asdict(task.resources or Resources())  # one column per field
+        row = task_row(task, owner, document=not system_logs)
         child_rows = children(task)
         create = _Create(row, child_rows, f"task {task.id} already exists")
         if not system_logs:
