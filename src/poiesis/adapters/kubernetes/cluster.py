@@ -23,7 +23,7 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
@@ -92,8 +92,29 @@ class _PodEvent(msgspec.Struct):
     object: _Meta = msgspec.field(default_factory=_Meta)
 
 
-METADATA_PAGE = msgspec.json.Decoder(_MetadataPage)
-"""A page of a metadata-only list (METADATA_LIST), as far as `ObjectMeta`."""
+_METADATA_PAGE = msgspec.json.Decoder(_MetadataPage)
+
+
+def metadata_pages(list_objects: Callable[..., Any], namespace: str) -> Iterator[_MetadataPage]:
+    """The pages of a metadata-only list of the task objects (those labelled with a task),
+    decoded as far as `ObjectMeta`; `list_objects` is the client's list call of their kind."""
+    token: str | None = None
+    while True:
+        kwargs: dict[str, Any] = {
+            "label_selector": TASK_LABEL,
+            "limit": 500,
+            "_preload_content": False,
+            "_headers": {"Accept": METADATA_LIST},
+        }
+        if token:
+            kwargs["_continue"] = token
+        page = _METADATA_PAGE.decode(list_objects(namespace, **kwargs).data)
+        yield page
+        token = page.metadata.continue_
+        if not token:
+            return
+
+
 _POD_EVENT = msgspec.json.Decoder(_PodEvent)
 
 
@@ -263,24 +284,14 @@ class KubernetesCluster:
     def _grant_listed(self) -> str:
         """Grant every task Pod not granted yet; the list's resourceVersion, to watch from."""
         present: set[str] = set()
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {
-                "label_selector": TASK_LABEL,
-                "limit": 500,
-                "_preload_content": False,
-                "_headers": {"Accept": METADATA_LIST},
-            }
-            if token:
-                kwargs["_continue"] = token
-            page = METADATA_PAGE.decode(self._core.list_namespaced_pod(self.namespace, **kwargs).data)
+        version = ""
+        for page in metadata_pages(self._core.list_namespaced_pod, self.namespace):
             for item in page.items or ():
                 present.add(item.metadata.name)
                 self._grant_new(item.metadata)
-            token = page.metadata.continue_
-            if not token:
-                self._granted &= present
-                return page.metadata.resource_version
+            version = page.metadata.resource_version
+        self._granted &= present
+        return version
 
     def _grant_watched(self, version: str) -> str | None:
         """Grant each task Pod added from `version` on; the version to go on from, or None to list

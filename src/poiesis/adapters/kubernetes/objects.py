@@ -25,7 +25,7 @@ from kubernetes.watch.watch import iter_resp_lines
 
 from poiesis.adapters.clock import SystemClock
 from poiesis.adapters.kubernetes import diagnose, observe
-from poiesis.adapters.kubernetes.cluster import METADATA_LIST, METADATA_PAGE, KubernetesCluster, kube_call
+from poiesis.adapters.kubernetes.cluster import KubernetesCluster, kube_call, metadata_pages
 from poiesis.adapters.kubernetes.taskpod import TASK_LABEL, job_name
 from poiesis.domain import lifecycle
 from poiesis.domain.tes import Task
@@ -236,22 +236,10 @@ class KubeTaskObjects:
         Job's spec and status), of which only the labels are decoded: what remains of a Job's
         metadata is mostly its managed fields, which mirror its whole spec."""
         ids: set[str] = set()
-        token: str | None = None
-        while True:
-            kwargs: dict[str, Any] = {
-                "label_selector": TASK_LABEL,
-                "limit": 500,
-                "_preload_content": False,
-                "_headers": {"Accept": METADATA_LIST},
-            }
-            if token:
-                kwargs["_continue"] = token
-            page = METADATA_PAGE.decode(self._batch.list_namespaced_job(self.namespace, **kwargs).data)
+        for page in metadata_pages(self._batch.list_namespaced_job, self.namespace):
             labels = (item.metadata.labels for item in page.items or ())
             ids.update(task_id for each in labels if (task_id := each.get(TASK_LABEL)))
-            token = page.metadata.continue_
-            if not token:
-                return ids
+        return ids
 
     async def known(self) -> set[str]:
         return self.task_ids() | await kube_call(self._job_task_ids)
