@@ -39,7 +39,7 @@ from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore  # noqa: E402
 from poiesis.domain.identity import new_task_id  # noqa: E402
 from poiesis.domain.listing import build_query  # noqa: E402
 from poiesis.domain.tes import View  # noqa: E402
-from tests.support.postgres import free_port  # noqa: E402
+from tests.support.postgres import private_postgres  # noqa: E402
 from tests.support.server import running_server  # noqa: E402
 
 BODY = (
@@ -273,25 +273,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="poiesis-bench-") as tmp:
         log_dir = Path(tmp)
         if args.database in ("postgres", "both"):
-            pg_dir = Path(tempfile.mkdtemp(prefix="poiesis-bench-pg-"))  # the postgres user must reach it
-            script = str(ROOT / "scripts" / "postgres")
-            url = (
-                subprocess.run(
-                    [script, "up", str(pg_dir), str(free_port())],
-                    check=True,
-                    capture_output=True,
-                    text=True,
-                    env=os.environ | {"POIESIS_PG_DURABLE": "1"},
-                )
-                .stdout.strip()
-                .splitlines()[-1]
-            )
-            try:
+            with private_postgres(durable=True) as url:
                 asyncio.run(
                     measure("PostgreSQL", "api", url, args.tasks, args.creates, log_dir, args.workers)
                 )
-            finally:
-                subprocess.run([script, "down", str(pg_dir)], check=False)
         if args.database in ("sqlite", "both"):
             sqlite = f"sqlite:///{log_dir / 'bench.db'}"
             asyncio.run(measure("SQLite", "api", sqlite, args.tasks, args.creates, log_dir))

@@ -16,9 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +37,7 @@ from poiesis.domain.identity import new_task_id  # noqa: E402
 from poiesis.domain.submission import NewInput, NewOutput, NewTask, Rules, accept  # noqa: E402
 from poiesis.domain.tes import Executor, Task  # noqa: E402
 from poiesis.domain.times import rfc3339  # noqa: E402
-from tests.support.postgres import free_port  # noqa: E402
+from tests.support import postgres  # noqa: E402
 
 WAYS = ("per-task statements", "group statement, row trigger", "group statement, statement trigger")
 
@@ -124,20 +122,8 @@ def main() -> None:
     parser.add_argument("--group", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=40)
     args = parser.parse_args()
-    pg_dir = Path(tempfile.mkdtemp(prefix="poiesis-bench-pg-"))
-    pg_dir.chmod(0o777)  # the postgres user must reach it
-    script = str(ROOT / "scripts" / "postgres")
-    up = subprocess.run(
-        [script, "up", str(pg_dir), str(free_port())],
-        check=True,
-        capture_output=True,
-        text=True,
-        env=os.environ | {"POIESIS_PG_DURABLE": "1"},
-    )
-    try:
-        asyncio.run(run(up.stdout.strip().splitlines()[-1], args.group, args.rounds))
-    finally:
-        subprocess.run([script, "down", str(pg_dir)], check=False)
+    with postgres.private_postgres(durable=True) as url:
+        asyncio.run(run(url, args.group, args.rounds))
 
 
 if __name__ == "__main__":

@@ -25,21 +25,21 @@ def available() -> bool:
 
 
 @contextmanager
-def private_postgres() -> Iterator[str]:
-    """Yield the URL of a PostgreSQL server; POIESIS_TEST_POSTGRES_URL names an existing one."""
+def private_postgres(*, durable: bool = False) -> Iterator[str]:
+    """Yield the URL of a PostgreSQL server; POIESIS_TEST_POSTGRES_URL names an existing one.
+    `durable` (benchmarks): always a server of its own, with fsync on (POIESIS_PG_DURABLE)."""
     existing = os.environ.get("POIESIS_TEST_POSTGRES_URL")
-    if existing:
+    if existing and not durable:
         yield existing
         return
     directory = tempfile.mkdtemp(prefix="poiesis-pg-")
     port = free_port()
     script = str(ROOT / "scripts" / "postgres")
+    env = os.environ | ({"POIESIS_PG_DURABLE": "1"} if durable else {})
     try:
-        url = (
-            subprocess.run([script, "up", directory, str(port)], check=True, capture_output=True, text=True)
-            .stdout.strip()
-            .splitlines()[-1]
-        )
+        up = [script, "up", directory, str(port)]
+        started = subprocess.run(up, check=True, capture_output=True, text=True, env=env)
+        url = started.stdout.strip().splitlines()[-1]
         yield url
     finally:
         subprocess.run([script, "down", directory], check=False, capture_output=True)

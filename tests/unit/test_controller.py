@@ -401,39 +401,6 @@ async def test_each_pass_returns_when_to_look_again(h: Harness) -> None:
     assert len(h.controller.queue) == 0, "a pass decides; the worker queues"
 
 
-async def test_a_resync_looks_only_at_tasks_the_watch_does_not_show_running_well(h: Harness) -> None:
-    """Its cost follows what needs a look: a task whose Pod runs well is left to the watch, however
-    many there are; a task without a Pod, with an ended or stuck one, or being cancelled is queued."""
-    healthy = [await h.task(State.RUNNING) for _ in range(50)]
-    for task in healthy:
-        h.objects.pods[task.id] = (pod(task.id, terminated("tif"), running("executor-0")), False)
-    canceling = await h.task(State.RUNNING)
-    h.objects.pods[canceling.id] = (pod(canceling.id, running("executor-0")), False)
-    assert await h.store.transition(canceling.id, State.CANCELING, now=h.clock.now())
-    podless = await h.task(State.RUNNING)
-    ended = await h.task(State.RUNNING)
-    h.objects.pods[ended.id] = (pod(ended.id, terminated("executor-0", 1), phase="Failed"), False)
-    stuck = await h.task(State.INITIALIZING)
-    h.objects.pods[stuck.id] = (pod(stuck.id, waiting("tif", "ErrImagePull"), phase="Pending"), False)
-    queued = await h.task()
-
-    controller = Controller(h.store, h.objects, ControllerSettings(delete_orphans=False))
-    resyncing = asyncio.create_task(controller.resync())
-    try:
-        for _ in range(500):  # one resync queues all it queues at once, then sleeps
-            if len(controller.queue):
-                break
-            await asyncio.sleep(0.01)
-        queued_ids = set()
-        while len(controller.queue):
-            queued_ids.add(await controller.queue.get())
-    finally:
-        resyncing.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await resyncing
-    assert queued_ids == {canceling.id, podless.id, ended.id, stuck.id, queued.id}
-
-
 async def _one_resync(controller: Controller) -> set[str]:
     """The ids one resync queues (it queues all of them at once, then sleeps)."""
     resyncing = asyncio.create_task(controller.resync())
@@ -452,6 +419,27 @@ async def _one_resync(controller: Controller) -> set[str]:
         with contextlib.suppress(asyncio.CancelledError):
             await resyncing
     return queued
+
+
+async def test_a_resync_looks_only_at_tasks_the_watch_does_not_show_running_well(h: Harness) -> None:
+    """Its cost follows what needs a look: a task whose Pod runs well is left to the watch, however
+    many there are; a task without a Pod, with an ended or stuck one, or being cancelled is queued."""
+    healthy = [await h.task(State.RUNNING) for _ in range(50)]
+    for task in healthy:
+        h.objects.pods[task.id] = (pod(task.id, terminated("tif"), running("executor-0")), False)
+    canceling = await h.task(State.RUNNING)
+    h.objects.pods[canceling.id] = (pod(canceling.id, running("executor-0")), False)
+    assert await h.store.transition(canceling.id, State.CANCELING, now=h.clock.now())
+    podless = await h.task(State.RUNNING)
+    ended = await h.task(State.RUNNING)
+    h.objects.pods[ended.id] = (pod(ended.id, terminated("executor-0", 1), phase="Failed"), False)
+    stuck = await h.task(State.INITIALIZING)
+    h.objects.pods[stuck.id] = (pod(stuck.id, waiting("tif", "ErrImagePull"), phase="Pending"), False)
+    queued = await h.task()
+
+    controller = Controller(h.store, h.objects, ControllerSettings(delete_orphans=False))
+    queued_ids = await _one_resync(controller)
+    assert queued_ids == {canceling.id, podless.id, ended.id, stuck.id, queued.id}
 
 
 async def test_the_orphan_sweep_looks_at_a_finished_task_once_and_never_at_healthy_ones(h: Harness) -> None:
