@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from poiesis.adapters.sqlalchemy.direct import DirectPostgres
 from poiesis.adapters.sqlalchemy.engine import create_engine, migrate
 from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore
+from poiesis.adapters.sqlalchemy.threaded import ThreadedSqlite
 from tests.support import postgres
 
 _databases = itertools.count()
@@ -125,9 +126,14 @@ async def engines(database_url: str) -> AsyncIterator[tuple[AsyncEngine, AsyncEn
 async def store(
     engines: tuple[AsyncEngine, AsyncEngine], database_url: str
 ) -> AsyncIterator[SqlAlchemyTaskStore]:
-    """The store as the API has it: on PostgreSQL, its hot statements through asyncpg directly."""
+    """The store as the API has it: on PostgreSQL, its hot statements through asyncpg directly; on
+    SQLite, its reads and creates in worker threads."""
     writer, reader = engines
-    direct = None if database_url.startswith("sqlite") else DirectPostgres(database_url, size=5)
-    yield SqlAlchemyTaskStore(writer, reader=reader, direct=direct)
+    sqlite = database_url.startswith("sqlite")
+    direct = None if sqlite else DirectPostgres(database_url, size=5)
+    threads = ThreadedSqlite(database_url) if sqlite else None
+    yield SqlAlchemyTaskStore(writer, reader=reader, direct=direct, threads=threads)
     if direct is not None:
         await direct.close()
+    if threads is not None:
+        await threads.close()

@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from poiesis.adapters.postgres.records import PostgresTaskRecords
 from poiesis.adapters.sqlalchemy.direct import DirectPostgres
 from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore
+from poiesis.adapters.sqlalchemy.threaded import ThreadedSqlite
 from poiesis.domain.errors import Conflict
 from poiesis.domain.listing import TaskQuery
 from poiesis.domain.states import State
@@ -33,15 +34,18 @@ from tests.contracts.store import NOW
 @pytest.fixture(
     params=[
         "sqlite",
+        "sqlite-engine",
         pytest.param("postgres", marks=pytest.mark.postgres),
         pytest.param("postgres-engine", marks=pytest.mark.postgres),
         pytest.param("postgres-records", marks=pytest.mark.postgres),
     ]
 )
 def kind(request: pytest.FixtureRequest) -> str:
-    """postgres: the store as the API has it (its hot statements through asyncpg directly);
-    postgres-engine: as the controller has it (SQLAlchemy's engine alone); postgres-records: with
-    `get`, `state` and every write of a task's progress by the Task Recorder's store."""
+    """sqlite: the store as the API has it (its reads and creates in worker threads); sqlite-engine:
+    through aiosqlite alone; postgres: as the API has it (its hot statements through asyncpg
+    directly); postgres-engine: as the controller has it (SQLAlchemy's engine alone);
+    postgres-records: with `get`, `state` and every write of a task's progress by the Task
+    Recorder's store."""
     return str(request.param)
 
 
@@ -78,10 +82,13 @@ class RecordsInStore:
 async def store(kind: str, engines: tuple[AsyncEngine, AsyncEngine], database_url: str) -> AsyncIterator[Any]:
     writer, reader = engines
     direct = DirectPostgres(database_url, size=5) if kind == "postgres" else None
-    store = SqlAlchemyTaskStore(writer, reader=reader, direct=direct)
+    threads = ThreadedSqlite(database_url) if kind == "sqlite" else None
+    store = SqlAlchemyTaskStore(writer, reader=reader, direct=direct, threads=threads)
     yield RecordsInStore(store, PostgresTaskRecords(database_url)) if kind == "postgres-records" else store
     if direct is not None:
         await direct.close()
+    if threads is not None:
+        await threads.close()
 
 
 async def _counted_directly(store: SqlAlchemyTaskStore) -> dict[State, int]:

@@ -22,6 +22,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace import SpanKind, Status, StatusCode
+from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from poiesis import __version__
@@ -39,9 +40,10 @@ class Tracing:
         self.provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint, timeout=5)))
         self.tracer = self.provider.get_tracer("poiesis")
 
-    def engines(self, *engines: AsyncEngine) -> None:
+    def engines(self, *engines: AsyncEngine | Engine) -> None:
         """Trace every statement these engines run."""
-        unique = list({id(e): e.sync_engine for e in engines}.values())
+        synchronous = [e.sync_engine if isinstance(e, AsyncEngine) else e for e in engines]
+        unique = list({id(e): e for e in synchronous}.values())
         # The instrumentation declares SQLAlchemy < 2.1 but only listens to the engine's cursor
         # events, which 2.1 keeps; tests/integration/test_tracing.py checks the spans arrive.
         SQLAlchemyInstrumentor().instrument(

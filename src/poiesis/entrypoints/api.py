@@ -307,7 +307,12 @@ def create_app(container: ApiContainer) -> Litestar:
         await container.init_resources()  # type: ignore[misc]
         try:
             if tracing is not None:
-                tracing.engines(await _resolved(container.writer()), await _resolved(container.reader()))
+                threads = await _resolved(container.threads())
+                tracing.engines(
+                    await _resolved(container.writer()),
+                    await _resolved(container.reader()),
+                    *((threads.writer, threads.reader) if threads is not None else ()),
+                )
                 direct = await _resolved(container.direct())
                 if direct is not None:
                     tracing.direct(direct)

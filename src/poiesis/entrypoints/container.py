@@ -22,6 +22,7 @@ from poiesis.adapters.metrics import ApiMetrics, TimedCluster
 from poiesis.adapters.sqlalchemy.direct import DirectPostgres
 from poiesis.adapters.sqlalchemy.engine import create_engine, is_sqlite, migrate
 from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore
+from poiesis.adapters.sqlalchemy.threaded import ThreadedSqlite
 from poiesis.adapters.unattached import UnattachedCluster
 from poiesis.domain.staging import SCHEMES
 from poiesis.domain.submission import Rules
@@ -71,6 +72,17 @@ async def _direct(settings: Settings) -> AsyncIterator[DirectPostgres | None]:
         yield direct
     finally:
         await direct.close()
+
+
+async def _threads(settings: Settings) -> AsyncIterator[ThreadedSqlite | None]:
+    if not is_sqlite(settings.database_url):
+        yield None
+        return
+    threads = ThreadedSqlite(settings.database_url)
+    try:
+        yield threads
+    finally:
+        await threads.close()
 
 
 def _rules(settings: Settings) -> Rules:
@@ -223,7 +235,8 @@ class ApiContainer(containers.DeclarativeContainer):
     writer = providers.Resource(_writer, settings)
     reader = providers.Resource(_reader, settings, writer)
     direct = providers.Resource(_direct, settings)
-    store = providers.Singleton(SqlAlchemyTaskStore, writer, reader=reader, direct=direct)
+    threads = providers.Resource(_threads, settings)
+    store = providers.Singleton(SqlAlchemyTaskStore, writer, reader=reader, direct=direct, threads=threads)
     cluster = providers.Resource(_cluster, settings, store, clock)
     rules = providers.Callable(_rules, settings)
     service_info = providers.Singleton(_service_info, settings, cluster)

@@ -13,7 +13,9 @@ the view asked for, rendered by the database (`postgres.documents`). On both dat
 one is kept in the task's row by every write transaction here (SQLite's rendered in Python), and
 cleared by triggers on any other write. Given `direct`, a create, a GET, a page and a state are
 each one statement through asyncpg (`direct`), and no read or single-statement write opens a
-transaction. A pooled connection a database restart broke is tried once more (`ConnectionLost`).
+transaction. Given `threads` (SQLite), a read or a group of creates runs whole in a worker thread
+(`threaded`): reads are written once, as functions of a synchronous connection, run there or on the
+reader engine. A pooled connection a database restart broke is tried once more (`ConnectionLost`).
 
 This module holds the transactions; `rows` maps tasks to rows and back, `translation` turns the
 driver's errors into the port's (`postgres.errors` for what goes through asyncpg directly).
@@ -23,9 +25,9 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import sqlalchemy as sa
@@ -49,6 +51,7 @@ from poiesis.adapters.sqlalchemy.rows import (
     task_row,
     to_json,
 )
+from poiesis.adapters.sqlalchemy.threaded import ThreadedSqlite
 from poiesis.adapters.sqlalchemy.translation import (
     ConnectionLost,
     Translated,
@@ -73,6 +76,7 @@ from poiesis.ports.store import (
 )
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 ATTEMPT = 0  # Poiesis does not retry tasks: one task log per task.
 RARE_TAG = 1000
@@ -118,11 +122,18 @@ class _Create:
 
 class SqlAlchemyTaskStore:
     def __init__(
-        self, engine: AsyncEngine, *, reader: AsyncEngine | None = None, direct: DirectPostgres | None = None
+        self,
+        engine: AsyncEngine,
+        *,
+        reader: AsyncEngine | None = None,
+        direct: DirectPostgres | None = None,
+        threads: ThreadedSqlite | None = None,
     ) -> None:
-        """`direct`: PostgreSQL's hot statements (create, GET, a page, a state) sent through asyncpg."""
+        """`direct`: PostgreSQL's hot statements (create, GET, a page, a state) sent through asyncpg;
+        `threads`: SQLite's reads and creates each run whole in a worker thread."""
         self._postgres = engine.dialect.name == "postgresql"
         self._direct = direct if self._postgres else None
+        self._threads = None if self._postgres else threads
         self._engine = Translated(engine)
         # PostgreSQL: a read is one statement and needs no transaction around it (BEGIN and
         # ROLLBACK would be two more round trips); nor does a create, one statement there.
@@ -159,7 +170,7 @@ class SqlAlchemyTaskStore:
                 await self._create_one(create)
             return
         async with self._engine.begin(conflict=create.conflict) as conn:
-            await self._insert(conn, [create])
+            await conn.run_sync(self._insert, [create])
             await self._ensure_log(conn, task.id)
             await conn.execute(
                 sa.insert(t.system_log),
@@ -171,8 +182,7 @@ class SqlAlchemyTaskStore:
         if self._direct is not None:
             await self._direct.execute(_statement(CREATE_POSTGRES), create.params(), conflict=create.conflict)
             return
-        async with (self._single if self._postgres else self._engine).begin(conflict=create.conflict) as conn:
-            await self._insert(conn, [create])
+        await self._committed([create], create.conflict)
 
     async def _create_many(self, creates: Sequence[_Create]) -> None:
         """Tasks created together: one transaction, and on PostgreSQL one statement."""
@@ -181,28 +191,34 @@ class SqlAlchemyTaskStore:
             params = {"tasks": msgspec.json.encode([c.member() for c in creates]).decode()}
             await self._direct.execute(_statement(CREATE_POSTGRES_GROUP), params, conflict=conflict)
             return
-        async with (self._single if self._postgres else self._engine).begin(conflict=conflict) as conn:
-            await self._insert(conn, creates)
+        await self._committed(creates, conflict)
 
-    async def _insert(self, conn: AsyncConnection, creates: Sequence[_Create]) -> None:
+    async def _committed(self, creates: Sequence[_Create], conflict: str) -> None:
+        if self._threads is not None:
+            await self._threads.write(lambda conn: self._insert(conn, creates), conflict=conflict)
+            return
+        async with (self._single if self._postgres else self._engine).begin(conflict=conflict) as conn:
+            await conn.run_sync(self._insert, creates)
+
+    def _insert(self, conn: sa.Connection, creates: Sequence[_Create]) -> None:
         if self._postgres:
             if len(creates) == 1:
-                await conn.execute(CREATE_POSTGRES, creates[0].params())
+                conn.execute(CREATE_POSTGRES, creates[0].params())
             else:
                 params = {"tasks": msgspec.json.encode([c.member() for c in creates]).decode()}
-                await conn.execute(CREATE_POSTGRES_GROUP, params)
+                conn.execute(CREATE_POSTGRES_GROUP, params)
             return
-        await conn.execute(sa.insert(t.task), [c.row for c in creates])
+        conn.execute(sa.insert(t.task), [c.row for c in creates])
         for name, table in CHILD_TABLES.items():
             rows = [
                 {col.name: r.get(col.name) for col in table.c} | {"task_id": c.row["id"]}
                 for c in creates
                 for r in c.child_rows[name]
             ]
-            # In slices: SQLAlchemy prepares each slice on the event loop, and a task of
-            # thousands of inputs must not hold every other request up meanwhile.
+            # In slices: on the engine's bridge SQLAlchemy prepares each slice on the event loop,
+            # and a task of thousands of inputs must not hold every other request up meanwhile.
             for start in range(0, len(rows), SLICE):
-                await conn.execute(sa.insert(table), rows[start : start + SLICE])
+                conn.execute(sa.insert(table), rows[start : start + SLICE])
 
     @uninterrupted
     async def transition(
@@ -386,16 +402,14 @@ class SqlAlchemyTaskStore:
         if self._direct is not None:
             value = await self._direct.value(_statement(query), params)
         else:
-            async with self._reader.connect() as conn:
-                value = (await conn.execute(query, params)).scalar_one_or_none()
+            value = await self._read(lambda conn: conn.execute(query, params).scalar_one_or_none())
         if value is None:
             raise TaskNotFound(task_id)
         return State(value)
 
     @once_more_if_lost
     async def get(self, task_id: str, *, view: View = View.FULL, owner: str | None = None) -> Task:
-        async with self._reader.connect() as conn:
-            rows = (await conn.execute(details(view), {"ids": [task_id]})).all()
+        rows = await self._read(lambda conn: conn.execute(details(view), {"ids": [task_id]}).all())
         if not rows or (owner is not None and rows[0].owner != owner):
             raise TaskNotFound(task_id)
         return task_from_row(rows[0], view)
@@ -404,9 +418,7 @@ class SqlAlchemyTaskStore:
     async def document(self, task_id: str, *, view: View, owner: str | None = None) -> bytes:
         if not self._postgres:
             if view is View.BASIC:
-                kept = sa.select(t.task.c.owner, t.task.c.basic_document).where(t.task.c.id == task_id)
-                async with self._reader.connect() as conn:
-                    row = (await conn.execute(kept)).one_or_none()
+                row = await self._read(lambda conn: conn.execute(_KEPT, {"id": task_id}).one_or_none())
                 if row is None or (owner is not None and row.owner != owner):
                     raise TaskNotFound(task_id)
                 if row.basic_document is not None:
@@ -416,8 +428,7 @@ class SqlAlchemyTaskStore:
         if self._direct is not None:
             text = await self._direct.value(_statement(query), params)
         else:
-            async with self._reader.connect() as conn:
-                text = (await conn.execute(query, params)).scalar_one_or_none()
+            text = await self._read(lambda conn: conn.execute(query, params).scalar_one_or_none())
         if text is None:
             raise TaskNotFound(task_id)
         return str(text).encode()
@@ -426,14 +437,13 @@ class SqlAlchemyTaskStore:
     async def documents(self, query: TaskQuery) -> DocumentPage:
         if not self._postgres:
             if query.view is View.BASIC:
-                return await self._kept_documents(query)
+                return await self._read(lambda conn: self._kept_documents(conn, query))
             return encoded_page(await self.list_tasks(query), query.view)
         statement = self.documents_query(query)
         if self._direct is not None:
             rows: Sequence[Any] = await self._direct.rows(*Statement.bound(statement))
         else:
-            async with self._reader.connect() as conn:
-                rows = (await conn.execute(statement)).mappings().all()
+            rows = await self._read(lambda conn: conn.execute(statement).mappings().all())
         more = len(rows) > query.page_size
         rows = rows[: query.page_size]
         return DocumentPage(
@@ -441,20 +451,17 @@ class SqlAlchemyTaskStore:
             next_after=rows[-1]["id"] if more and rows else None,
         )
 
-    async def _kept_documents(self, query: TaskQuery) -> DocumentPage:
+    def _kept_documents(self, conn: sa.Connection, query: TaskQuery) -> DocumentPage:
         """SQLite's BASIC page: the documents its writers keep, those cleared rendered here."""
-        async with self._reader.connect() as conn:  # one transaction: one snapshot for both reads
-            rare = await self._rare_tag(conn, query.tags)
-            rows = (
-                await conn.execute(self._page(query, t.task.c.id, t.task.c.basic_document, rare=rare))
-            ).all()
-            more = len(rows) > query.page_size
-            rows = rows[: query.page_size]
-            cleared = [r.id for r in rows if r.basic_document is None]
-            rendered = {}
-            if cleared:
-                found = (await conn.execute(details(View.BASIC), {"ids": cleared})).all()
-                rendered = {r.id: basic_document_of(r) for r in found}
+        rare = self._rare_tag(conn, query.tags)
+        rows = conn.execute(self._page(query, t.task.c.id, t.task.c.basic_document, rare=rare)).all()
+        more = len(rows) > query.page_size
+        rows = rows[: query.page_size]
+        cleared = [r.id for r in rows if r.basic_document is None]
+        rendered = {}
+        if cleared:
+            found = conn.execute(details(View.BASIC), {"ids": cleared}).all()
+            rendered = {r.id: basic_document_of(r) for r in found}
         return DocumentPage(
             documents=[
                 rendered[r.id] if r.basic_document is None else str(r.basic_document).encode() for r in rows
@@ -501,36 +508,31 @@ class SqlAlchemyTaskStore:
 
     @once_more_if_lost
     async def list_tasks(self, query: TaskQuery) -> TaskPage:
-        async with self._reader.connect() as conn:
-            rare = None if self._postgres else await self._rare_tag(conn, query.tags)
-            rows = (await conn.execute(self._page(query, t.task.c.id, t.task.c.state, rare=rare))).all()
-            more = len(rows) > query.page_size
-            rows = rows[: query.page_size]
-            if query.view is not View.MINIMAL and rows:
-                rows = (await conn.execute(details(query.view), {"ids": [r.id for r in rows]})).all()
+        more, rows = await self._read(lambda conn: self._task_rows(conn, query))
         tasks = [task_from_row(r, query.view) for r in rows]
         return TaskPage(tasks=tasks, next_after=tasks[-1].id if more and tasks else None)
+
+    def _task_rows(self, conn: sa.Connection, query: TaskQuery) -> tuple[bool, Sequence[Any]]:
+        """Whether there is more after the page, and its rows (one snapshot: one transaction)."""
+        rare = None if self._postgres else self._rare_tag(conn, query.tags)
+        rows = conn.execute(self._page(query, t.task.c.id, t.task.c.state, rare=rare)).all()
+        more = len(rows) > query.page_size
+        rows = rows[: query.page_size]
+        if query.view is not View.MINIMAL and rows:
+            rows = conn.execute(details(query.view), {"ids": [r.id for r in rows]}).all()
+        return more, rows
 
     @once_more_if_lost
     async def history(self, task_id: str) -> list[Transition]:
         st = t.state_transition
-        async with self._reader.connect() as conn:
-            rows = (
-                await conn.execute(
-                    sa.select(st.c.source, st.c.target, st.c.at)
-                    .where(st.c.task_id == task_id)
-                    .order_by(st.c.id)
-                )
-            ).all()
+        query = sa.select(st.c.source, st.c.target, st.c.at).where(st.c.task_id == task_id).order_by(st.c.id)
+        rows = await self._read(lambda conn: conn.execute(query).all())
         return [Transition(source=State(r.source), target=State(r.target), at=_aware(r.at)) for r in rows]
 
     @once_more_if_lost
     async def ids_in_states(self, states: Collection[State]) -> list[str]:
-        async with self._reader.connect() as conn:
-            rows = await conn.execute(
-                sa.select(t.task.c.id).where(t.task.c.state.in_(list(states))).order_by(t.task.c.id)
-            )
-            return [r.id for r in rows]
+        query = sa.select(t.task.c.id).where(t.task.c.state.in_(list(states))).order_by(t.task.c.id)
+        return await self._read(lambda conn: list(conn.execute(query).scalars()))
 
     @once_more_if_lost
     async def count_by_state(self, *, owner: str | None = None) -> dict[State, int]:
@@ -544,21 +546,27 @@ class SqlAlchemyTaskStore:
                 .where(t.task.c.owner == owner)
                 .group_by(t.task.c.state)
             )
-        async with self._reader.connect() as conn:
-            rows = await conn.execute(query)
-            return {State(r.state): int(r.n) for r in rows if r.n}
+        rows = await self._read(lambda conn: conn.execute(query).all())
+        return {State(r.state): int(r.n) for r in rows if r.n}
 
     @once_more_if_lost
     async def ping(self) -> None:
         if self._direct is not None:
             await self._direct.value(_statement(_PING), {})
             return
-        async with self._reader.connect() as conn:
-            await conn.execute(sa.select(sa.literal(1)))
+        await self._read(lambda conn: conn.execute(_PING).all())
 
     # --- internals ----------------------------------------------------------------------------
 
-    async def _rare_tag(self, conn: AsyncConnection, tags: dict[str, str]) -> tuple[str, str] | None:
+    async def _read(self, work: Callable[[sa.Connection], T]) -> T:
+        """A read, written as a function of a synchronous connection: run whole in a worker thread
+        (SQLite, given `threads`), or else on the reader engine through its greenlet bridge."""
+        if self._threads is not None:
+            return await self._threads.read(work)
+        async with self._reader.connect() as conn:
+            return await conn.run_sync(work)
+
+    def _rare_tag(self, conn: sa.Connection, tags: dict[str, str]) -> tuple[str, str] | None:
         """SQLite: the tag with a value that the fewest tasks have, if fewer than RARE_TAG do.
 
         SQLite's planner knows how many tasks share a tag only on average, so it either walks
@@ -579,7 +587,7 @@ class SqlAlchemyTaskStore:
             .scalar_subquery()
             for key, value in valued
         ]
-        found = (await conn.execute(sa.select(*counts))).one()  # one round trip for every tag
+        found = conn.execute(sa.select(*counts)).one()  # one round trip for every tag
         count, tag = min(zip(found, valued, strict=True))
         return tag if count < RARE_TAG else None
 
@@ -645,6 +653,10 @@ def _by_id(scoped: bool) -> sa.ColumnElement[bool]:
     """The task bound to `id`, and to `owner` when `scoped`."""
     where = t.task.c.id == sa.bindparam("id")
     return where & (t.task.c.owner == sa.bindparam("owner")) if scoped else where
+
+
+# SQLite: a task's owner and its kept BASIC document, by `id`.
+_KEPT: sa.Select[Any] = sa.select(t.task.c.owner, t.task.c.basic_document).where(_by_id(False))
 
 
 @functools.cache

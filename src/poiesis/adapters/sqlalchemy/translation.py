@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any, ParamSpec, TypeVar
 
 import sqlalchemy as sa
@@ -20,7 +20,14 @@ from poiesis.adapters.postgres.errors import UNAVAILABLE_SQLSTATE_CLASSES, Conne
 from poiesis.domain.errors import Conflict
 from poiesis.ports.store import StoreUnavailable
 
-__all__ = ["ConnectionLost", "Translated", "once_more_if_lost", "unavailable_reason", "uninterrupted"]
+__all__ = [
+    "ConnectionLost",
+    "Translated",
+    "once_more_if_lost",
+    "translating",
+    "unavailable_reason",
+    "uninterrupted",
+]
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -82,21 +89,29 @@ class Translated:
         open_: Callable[[], contextlib.AbstractAsyncContextManager[AsyncConnection]],
         conflict: str | None = None,
     ) -> AsyncIterator[AsyncConnection]:
-        try:
+        with translating(conflict):
             async with open_() as conn:
                 yield conn
-        except IntegrityError as exc:
-            if conflict is None:
-                raise
-            raise Conflict(conflict) from exc
-        except sa.exc.SQLAlchemyError as exc:
-            if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
-                raise ConnectionLost(unavailable_reason(exc)) from exc
-            if is_unavailable(exc):
-                raise StoreUnavailable(unavailable_reason(exc)) from exc
+
+
+@contextlib.contextmanager
+def translating(conflict: str | None = None) -> Iterator[None]:
+    """The driver's errors raised within, as the port's; `conflict`: what a unique key already
+    taken means to the caller (None: it stays a fault)."""
+    try:
+        yield
+    except IntegrityError as exc:
+        if conflict is None:
             raise
-        except OSError as exc:  # ConnectionRefusedError and kin, before the driver wraps them
+        raise Conflict(conflict) from exc
+    except sa.exc.SQLAlchemyError as exc:
+        if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+            raise ConnectionLost(unavailable_reason(exc)) from exc
+        if is_unavailable(exc):
             raise StoreUnavailable(unavailable_reason(exc)) from exc
+        raise
+    except OSError as exc:  # ConnectionRefusedError and kin, before the driver wraps them
+        raise StoreUnavailable(unavailable_reason(exc)) from exc
 
 
 def uninterrupted(method: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
