@@ -287,6 +287,34 @@ async def test_each_tag_filter_can_be_answered_by_its_index(
     assert index in plan, plan
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("kind", ["postgres"], indirect=True)
+async def test_created_tasks_tags_are_in_their_indexes_at_once_not_pending(
+    store: SqlAlchemyTaskStore, clock: FakeClock
+) -> None:
+    """No entry of a created task waits in a GIN pending list, which every tag search would read
+    whole until a vacuum merged it (migration 0009)."""
+    await asyncio.gather(
+        *(
+            store.create(make_task(clock, tags={"sample": f"s{i}", "bench": ""}), owner="a", system_logs=[])
+            for i in range(50)
+        )
+    )
+    async with store._engine.begin() as conn:
+        await conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS pgstattuple"))
+        pending = {
+            index: (
+                await conn.execute(
+                    sa.text("SELECT pending_tuples FROM pgstatginindex(:i ::regclass)"), {"i": index}
+                )
+            ).scalar_one()
+            for index in ("ix_task_tag_values", "ix_task_tag_keys")
+        }
+    page = await store.documents(TaskQuery(tags={"sample": "s7"}, page_size=10, view=View.BASIC))
+    assert len(page.documents) == 1
+    assert pending == {"ix_task_tag_values": 0, "ix_task_tag_keys": 0}
+
+
 def _has_tags(tags: dict[str, str], wanted: dict[str, str]) -> bool:
     return all(k in tags and (v == "" or tags[k] == v) for k, v in wanted.items())
 
