@@ -1,7 +1,9 @@
-"""API behaviour that depends on settings, in process: CORS and the body size limit."""
+"""API behaviour that depends on settings, in process: CORS and the body size limit; and what its
+start-up leaves the collector."""
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -54,3 +56,12 @@ def test_body_limit_is_configurable(tmp_path: Path) -> None:
     response = small.post("/ga4gh/tes/v1/tasks", content=body, headers={"Content-Type": "application/json"})
     assert response.status_code == 413
     assert response.json()["status_code"] == 413
+
+
+def test_what_start_up_made_is_left_out_of_full_collections_until_the_app_stops(tmp_path: Path) -> None:
+    serving = client(tmp_path)
+    c = next(serving)
+    assert gc.get_freeze_count() > 10_000  # the modules, settings and pools of start-up
+    assert c.get("/ga4gh/tes/v1/service-info").status_code == 200
+    serving.close()
+    assert gc.get_freeze_count() == 0
