@@ -315,6 +315,30 @@ async def test_created_tasks_tags_are_in_their_indexes_at_once_not_pending(
     assert pending == {"ix_task_tag_values": 0, "ix_task_tag_keys": 0}
 
 
+@pytest.mark.postgres
+@pytest.mark.parametrize("kind", ["postgres"], indirect=True)
+async def test_pages_of_one_shape_share_a_statement_and_each_gets_its_own_values(
+    store: SqlAlchemyTaskStore, clock: FakeClock
+) -> None:
+    """Through asyncpg a page's statement is built once for all queries with the same filters
+    (names, not values); each query still gets the page its own values choose."""
+    for i in range(12):
+        task = make_task(clock, name=f"{'ab'[i % 2]}-{i}", tags={"p": f"p{i % 3}"})
+        await store.create(task, owner="a", system_logs=[])
+    queries = [
+        TaskQuery(name_prefix=prefix, tags={"p": p}, page_size=2, view=View.BASIC)
+        for prefix in ("a", "b")
+        for p in ("p0", "p1", "p2")
+    ]
+    for query in queries:
+        got = await store.documents(query)
+        expected = await store.list_tasks(msgspec.structs.replace(query, view=View.MINIMAL))
+        assert [msgspec.json.decode(d)["id"] for d in got.documents] == [t.id for t in expected.tasks]
+        assert got.next_after == expected.next_after
+        assert expected.tasks
+    assert len(store._pages) == 1
+
+
 def _has_tags(tags: dict[str, str], wanted: dict[str, str]) -> bool:
     return all(k in tags and (v == "" or tags[k] == v) for k, v in wanted.items())
 

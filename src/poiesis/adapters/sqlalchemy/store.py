@@ -143,6 +143,7 @@ class SqlAlchemyTaskStore:
         # next, so a busier API sends larger groups (fewer statements, commits and round trips per
         # task). SQLite has one writer at a time anyway.
         self._creates: Grouped[_Create] = Grouped(self._create_one, self._create_many, lanes=1, name="create")
+        self._pages: dict[tuple[Any, ...], Statement] = {}
 
     # --- writes -----------------------------------------------------------------------------
 
@@ -439,10 +440,15 @@ class SqlAlchemyTaskStore:
             if query.view is View.BASIC:
                 return await self._read(lambda conn: self._kept_documents(conn, query))
             return encoded_page(await self.list_tasks(query), query.view)
-        statement = self.documents_query(query)
         if self._direct is not None:
-            rows: Sequence[Any] = await self._direct.rows(*Statement.bound(statement))
+            values = self._page_values(query)
+            shape = (query.view, *values)
+            page = self._pages.get(shape)
+            if page is None:
+                page = self._pages[shape] = Statement(self.documents_query(query))
+            rows: Sequence[Any] = await self._direct.rows(page.sql, page.args(values))
         else:
+            statement = self.documents_query(query)
             rows = await self._read(lambda conn: conn.execute(statement).mappings().all())
         more = len(rows) > query.page_size
         rows = rows[: query.page_size]
@@ -484,26 +490,62 @@ class SqlAlchemyTaskStore:
     ) -> sa.Select[Any]:
         """`columns` of the page's tasks, newest first, one more than the page holds (is there more).
         `rare`: a tag few tasks have (SQLite's `_rare_tag`), from which the page is found."""
+        values = self._page_values(query)
         return (
             sa.select(*columns)
-            .where(*self._filters(query, rare))
+            .where(*self._filters(query, values, rare))
             .order_by(t.task.c.id.desc())
-            .limit(query.page_size + 1)
+            .limit(sa.bindparam("limit", values["limit"], sa.Integer))
         )
 
-    def _filters(self, query: TaskQuery, rare: tuple[str, str] | None = None) -> list[sa.ColumnElement[bool]]:
+    def _page_values(self, query: TaskQuery) -> dict[str, Any]:
+        """The values of a page's parameters, by name, in the order the page's statement takes
+        them. Queries with the same names (and view) have the same statement: PostgreSQL's pages
+        through asyncpg build and compile it once (`_pages`), as a GET's is."""
+        values: dict[str, Any] = {}
+        if query.owner is not None:
+            values["owner"] = query.owner
+        if query.state is not None:
+            values["state"] = query.state
+        if query.name_prefix:
+            escaped = query.name_prefix.replace("/", "//").replace("%", "/%").replace("_", "/_")
+            values["name_like"] = escaped + "%"
+        if self._postgres:
+            valued = {k: v for k, v in query.tags.items() if v}
+            if valued:
+                values["tag_values"] = to_json(valued)
+            keys = [k for k, v in query.tags.items() if not v]
+            if keys:
+                values["tag_keys"] = keys
+        if query.after is not None:
+            values["after"] = query.after
+        values["limit"] = query.page_size + 1
+        return values
+
+    def _filters(
+        self, query: TaskQuery, values: dict[str, Any], rare: tuple[str, str] | None = None
+    ) -> list[sa.ColumnElement[bool]]:
         c = t.task.c
         where: list[sa.ColumnElement[bool]] = []
-        if query.owner is not None:
-            where.append(c.owner == query.owner)
-        if query.state is not None:
-            where.append(c.state == query.state)
-        if query.name_prefix:
-            where.append(c.name.startswith(query.name_prefix, autoescape=True))
-        if query.tags:
-            where.extend(self._tag_filters(query.tags, rare))
-        if query.after is not None:
-            where.append(c.id < query.after)
+        if "owner" in values:
+            where.append(c.owner == sa.bindparam("owner", values["owner"]))
+        if "state" in values:
+            where.append(c.state == sa.bindparam("state", values["state"]))
+        if "name_like" in values:
+            where.append(c.name.like(sa.bindparam("name_like", values["name_like"]), escape="/"))
+        if self._postgres:
+            # One containment test for the keys with values, one for the bare keys: each answered
+            # by a GIN index (migration 0005), or checked on the rows of another index.
+            if "tag_values" in values:
+                tags = sa.cast(sa.bindparam("tag_values", values["tag_values"], sa.Text), postgresql.JSONB)
+                where.append(c.tags.op("@>")(tags))
+            if "tag_keys" in values:
+                keys = sa.bindparam("tag_keys", values["tag_keys"], postgresql.ARRAY(sa.Text))
+                where.append(sa.func.task_tag_keys(c.tags).op("@>")(keys))
+        elif query.tags:
+            where.extend(self._sqlite_tag_filters(query.tags, rare))
+        if "after" in values:
+            where.append(c.id < sa.bindparam("after", values["after"]))
         return where
 
     @once_more_if_lost
@@ -591,24 +633,9 @@ class SqlAlchemyTaskStore:
         count, tag = min(zip(found, valued, strict=True))
         return tag if count < RARE_TAG else None
 
-    def _tag_filters(
+    def _sqlite_tag_filters(
         self, tags: dict[str, str], rare: tuple[str, str] | None
     ) -> list[sa.ColumnElement[bool]]:
-        if self._postgres:
-            # One containment test for the keys with values, one for the bare keys: each answered
-            # by a GIN index (migration 0005), or checked on the rows of another index.
-            valued = {k: v for k, v in tags.items() if v}
-            out: list[sa.ColumnElement[bool]] = []
-            if valued:
-                out.append(
-                    t.task.c.tags.op("@>")(sa.cast(sa.literal(to_json(valued), sa.Text), postgresql.JSONB))
-                )
-            keys = [k for k, v in tags.items() if not v]
-            if keys:
-                out.append(
-                    sa.func.task_tag_keys(t.task.c.tags).op("@>")(sa.literal(keys, postgresql.ARRAY(sa.Text)))
-                )
-            return out
         filters: list[sa.ColumnElement[bool]] = []
         for key, value in tags.items():
             if (key, value) == rare:  # the page is found from this tag's rows
