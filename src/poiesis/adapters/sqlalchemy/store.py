@@ -531,8 +531,12 @@ class SqlAlchemyTaskStore:
             where.append(c.owner == sa.bindparam("owner", values["owner"]))
         if "state" in values:
             where.append(c.state == sa.bindparam("state", values["state"]))
-        if "name_like" in values:
+        if "name_like" in values and self._postgres:
             where.append(c.name.like(sa.bindparam("name_like", values["name_like"]), escape="/"))
+        elif "name_like" in values:
+            # SQLite's planner given the pattern itself ranges over the name's index and sorts every
+            # match (19 ms for a prefix of 20% of 20,000 tasks, against 13 ms walking the newest).
+            where.append(c.name.startswith(query.name_prefix, autoescape=True))
         if self._postgres:
             # One containment test for the keys with values, one for the bare keys: each answered
             # by a GIN index (migration 0005), or checked on the rows of another index.
