@@ -105,7 +105,7 @@ task = sa.Table(
 )
 """`tags` repeats the tag table as one document: GIN indexes answer tag filters (PostgreSQL): one on
 the document (jsonb_path_ops: a key with its value) and, made by migration 0005, one on
-`task_tag_keys(tags)` (a bare key); both with no pending list (migration 0009).
+`task_tag_keys(tags)` (a bare key); both with a pending list of at most 256 kB (migration 0009).
 `basic_document` is the task's BASIC view as the API sends it, kept by the store's writers in the
 transaction of each change and cleared by triggers on any other write (migrations 0003 and 0006)."""
 
