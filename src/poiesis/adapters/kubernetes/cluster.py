@@ -19,6 +19,7 @@ the task is left. Errors that may pass (the apiserver unreachable, 5xx, 429) rai
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import threading
@@ -113,6 +114,29 @@ def metadata_pages(list_objects: Callable[..., Any], namespace: str) -> Iterator
         token = page.metadata.continue_
         if not token:
             return
+
+
+@contextlib.contextmanager
+def pod_watch(
+    core: client.CoreV1Api, namespace: str, version: str, *, seconds: int, accept: str | None = None
+) -> Iterator[Iterator[Any]]:
+    """The lines of a watch of the task Pods from `version` (bookmarks asked for) for at most
+    `seconds`, its connection released when done; `accept`: the representation (Accept header)."""
+    kwargs: dict[str, Any] = {
+        "label_selector": TASK_LABEL,
+        "watch": True,
+        "resource_version": version,
+        "allow_watch_bookmarks": True,
+        "timeout_seconds": seconds,
+        "_preload_content": False,
+    }
+    if accept:
+        kwargs["_headers"] = {"Accept": accept}
+    response: Any = core.list_namespaced_pod(namespace, **kwargs)
+    try:
+        yield watch.watch.iter_resp_lines(response)
+    finally:
+        response.release_conn()
 
 
 _POD_EVENT = msgspec.json.Decoder(_PodEvent)
@@ -296,18 +320,10 @@ class KubernetesCluster:
     def _grant_watched(self, version: str) -> str | None:
         """Grant each task Pod added from `version` on; the version to go on from, or None to list
         again (the version expired, or a grant failed and is to be tried again)."""
-        response = self._core.list_namespaced_pod(
-            self.namespace,
-            label_selector=TASK_LABEL,
-            watch=True,
-            resource_version=version,
-            allow_watch_bookmarks=True,
-            timeout_seconds=GRANT_WATCH_SECONDS,
-            _preload_content=False,
-            _headers={"Accept": METADATA_ONE},
-        )
-        try:
-            for line in watch.watch.iter_resp_lines(response):
+        with pod_watch(
+            self._core, self.namespace, version, seconds=GRANT_WATCH_SECONDS, accept=METADATA_ONE
+        ) as lines:
+            for line in lines:
                 if self._stop.is_set():
                     return version
                 event = _POD_EVENT.decode(line)
@@ -318,8 +334,6 @@ class KubernetesCluster:
                     self._grant_new(event.object.metadata)
                 elif event.type == "DELETED":
                     self._granted.discard(event.object.metadata.name)
-        finally:
-            response.release_conn()
         if self._grants_failed:
             self._grants_failed = False
             return None

@@ -21,11 +21,10 @@ from typing import Any
 import urllib3
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
-from kubernetes.watch.watch import iter_resp_lines
 
 from poiesis.adapters.clock import SystemClock
 from poiesis.adapters.kubernetes import diagnose, observe
-from poiesis.adapters.kubernetes.cluster import KubernetesCluster, kube_call, metadata_pages
+from poiesis.adapters.kubernetes.cluster import KubernetesCluster, kube_call, metadata_pages, pod_watch
 from poiesis.adapters.kubernetes.taskpod import TASK_LABEL, job_name
 from poiesis.domain import lifecycle
 from poiesis.domain.tes import Task
@@ -172,17 +171,8 @@ class KubeTaskObjects:
 
     def _watch(self, version: str, notify: Callable[[str], None]) -> str | None:
         """Follow changes from `version`; the version to resume from, or None to list again."""
-        response = self._core.list_namespaced_pod(
-            self.namespace,
-            label_selector=TASK_LABEL,
-            watch=True,
-            resource_version=version,
-            allow_watch_bookmarks=True,
-            timeout_seconds=300,
-            _preload_content=False,
-        )
-        try:
-            for line in iter_resp_lines(response):
+        with pod_watch(self._core, self.namespace, version, seconds=300) as lines:
+            for line in lines:
                 if self._stop.is_set():
                     return version
                 event = json.loads(line)
@@ -197,8 +187,6 @@ class KubeTaskObjects:
                 task_id = self._put(pod, deleted)
                 if task_id and worth_a_pass(pod, deleted):
                     notify(task_id)
-        finally:
-            response.release_conn()
         return version
 
     def _run(self, notify: Callable[[str], None]) -> None:
