@@ -305,6 +305,7 @@ async def _seed(store: TaskStore, clock: FakeClock) -> dict[str, str]:
         ("Align-3", {"project": "p1"}),
         ("call_%", {"flag": ""}),
         ("callx", {"flag": "on"}),
+        ("c/a", {}),
         (None, {}),
     ]
     ids = {}
@@ -321,11 +322,13 @@ async def _seed(store: TaskStore, clock: FakeClock) -> dict[str, str]:
     [
         pytest.param(
             TaskQuery(),
-            ["unnamed", "callx", "call_%", "Align-3", "align-2", "align-1"],
+            ["unnamed", "c/a", "callx", "call_%", "Align-3", "align-2", "align-1"],
             id="all newest first",
         ),
         pytest.param(TaskQuery(name_prefix="align"), ["align-2", "align-1"], id="prefix is case-sensitive"),
         pytest.param(TaskQuery(name_prefix="call_"), ["call_%"], id="LIKE wildcards are literal"),
+        pytest.param(TaskQuery(name_prefix="c%"), [], id="a percent sign is literal"),
+        pytest.param(TaskQuery(name_prefix="c/"), ["c/a"], id="the escape character is literal"),
         pytest.param(TaskQuery(state=State.RUNNING), ["align-2"], id="state"),
         pytest.param(TaskQuery(tags={"project": "p1"}), ["Align-3", "align-1"], id="tag value"),
         pytest.param(

@@ -96,6 +96,23 @@ def test_over_long_filters_are_refused(server: Server, params: dict[str, object]
     assert response.json()["field"] == field
 
 
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        pytest.param({"name_prefix": "a\x00b"}, "name_prefix", id="NUL name prefix"),
+        pytest.param({"tag_key": "k\x00"}, "tag_key", id="NUL tag key"),
+        pytest.param({"tag_key": "k", "tag_value": "v\x00"}, "tag_value", id="NUL tag value"),
+    ],
+)
+def test_filters_with_a_nul_are_refused_at_the_door(
+    server: Server, params: dict[str, str], field: str
+) -> None:
+    """PostgreSQL cannot hold a NUL in text: a filter with one is the caller's 400, never a 500."""
+    response = httpx.get(f"{server.tes}/tasks", params=params, timeout=30)
+    assert response.status_code == 400, response.text
+    assert response.json()["field"] == field
+
+
 def test_the_largest_accepted_request_does_not_stall_the_server(server: Server) -> None:
     """1,000 directories of 12 inputs each (the most directories allowed), while /healthz is polled."""
     inputs = [{"path": f"/data/d{i}/f{j}", "content": "x"} for i in range(1000) for j in range(12)]
