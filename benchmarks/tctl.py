@@ -6,11 +6,12 @@ Starts the test cluster, a private PostgreSQL, `poiesis api` with the Kubernetes
 `poiesis tctl` (the leader). Submits `--tasks` tasks whose executor keeps running (no recorder
 runs: every end is the controller's to write) on fake nodes with room for them all (500 Pods to a
 node; the task volume on the node's disk, as the test cluster binds claims at about one a second),
-waits until their Pods run, then fails `--failures` of them one every 50 ms as a kubelet would
+waits until their Pods run (or until none has started for `--stall-seconds`), then fails `--failures` of them one every 50 ms as a kubelet would
 (status phase Failed, a reason and a message) and polls each task through GET every 20 ms. Prints:
 - Pod failed (the status write) -> the terminal state visible through GET, p50/p99; the
   controller's `ended_grace_seconds` (the time it leaves a live recorder to write the end) is set
   to 0 here and adds to this in a deployment;
+- every task's state through ListTasks afterwards, and how many of those submitted it lacks;
 - tctl's peak RSS (VmHWM) and CPU: while the Pods were created, while idle with all of them in
   flight (one resync included), and during the failures;
 - while idle: tctl's reconcile passes (from its /metrics) and the Pod watch events the cluster sent
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -65,6 +67,19 @@ def running_pods(core: Any, namespace: str) -> dict[str, str]:
             if any(c["name"] == "executor-0" and "running" in c.get("state", {}) for c in statuses):
                 found[pod["metadata"]["labels"][LABEL]] = pod["metadata"]["name"]
         token = page["metadata"].get("continue")
+        if not token:
+            return found
+
+
+def states_of_all(http: httpx.Client, base: str) -> dict[str, str]:
+    """Every task's state, through ListTasks (MINIMAL pages of 2,000)."""
+    found: dict[str, str] = {}
+    token = ""
+    while True:
+        params = {"page_size": 2000} | ({"page_token": token} if token else {})
+        page = http.get(f"{base}/tasks", params=params).json()
+        found.update((task["id"], task["state"]) for task in page.get("tasks", []))
+        token = page.get("next_page_token") or ""
         if not token:
             return found
 
@@ -118,6 +133,9 @@ def main() -> None:
     parser.add_argument("--tasks", type=int, default=5000)
     parser.add_argument("--failures", type=int, default=200)
     parser.add_argument("--profile", type=Path, help="record tctl while idle with py-spy (raw) here")
+    parser.add_argument(
+        "--stall-seconds", type=int, default=600, help="give up waiting when no Pod starts for this long"
+    )
     args = parser.parse_args()
     with (
         tempfile.TemporaryDirectory(prefix="poiesis-bench-tctl-") as tmp,
@@ -169,14 +187,21 @@ def main() -> None:
                 submitted = time.monotonic() - started
                 print(f"  {len(ids)} tasks submitted in {submitted:.0f} s", file=sys.stderr)
                 pods: dict[str, str] = {}
+                progressed = time.monotonic()
                 while len(pods) < len(ids):
                     time.sleep(30)  # listing thousands of Pods is itself a load on the apiserver
-                    pods = running_pods(core, namespace)
+                    found = running_pods(core, namespace)
+                    if len(found) > len(pods):
+                        progressed = time.monotonic()
+                    pods = found
                     print(
                         f"  {len(pods)} of {len(ids)} executors running"
                         f" after {time.monotonic() - started:.0f} s",
                         file=sys.stderr,
                     )
+                    if time.monotonic() - progressed > args.stall_seconds:
+                        print(f"  no Pod started running for {args.stall_seconds} s: stuck", file=sys.stderr)
+                        break
                 in_flight = time.monotonic() - started
                 cpu_create = sum(proc.cpu_times()[:2])
                 spy = None
@@ -195,7 +220,7 @@ def main() -> None:
                     spy.wait(30)
                 cpu_idle = sum(proc.cpu_times()[:2]) - cpu_create
                 idle_passes = passes(http, metrics_port) - passes_before
-                victims = ids[: args.failures]
+                victims = [task_id for task_id in ids if task_id in pods][: args.failures]
                 failed_at: dict[str, float] = {}
                 visible: dict[str, float] = {}
                 states: dict[str, str] = {}
@@ -233,6 +258,7 @@ def main() -> None:
                 done.set()
                 cpu_fail = sum(proc.cpu_times()[:2]) - cpu_create - cpu_idle
                 rss = vm_hwm(tctl.pid)
+                held = states_of_all(http, server.tes)
             finally:
                 tctl.terminate()
                 tctl.wait(30)
@@ -245,6 +271,9 @@ def main() -> None:
         f"   p99 {pct(latency, 99):7.1f} ms"
         f"   ({len(visible)} of {len(victims)} seen, {wrong} not SYSTEM_ERROR)"
     )
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(Counter(held.values()).items()))
+    lost = len(set(ids) - set(held))
+    print(f"  the tasks' states through ListTasks afterwards: {counts}; {lost} of {len(ids)} missing")
     print(f"  tctl peak RSS:                        {rss / 2**20:7.1f} MiB")
     print(
         f"  tctl CPU: {cpu_create:.1f} s while {args.tasks} Pods were created ({in_flight:.0f} s),"
