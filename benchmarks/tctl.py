@@ -6,8 +6,9 @@ Starts the test cluster, a private PostgreSQL, `poiesis api` with the Kubernetes
 `poiesis tctl` (the leader). Submits `--tasks` tasks whose executor keeps running (no recorder
 runs: every end is the controller's to write) on fake nodes with room for them all (500 Pods to a
 node; the task volume on the node's disk, as the test cluster binds claims at about one a second),
-waits until their Pods run (or until none has started for `--stall-seconds`), then fails `--failures` of them one every 50 ms as a kubelet would
-(status phase Failed, a reason and a message) and polls each task through GET every 20 ms. Prints:
+waits until their Pods run (or until none has started for `--stall-seconds`), then fails
+`--failures` of them one every 50 ms as a kubelet would (status phase Failed, a reason and a
+message) and polls each task through GET every 20 ms. Prints:
 - Pod failed (the status write) -> the terminal state visible through GET, p50/p99; the
   controller's `ended_grace_seconds` (the time it leaves a live recorder to write the end) is set
   to 0 here and adds to this in a deployment;
