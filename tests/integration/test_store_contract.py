@@ -16,6 +16,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from poiesis.adapters.postgres.records import PostgresTaskRecords
+from poiesis.adapters.sqlalchemy import schema
 from poiesis.adapters.sqlalchemy.direct import DirectPostgres
 from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore
 from poiesis.adapters.sqlalchemy.threaded import ThreadedSqlite
@@ -352,3 +353,122 @@ async def test_a_tag_filter_finds_the_same_page_whether_its_tag_is_rare_or_commo
         assert got == expected, wanted
         documents = await store.documents(TaskQuery(tags=wanted, page_size=50, view=View.BASIC))
         assert [msgspec.json.decode(d)["id"] for d in documents.documents] == expected
+
+
+@pytest.mark.parametrize("kind", ["sqlite"], indirect=True)
+async def test_sqlite_pages_share_a_statement_per_shape_of_filters_and_keep_few(
+    store: SqlAlchemyTaskStore, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite compiles a page's statement once per shape of filters (`_pages`): pages that differ
+    in their values only share one, tags given in any order included; a stream of new shapes (a
+    request may hold 64 tag filters, valued or bare) keeps at most PAGE_SHAPES, and past that each
+    page still gets its own right answer."""
+    from poiesis.adapters.sqlalchemy import store as store_module
+
+    monkeypatch.setattr(store_module, "PAGE_SHAPES", 3)
+    tasks = [make_task(clock, name=f"n{i % 2}", tags={"a": str(i % 3), "b": ""}) for i in range(9)]
+    for task in tasks:
+        await store.create(task, owner="o", system_logs=[])
+
+    async def page(**filters: Any) -> list[str]:
+        found = await store.documents(TaskQuery(page_size=50, view=View.BASIC, **filters))
+        return [msgspec.json.decode(d)["id"] for d in found.documents]
+
+    def expected(name_prefix: str = "", tags: dict[str, str] | None = None, **_: Any) -> list[str]:
+        newest_first = reversed(tasks)
+        return [
+            t.id
+            for t in newest_first
+            if (t.name or "").startswith(name_prefix) and _has_tags(t.tags or {}, tags or {})
+        ]
+
+    assert await page(name_prefix="n0") == expected(name_prefix="n0")
+    assert await page(name_prefix="n1") == expected(name_prefix="n1")
+    assert len(store._pages) == 1
+    assert await page(tags={"a": "1", "b": ""}) == expected(tags={"a": "1"})
+    assert await page(tags={"b": "", "a": "2"}) == expected(tags={"a": "2"})
+    assert len(store._pages) == 2
+    others: list[dict[str, Any]] = [
+        {"state": State.QUEUED},
+        {"tags": {"b": ""}},
+        {"tags": {"a": "0"}},
+        {"name_prefix": "n", "tags": {"b": ""}},
+    ]
+    for filters in others:
+        assert await page(**filters) == expected(**filters), filters
+    assert len(store._pages) == 3
+
+
+@pytest.mark.parametrize("kind", ["sqlite"], indirect=True)
+@pytest.mark.parametrize(
+    ("filters", "index"),
+    [
+        ({"name_prefix": "align"}, "ix_task_id_name"),
+        ({"name_prefix": "align", "state": State.QUEUED}, "ix_task_state_id_name"),
+        ({"name_prefix": "align", "owner": "o"}, "ix_task_owner_id_name"),
+        ({"name_prefix": "align", "owner": "o", "state": State.QUEUED}, "ix_task_owner_state_id_name"),
+    ],
+    ids=["prefix", "prefix and state", "prefix and owner", "prefix, owner and state"],
+)
+async def test_sqlite_checks_a_name_prefix_on_the_index_a_page_walks(
+    store: SqlAlchemyTaskStore, clock: FakeClock, filters: dict[str, Any], index: str
+) -> None:
+    """SQLite's indexes that pages walk hold the name (migration 0010): a prefix rejects a task
+    there, without a search of the table for its row."""
+    for i in range(40):
+        await store.create(
+            make_task(clock, name=("align" if i % 5 == 0 else "call") + str(i)), owner="o", system_logs=[]
+        )
+    query = TaskQuery(page_size=10, view=View.BASIC, **filters)
+    statement = store._page(query, schema.task.c.id, schema.task.c.basic_document)
+    sql = statement.compile(store._reader.engine.sync_engine, compile_kwargs={"literal_binds": True})
+    async with store._reader.connect() as conn:
+        await conn.execute(sa.text("ANALYZE"))
+        plan = " / ".join(r[3] for r in await conn.execute(sa.text(f"EXPLAIN QUERY PLAN {sql}")))
+    assert f"INDEX {index}" in plan, plan
+    page = await store.documents(query)
+    assert len(page.documents) == 8
+
+
+@pytest.mark.parametrize("kind", ["sqlite"], indirect=True)
+async def test_sqlite_tasks_stored_before_migration_0010_keep_their_tags(
+    store: SqlAlchemyTaskStore, clock: FakeClock, engines: tuple[AsyncEngine, AsyncEngine]
+) -> None:
+    """Migration 0010 makes SQLite's tag table again (without rowid), both ways: the tags of the
+    tasks stored before it still answer a page, and deleting a task still deletes its tags."""
+    from alembic import command
+
+    from poiesis.adapters.sqlalchemy.engine import alembic_config, migrate
+
+    def to(revision: str) -> Any:
+        def move(connection: object) -> None:
+            if revision == "0009":
+                command.downgrade(alembic_config(connection), revision)  # type: ignore[arg-type]
+            else:
+                command.upgrade(alembic_config(connection), revision)  # type: ignore[arg-type]
+
+        return move
+
+    tasks = [make_task(clock, tags={"run": f"r{i % 2}", "bench": ""}) for i in range(6)]
+    async with engines[0].begin() as conn:
+        await conn.run_sync(to("0009"))
+    for task in tasks[:4]:  # stored by a store of revision 0009, into a table with a rowid
+        await store.create(task, owner="a", system_logs=[])
+    await migrate(engines[0])
+    for task in tasks[4:]:
+        await store.create(task, owner="a", system_logs=[])
+    async with engines[0].connect() as conn:
+        schema_sql = (
+            await conn.execute(sa.text("SELECT sql FROM sqlite_master WHERE name = 'tag'"))
+        ).scalar()
+    assert "WITHOUT ROWID" in str(schema_sql)
+    page = await store.documents(TaskQuery(tags={"run": "r1", "bench": ""}, page_size=10, view=View.BASIC))
+    assert [msgspec.json.decode(d)["id"] for d in page.documents] == [t.id for t in reversed(tasks[1::2])]
+    async with engines[0].begin() as conn:
+        await conn.execute(sa.text("DELETE FROM task WHERE id = :id"), {"id": tasks[1].id})
+        left = (await conn.execute(sa.text("SELECT count(*) FROM tag"))).scalar()
+    assert left == 2 * 5
+    async with engines[0].begin() as conn:
+        await conn.run_sync(to("0009"))
+    page = await store.list_tasks(TaskQuery(tags={"run": "r0"}, page_size=10))
+    assert [t.id for t in page.tasks] == [t.id for t in reversed(tasks[0::2])]

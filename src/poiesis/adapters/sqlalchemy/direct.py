@@ -29,12 +29,13 @@ _DIALECT = asyncpg_dialect.dialect()  # type: ignore[no-untyped-call]
 
 
 class Statement:
-    """A SQLAlchemy statement compiled for asyncpg: its text, and its parameters' names in order."""
+    """A SQLAlchemy statement compiled for asyncpg (or `dialect`): its text, and its parameters'
+    names in order."""
 
     __slots__ = ("names", "sql")
 
-    def __init__(self, statement: sa.Executable) -> None:
-        compiled = statement.compile(dialect=_DIALECT)  # type: ignore[attr-defined]
+    def __init__(self, statement: sa.Executable, dialect: sa.Dialect = _DIALECT) -> None:
+        compiled = statement.compile(dialect=dialect)  # type: ignore[attr-defined]
         self.sql: str = compiled.string
         self.names: tuple[str, ...] = tuple(compiled.positiontup or ())
 

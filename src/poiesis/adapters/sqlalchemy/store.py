@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 
 import msgspec
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from poiesis.adapters.grouped import Grouped
@@ -458,9 +458,18 @@ class SqlAlchemyTaskStore:
         )
 
     def _kept_documents(self, conn: sa.Connection, query: TaskQuery) -> DocumentPage:
-        """SQLite's BASIC page: the documents its writers keep, those cleared rendered here."""
+        """SQLite's BASIC page: the documents its writers keep, those cleared rendered here. The
+        page's statement is compiled once per shape of filters and sent as text, as PostgreSQL's
+        (building and compiling it again cost more than SQLite's own work for a small page)."""
         rare = self._rare_tag(conn, query.tags)
-        rows = conn.execute(self._page(query, t.task.c.id, t.task.c.basic_document, rare=rare)).all()
+        values = self._page_values(query, rare)
+        shape = ("kept", *values, rare is not None)
+        page = self._pages.get(shape)
+        if page is None:
+            page = Statement(self._page(query, t.task.c.id, t.task.c.basic_document, rare=rare), _SQLITE)
+            if len(self._pages) < PAGE_SHAPES:
+                self._pages[shape] = page
+        rows = conn.exec_driver_sql(page.sql, tuple(page.args(values))).all()
         more = len(rows) > query.page_size
         rows = rows[: query.page_size]
         cleared = [r.id for r in rows if r.basic_document is None]
@@ -486,31 +495,41 @@ class SqlAlchemyTaskStore:
         return self._page(query, t.task.c.id, t.task.c.state)
 
     def _page(
-        self, query: TaskQuery, *columns: sa.ColumnElement[Any], rare: tuple[str, str] | None = None
+        self, query: TaskQuery, *columns: sa.ColumnElement[Any], rare: str | None = None
     ) -> sa.Select[Any]:
         """`columns` of the page's tasks, newest first, one more than the page holds (is there more).
-        `rare`: a tag few tasks have (SQLite's `_rare_tag`), from which the page is found."""
-        values = self._page_values(query)
-        return (
+        `rare`: the key of a tag few tasks have (SQLite's `_rare_tag`), from which the page is found."""
+        values = self._page_values(query, rare)
+        page = (
             sa.select(*columns)
             .where(*self._filters(query, values, rare))
             .order_by(t.task.c.id.desc())
             .limit(sa.bindparam("limit", values["limit"], sa.Integer))
         )
+        # SQLite's LIMIT always comes with an OFFSET: written as text, not as one more parameter.
+        return page if self._postgres else page.offset(sa.literal_column("0"))
 
-    def _page_values(self, query: TaskQuery) -> dict[str, Any]:
-        """The values of a page's parameters, by name, in the order the page's statement takes
-        them. Queries with the same names (and view) have the same statement: PostgreSQL's pages
-        through asyncpg build and compile it once (`_pages`), as a GET's is."""
+    def _page_values(self, query: TaskQuery, rare: str | None = None) -> dict[str, Any]:
+        """The values of a page's parameters, by name. Queries with the same names (and view, and
+        on SQLite a rare tag or none) have the same statement: it is built and compiled once
+        (`_pages`), as a GET's is. SQLite's tags are named in the order `_sqlite_tags` gives."""
         values: dict[str, Any] = {}
         if query.owner is not None:
             values["owner"] = query.owner
         if query.state is not None:
             values["state"] = query.state
-        if self._postgres:  # SQLite's prefix and tags are written into its statement (`_filters`)
-            if query.name_prefix:
-                escaped = query.name_prefix.replace("/", "//").replace("%", "/%").replace("_", "/_")
+        if query.name_prefix:
+            escaped = query.name_prefix.replace("/", "//").replace("%", "/%").replace("_", "/_")
+            if self._postgres:
                 values["name_like"] = escaped + "%"
+            else:  # the statement adds the wildcard (`_filters`)
+                values["name_start"] = escaped
+        if not self._postgres:
+            for i, (key, value) in enumerate(_sqlite_tags(query.tags, rare)):
+                values[f"tag_key_{i}"] = key
+                if value:
+                    values[f"tag_value_{i}"] = value
+        else:
             valued = {k: v for k, v in query.tags.items() if v}
             if valued:
                 values["tag_values"] = to_json(valued)
@@ -523,7 +542,7 @@ class SqlAlchemyTaskStore:
         return values
 
     def _filters(
-        self, query: TaskQuery, values: dict[str, Any], rare: tuple[str, str] | None = None
+        self, query: TaskQuery, values: dict[str, Any], rare: str | None = None
     ) -> list[sa.ColumnElement[bool]]:
         c = t.task.c
         where: list[sa.ColumnElement[bool]] = []
@@ -533,10 +552,12 @@ class SqlAlchemyTaskStore:
             where.append(c.state == sa.bindparam("state", values["state"]))
         if "name_like" in values:
             where.append(c.name.like(sa.bindparam("name_like", values["name_like"]), escape="/"))
-        elif query.name_prefix:
-            # SQLite's planner given the pattern itself ranges over the name's index and sorts every
-            # match (19 ms for a prefix of 20% of 20,000 tasks, against 13 ms walking the newest).
-            where.append(c.name.startswith(query.name_prefix, autoescape=True))
+        elif "name_start" in values:
+            # The prefix and the wildcard joined in the statement: SQLite's planner given a pattern
+            # ranges over the name's index and sorts every match (19 ms for a prefix of 20% of
+            # 20,000 tasks, against 13 ms walking the newest).
+            start = sa.bindparam("name_start", values["name_start"], sa.Text)
+            where.append(c.name.like(start.concat(sa.literal_column("'%'")), escape="/"))
         if self._postgres:
             # One containment test for the keys with values, one for the bare keys: each answered
             # by a GIN index (migration 0005), or checked on the rows of another index.
@@ -547,7 +568,7 @@ class SqlAlchemyTaskStore:
                 keys = sa.bindparam("tag_keys", values["tag_keys"], postgresql.ARRAY(sa.Text))
                 where.append(sa.func.task_tag_keys(c.tags).op("@>")(keys))
         elif query.tags:
-            where.extend(self._sqlite_tag_filters(query.tags, rare))
+            where.extend(self._sqlite_tag_filters(values, rare is not None))
         if "after" in values:
             where.append(c.id < sa.bindparam("after", values["after"]))
         return where
@@ -612,8 +633,9 @@ class SqlAlchemyTaskStore:
         async with self._reader.connect() as conn:
             return await conn.run_sync(work)
 
-    def _rare_tag(self, conn: sa.Connection, tags: dict[str, str]) -> tuple[str, str] | None:
-        """SQLite: the tag with a value that the fewest tasks have, if fewer than RARE_TAG do.
+    def _rare_tag(self, conn: sa.Connection, tags: dict[str, str]) -> str | None:
+        """SQLite: the key of the tag with a value that the fewest tasks have, if fewer than
+        RARE_TAG do.
 
         SQLite's planner knows how many tasks share a tag only on average, so it either walks
         every task checking each for the tag (186 ms at 100,000 tasks for a tag on one task) or
@@ -622,34 +644,28 @@ class SqlAlchemyTaskStore:
         valued = [(key, value) for key, value in tags.items() if value]
         if not valued:
             return None
-        counts = [
-            sa.select(sa.func.count())
-            .select_from(
-                sa.select(t.tag.c.task_id)
-                .where(t.tag.c.key == key, t.tag.c.value == value)
-                .limit(RARE_TAG)
-                .subquery()
-            )
-            .scalar_subquery()
-            for key, value in valued
-        ]
-        found = conn.execute(sa.select(*counts)).one()  # one round trip for every tag
-        count, tag = min(zip(found, valued, strict=True))
-        return tag if count < RARE_TAG else None
+        counts = _tag_counts(len(valued), RARE_TAG)  # one statement for every tag
+        named: dict[str, str] = {}
+        for i, (key, value) in enumerate(valued):
+            named |= {f"key_{i}": key, f"value_{i}": value}
+        found = conn.exec_driver_sql(counts.sql, tuple(counts.args(named))).one()
+        count, (key, _) = min(zip(found, valued, strict=True))
+        return key if count < RARE_TAG else None
 
-    def _sqlite_tag_filters(
-        self, tags: dict[str, str], rare: tuple[str, str] | None
-    ) -> list[sa.ColumnElement[bool]]:
+    def _sqlite_tag_filters(self, values: dict[str, Any], rare: bool) -> list[sa.ColumnElement[bool]]:
+        """A test per tag of `values` (named as `_page_values` names them); `rare`: the first is a
+        tag few tasks have, whose rows the page is found from."""
         filters: list[sa.ColumnElement[bool]] = []
-        for key, value in tags.items():
-            if (key, value) == rare:  # the page is found from this tag's rows
-                having = sa.select(t.tag.c.task_id).where(t.tag.c.key == key, t.tag.c.value == value)
-                filters.append(t.task.c.id.in_(having))
-                continue
-            cond = (t.tag.c.task_id == t.task.c.id) & (t.tag.c.key == key)
-            if value:
-                cond &= t.tag.c.value == value
-            filters.append(sa.exists().where(cond))
+        i = 0
+        while f"tag_key_{i}" in values:
+            cond = t.tag.c.key == sa.bindparam(f"tag_key_{i}", values[f"tag_key_{i}"])
+            if f"tag_value_{i}" in values:
+                cond &= t.tag.c.value == sa.bindparam(f"tag_value_{i}", values[f"tag_value_{i}"])
+            if i == 0 and rare:
+                filters.append(t.task.c.id.in_(sa.select(t.tag.c.task_id).where(cond)))
+            else:
+                filters.append(sa.exists().where((t.tag.c.task_id == t.task.c.id) & cond))
+            i += 1
         return filters
 
     async def _locked_state(self, conn: AsyncConnection, task_id: str) -> State:
@@ -673,6 +689,35 @@ class SqlAlchemyTaskStore:
 
 
 _PING: sa.Select[Any] = sa.select(sa.literal_column("1"))
+_SQLITE = sqlite.dialect()
+PAGE_SHAPES = 512
+"""The most page statements a store keeps compiled (one per shape of filters seen); past this, a
+page of a new shape builds its own."""
+
+
+def _sqlite_tags(tags: dict[str, str], rare: str | None) -> list[tuple[str, str]]:
+    """SQLite's tag filters in the order its page's statement names them: the rare tag first, then
+    those with a value, then the bare keys (so pages with as many of each share a statement)."""
+    return sorted(tags.items(), key=lambda tag: (tag[0] != rare, not tag[1]))
+
+
+@functools.cache
+def _tag_counts(n: int, most: int) -> Statement:
+    """SQLite: how many tasks have each of `n` tags with a value, counted up to `most`; its
+    parameters are each tag's key and value in turn."""
+    counts = [
+        sa.select(sa.func.count())
+        .select_from(
+            sa.select(t.tag.c.task_id)
+            .where(t.tag.c.key == sa.bindparam(f"key_{i}"), t.tag.c.value == sa.bindparam(f"value_{i}"))
+            .limit(sa.literal_column(str(int(most))))
+            .offset(sa.literal_column("0"))
+            .subquery()
+        )
+        .scalar_subquery()
+        for i in range(n)
+    ]
+    return Statement(sa.select(*counts), _SQLITE)
 
 
 @functools.cache
