@@ -58,7 +58,6 @@ def upgrade() -> None:
         op.drop_index(old, table_name="task")
     op.create_index(_BY_ID[0], "task", _BY_ID[1])
     _tags(without_rowid=True)
-    op.execute("ANALYZE")
 
 
 def downgrade() -> None:
