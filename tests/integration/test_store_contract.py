@@ -439,28 +439,23 @@ async def test_sqlite_tasks_stored_before_migration_0010_keep_their_tags(
 
     from poiesis.adapters.sqlalchemy.engine import alembic_config, migrate
 
-    def to(revision: str) -> Any:
-        def move(connection: object) -> None:
-            if revision == "0009":
-                command.downgrade(alembic_config(connection), revision)  # type: ignore[arg-type]
-            else:
-                command.upgrade(alembic_config(connection), revision)  # type: ignore[arg-type]
+    def before_0010(connection: object) -> None:
+        command.downgrade(alembic_config(connection), "0009")  # type: ignore[arg-type]
 
-        return move
+    async def tag_table() -> str:
+        async with engines[0].connect() as conn:
+            found = await conn.execute(sa.text("SELECT sql FROM sqlite_master WHERE name = 'tag'"))
+            return str(found.scalar())
 
     tasks = [make_task(clock, tags={"run": f"r{i % 2}", "bench": ""}) for i in range(6)]
     async with engines[0].begin() as conn:
-        await conn.run_sync(to("0009"))
+        await conn.run_sync(before_0010)
     for task in tasks[:4]:  # stored by a store of revision 0009, into a table with a rowid
         await store.create(task, owner="a", system_logs=[])
     await migrate(engines[0])
     for task in tasks[4:]:
         await store.create(task, owner="a", system_logs=[])
-    async with engines[0].connect() as conn:
-        schema_sql = (
-            await conn.execute(sa.text("SELECT sql FROM sqlite_master WHERE name = 'tag'"))
-        ).scalar()
-    assert "WITHOUT ROWID" in str(schema_sql)
+    assert "WITHOUT ROWID" in await tag_table()
     page = await store.documents(TaskQuery(tags={"run": "r1", "bench": ""}, page_size=10, view=View.BASIC))
     assert [msgspec.json.decode(d)["id"] for d in page.documents] == [t.id for t in reversed(tasks[1::2])]
     async with engines[0].begin() as conn:
@@ -468,6 +463,7 @@ async def test_sqlite_tasks_stored_before_migration_0010_keep_their_tags(
         left = (await conn.execute(sa.text("SELECT count(*) FROM tag"))).scalar()
     assert left == 2 * 5
     async with engines[0].begin() as conn:
-        await conn.run_sync(to("0009"))
+        await conn.run_sync(before_0010)
+    assert "WITHOUT ROWID" not in await tag_table()
     page = await store.list_tasks(TaskQuery(tags={"run": "r0"}, page_size=10))
     assert [t.id for t in page.tasks] == [t.id for t in reversed(tasks[0::2])]
