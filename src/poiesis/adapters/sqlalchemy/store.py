@@ -442,10 +442,7 @@ class SqlAlchemyTaskStore:
             return encoded_page(await self.list_tasks(query), query.view)
         if self._direct is not None:
             values = self._page_values(query)
-            shape = (query.view, *values)
-            page = self._pages.get(shape)
-            if page is None:
-                page = self._pages[shape] = Statement(self.documents_query(query))
+            page = self._compiled_page((query.view, *values), lambda: Statement(self.documents_query(query)))
             rows: Sequence[Any] = await self._direct.rows(page.sql, page.args(values))
         else:
             statement = self.documents_query(query)
@@ -463,12 +460,10 @@ class SqlAlchemyTaskStore:
         (building and compiling it again cost more than SQLite's own work for a small page)."""
         rare = self._rare_tag(conn, query.tags)
         values = self._page_values(query, rare)
-        shape = ("kept", *values, rare is not None)
-        page = self._pages.get(shape)
-        if page is None:
-            page = Statement(self._page(query, t.task.c.id, t.task.c.basic_document, rare=rare), _SQLITE)
-            if len(self._pages) < PAGE_SHAPES:
-                self._pages[shape] = page
+        page = self._compiled_page(
+            ("kept", *values, rare is not None),
+            lambda: Statement(self._page(query, t.task.c.id, t.task.c.basic_document, rare=rare), _SQLITE),
+        )
         rows = conn.exec_driver_sql(page.sql, tuple(page.args(values))).all()
         more = len(rows) > query.page_size
         rows = rows[: query.page_size]
@@ -483,6 +478,17 @@ class SqlAlchemyTaskStore:
             ],
             next_after=rows[-1].id if more and rows else None,
         )
+
+    def _compiled_page(self, shape: tuple[Any, ...], compile: Callable[[], Statement]) -> Statement:
+        """The page statement of `shape` (the view, the names of its parameters and what else
+        decides its text), compiled once; at most PAGE_SHAPES are kept, past that a page of a new
+        shape compiles its own."""
+        page = self._pages.get(shape)
+        if page is None:
+            page = compile()
+            if len(self._pages) < PAGE_SHAPES:
+                self._pages[shape] = page
+        return page
 
     def documents_query(self, query: TaskQuery) -> sa.Select[Any]:
         """The ids and documents of the page `query` asks for, in one statement (PostgreSQL): the
