@@ -353,6 +353,41 @@ async def test_list_filters(
     assert page.next_after is None
 
 
+async def test_long_names_and_tag_keys_are_stored_and_filtered_on_whole(
+    store: TaskStore, clock: FakeClock
+) -> None:
+    """A name or a tag key may be far longer than an index entry holds (2,704 bytes on PostgreSQL,
+    which indexes their first 256 characters): it is stored, and a filter longer than that part
+    tells apart values that share it, wildcards and four-byte characters at the cut included."""
+    four = "\U0001d538"  # a character of four bytes in UTF-8
+    shared = (f"ü{four}/%_" * 60)[:255] + "%"  # 256 characters, a wildcard the last
+    rest = "".join(random.Random(7).choice("abc" + four) for _ in range(19_000))
+    names = {"x": shared + "x" + rest, "y": shared + "y" + rest}
+    ids = {}
+    for label, name in names.items():
+        task = make_task(clock, name=name, tags={shared + label + rest: "", "k": label})
+        await store.create(task, owner="alice", system_logs=[])
+        ids[label] = task.id
+        assert (await store.get(task.id)).name == name
+    cases = [
+        (TaskQuery(name_prefix=shared), ["y", "x"]),
+        (TaskQuery(name_prefix=shared[:-1] + "_"), []),
+        (TaskQuery(name_prefix=shared + "x"), ["x"]),
+        (TaskQuery(name_prefix=names["y"][:1024]), ["y"]),
+        (TaskQuery(name_prefix=names["y"][:1024], state=State.QUEUED, owner="alice"), ["y"]),
+        (TaskQuery(name_prefix=names["y"][:1024], owner="bob"), []),
+        (TaskQuery(tags={shared + "x" + rest: ""}), ["x"]),
+        (TaskQuery(tags={shared + "y" + rest: "", "k": "y"}), ["y"]),
+        (TaskQuery(tags={shared + "y" + rest: "", "k": "x"}), []),
+        (TaskQuery(tags={shared + "z" + rest: ""}), []),
+    ]
+    for query, expected in cases:
+        page = await store.list_tasks(query)
+        assert [t.id for t in page.tasks] == [ids[e] for e in expected], query
+        documents = await store.documents(msgspec.structs.replace(query, view=View.BASIC))
+        assert [msgspec.json.decode(d)["id"] for d in documents.documents] == [ids[e] for e in expected]
+
+
 async def test_pages_stay_correct_while_tasks_are_inserted(store: TaskStore, clock: FakeClock) -> None:
     existing = []
     for _ in range(25):

@@ -429,6 +429,104 @@ async def test_sqlite_checks_a_name_prefix_on_the_index_a_page_walks(
     assert len(page.documents) == 8
 
 
+@pytest.mark.parametrize("kind", ["postgres"], indirect=True)
+@pytest.mark.parametrize(
+    ("filters", "walked"),
+    [
+        ({"name_prefix": "align"}, "ix_task_id_name"),
+        ({"name_prefix": "align", "tags": {"bench": ""}}, "ix_task_id_name"),
+        ({"name_prefix": "align", "state": State.COMPLETE}, "ix_task_state_id_name"),
+        ({"name_prefix": "align", "owner": "o0"}, "ix_task_owner_id_name"),
+        ({"name_prefix": "align", "owner": "o0", "state": State.COMPLETE}, "ix_task_owner_state_id_name"),
+    ],
+    ids=["prefix", "prefix and tag", "prefix and state", "prefix and owner", "prefix, owner and state"],
+)
+async def test_postgres_checks_a_name_prefix_on_the_index_a_page_walks(
+    store: SqlAlchemyTaskStore, database_url: str, filters: dict[str, Any], walked: str
+) -> None:
+    """PostgreSQL's indexes that pages walk hold the name's first characters (migration 0011): the
+    newest tasks, which a prefix does not match, are passed over on the index's entries, with no
+    visit of their rows. The plan is read as the API's pool for pages makes it, for the statement
+    it sends, with its values."""
+    import asyncpg
+
+    from poiesis.adapters.postgres.records import dsn
+    from poiesis.adapters.sqlalchemy.direct import PAGE_SETTINGS, Statement
+
+    conn = await asyncpg.connect(dsn(database_url), server_settings=PAGE_SETTINGS)
+    try:  # 20,000 older tasks of five names and owners, then 10,000 newer ones of another name
+        await conn.execute(
+            "INSERT INTO task (id, owner, state, created_at, name, tags)"
+            " SELECT lpad(g::text, 26, '0'), 'o' || g % 5, CASE WHEN g % 2 = 0 THEN 'COMPLETE'"
+            " ELSE 'QUEUED' END::task_state, now(), CASE WHEN g <= 20000 THEN"
+            " (ARRAY['align', 'call', 'qc', 'index', 'merge'])[g % 5 + 1] || '-' || g ELSE 'other' END,"
+            ' \'{"bench": ""}\' FROM generate_series(1, 30000) AS g'
+        )
+        await conn.execute("ANALYZE task")
+        query = TaskQuery(page_size=100, view=View.BASIC, **filters)
+        page = Statement(store.documents_query(query))
+        values = store._page_values(query)
+        plan = "\n".join(r[0] for r in await conn.fetch(f"EXPLAIN {page.sql}", *page.args(values)))
+    finally:
+        await conn.close()
+    assert f"Index Scan Backward using {walked} on task" in plan, plan
+    assert "Sort" not in plan, plan
+    index_cond = next(line for line in plan.splitlines() if "Index Cond" in line)
+    assert "left(name, 256))::text >= 'align'::text" in index_cond.replace('"', ""), plan
+    found = await store.documents(query)
+    assert len(found.documents) == 100
+    assert all(msgspec.json.decode(d)["name"].startswith("align") for d in found.documents)
+
+
+@pytest.mark.parametrize("kind", ["postgres"], indirect=True)
+async def test_postgres_tasks_stored_before_migration_0011_are_found_by_name_and_tag_key(
+    store: SqlAlchemyTaskStore, clock: FakeClock, engines: tuple[AsyncEngine, AsyncEngine]
+) -> None:
+    """Migration 0011 makes PostgreSQL's walked indexes and the tag keys' index again, both ways:
+    the tasks stored before it are found by a name prefix and a bare tag key after it, and a
+    downgrade gives back the indexes of 0010."""
+    from alembic import command
+
+    from poiesis.adapters.sqlalchemy.engine import alembic_config, migrate
+
+    def before_0011(connection: object) -> None:
+        command.downgrade(alembic_config(connection), "0010")  # type: ignore[arg-type]
+
+    async def indexes() -> dict[str, str]:
+        async with engines[0].connect() as conn:
+            found = await conn.execute(
+                sa.text("SELECT indexname, indexdef FROM pg_indexes WHERE tablename = 'task'")
+            )
+            return {r.indexname: r.indexdef.split(" USING ")[1] for r in found}
+
+    tasks = [
+        make_task(clock, name=f"{'align' if i % 2 else 'call'}-{i}", tags={f"k{i % 3}": ""}) for i in range(6)
+    ]
+    async with engines[0].begin() as conn:
+        await conn.run_sync(before_0011)
+    before = await indexes()
+    assert before["ix_task_state_id"] == "btree (state, id)"
+    for task in tasks[:4]:  # stored by a store of revision 0010
+        await store.create(task, owner="a", system_logs=[])
+    await migrate(engines[0])
+    after = await indexes()
+    assert "ix_task_state_id" not in after
+    assert after["ix_task_state_id_name"] == 'btree (state, id, "left"(name, 256) COLLATE "C")'
+    for task in tasks[4:]:
+        await store.create(task, owner="a", system_logs=[])
+
+    async def found(**filters: Any) -> list[str]:
+        return [t.id for t in (await store.list_tasks(TaskQuery(page_size=10, **filters))).tasks]
+
+    assert await found(name_prefix="align") == [t.id for t in reversed(tasks[1::2])]
+    assert await found(tags={"k1": ""}) == [tasks[4].id, tasks[1].id]
+    assert await found(tags={"k1": ""}, name_prefix="call") == [tasks[4].id]
+    async with engines[0].begin() as conn:
+        await conn.run_sync(before_0011)
+    assert await indexes() == before
+    assert await found(tags={"k2": ""}) == [tasks[5].id, tasks[2].id]
+
+
 @pytest.mark.parametrize("kind", ["sqlite"], indirect=True)
 async def test_sqlite_tasks_stored_before_migration_0010_keep_their_tags(
     store: SqlAlchemyTaskStore, clock: FakeClock, engines: tuple[AsyncEngine, AsyncEngine]

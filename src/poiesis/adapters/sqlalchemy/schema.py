@@ -2,10 +2,10 @@
 
 The keyset is the primary key (`id` grows with creation time), so a page walks `pk_task` backwards
 and stops after `page_size` matches; selective filters have their own indexes (state, owner, name
-prefix, and a GIN index on the `tags` document on PostgreSQL). On SQLite the indexes a page walks
-also hold the name, so a prefix is tested there and not on the table, and the tags are stored by
-task without a rowid (migration 0010). `docs/benchmarks.md` shows the plan of each filter
-combination at 100,000 tasks.
+prefix, and a GIN index on the `tags` document on PostgreSQL). The indexes a page walks also hold
+the name (PostgreSQL's its first 256 characters), so a prefix is tested on the index's entry and not
+on the table (migrations 0010 and 0011); on SQLite the tags are stored by task without a rowid.
+`docs/benchmarks.md` shows the plan of each filter combination at 100,000 tasks.
 """
 
 from __future__ import annotations
@@ -92,20 +92,12 @@ task = sa.Table(
     sa.Column("volumes", JSON),
     sa.Column("tags", JSON, nullable=False),
     sa.Column("basic_document", sa.Text),
-    sa.Index(None, "state", "id").ddl_if(dialect="postgresql"),
-    sa.Index(None, "owner", "id").ddl_if(dialect="postgresql"),
-    sa.Index(None, "owner", "state", "id").ddl_if(dialect="postgresql"),
-    # SQLite's (migration 0010): a name prefix is checked on the index a page walks, not the table.
+    # A name prefix is checked on the index a page walks, not the table (migrations 0010, 0011).
     sa.Index(None, "id", "name").ddl_if(dialect="sqlite"),
     sa.Index(None, "state", "id", "name").ddl_if(dialect="sqlite"),
     sa.Index(None, "owner", "id", "name").ddl_if(dialect="sqlite"),
     sa.Index(None, "owner", "state", "id", "name").ddl_if(dialect="sqlite"),
-    sa.Index(
-        "ix_task_name_prefix",
-        "name",
-        "id",
-        postgresql_ops={"name": "text_pattern_ops"},
-    ),
+    sa.Index("ix_task_name_prefix", "name", "id").ddl_if(dialect="sqlite"),
     sa.Index(
         "ix_task_tag_values", "tags", postgresql_using="gin", postgresql_ops={"tags": "jsonb_path_ops"}
     ).ddl_if(dialect="postgresql"),
@@ -115,6 +107,24 @@ the document (jsonb_path_ops: a key with its value) and, made by migration 0005,
 `task_tag_keys(tags)` (a bare key); both with a pending list of at most 256 kB (migration 0009).
 `basic_document` is the task's BASIC view as the API sends it, kept by the store's writers in the
 transaction of each change and cleared by triggers on any other write (migrations 0003 and 0006)."""
+
+NAME_KEY_CHARS = 256
+"""How much of a task's name (and of a tag key) PostgreSQL's indexes hold: an index entry holds at
+most 2,704 bytes, and a name may be longer. A filter on a longer prefix or key tests the whole value
+on the row too."""
+
+name_key = sa.func.left(task.c.name, sa.literal_column(str(NAME_KEY_CHARS))).collate("C")
+"""The indexed part of the name (PostgreSQL), written as the indexes' expression is, for the planner
+to match them. In the "C" collation (bytes), a prefix is a range of them."""
+
+for _columns in ([], ["state"], ["owner"], ["owner", "state"]):
+    sa.Index(
+        "_".join(["ix_task", *_columns, "id_name"]),
+        *(task.c[c] for c in _columns),
+        task.c.id,
+        name_key,
+    ).ddl_if(dialect="postgresql")
+sa.Index("ix_task_name_prefix", name_key, task.c.id).ddl_if(dialect="postgresql")
 
 task_state_count = sa.Table(
     "task_state_count",
