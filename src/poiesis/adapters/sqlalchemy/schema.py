@@ -1,11 +1,12 @@
 """The relational schema: one table per TES object, foreign keys to the task, enum types for states.
 
-The keyset is the primary key (`id` grows with creation time), so a page walks `pk_task` backwards
-and stops after `page_size` matches; selective filters have their own indexes (state, owner, name
-prefix, and a GIN index on the `tags` document on PostgreSQL). The indexes a page walks also hold
-the name (PostgreSQL's its first 256 characters), so a prefix is tested on the index's entry and not
-on the table (migrations 0010 and 0011); on SQLite the tags are stored by task without a rowid.
-`docs/benchmarks.md` shows the plan of each filter combination at 100,000 tasks.
+The keyset is the primary key (`id` grows with creation time), so a page walks an index by id (with
+the state or the owner before it, if filtered on) backwards and stops after `page_size` matches;
+selective filters have their own indexes (state, owner, name prefix, and a GIN index on the `tags`
+document on PostgreSQL). The indexes a page walks also hold the name (PostgreSQL's its first 256
+characters), so a prefix is tested on the index's entry and not on the table (migrations 0010 and
+0011); on SQLite the tags are stored by task without a rowid. `docs/benchmarks.md` shows the plan of
+each filter combination at 100,000 tasks.
 """
 
 from __future__ import annotations

@@ -65,6 +65,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Fails, changing nothing, while a task's name or a tag key is longer than 0010's indexes hold.
     if op.get_bind().dialect.name != "postgresql":
         return
     _tag_keys("k")
