@@ -630,7 +630,7 @@ class SqlAlchemyTaskStore:
         if owner is None:
             query = sa.select(counts.c.state, sa.func.sum(counts.c.n).label("n")).group_by(counts.c.state)
         else:
-            # Answered from the (owner, state, id) index.
+            # Answered from the index by (owner, state, id, ...).
             query = (
                 sa.select(t.task.c.state, sa.func.count().label("n"))
                 .where(t.task.c.owner == owner)
