@@ -13,11 +13,13 @@ from typing import Any
 import msgspec
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncEngine
+from alembic import command
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from poiesis.adapters.postgres.records import PostgresTaskRecords
 from poiesis.adapters.sqlalchemy import schema
 from poiesis.adapters.sqlalchemy.direct import DirectPostgres
+from poiesis.adapters.sqlalchemy.engine import alembic_config, migrate
 from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore
 from poiesis.adapters.sqlalchemy.threaded import ThreadedSqlite
 from poiesis.domain.errors import Conflict
@@ -92,6 +94,11 @@ async def store(kind: str, engines: tuple[AsyncEngine, AsyncEngine], database_ur
         await threads.close()
 
 
+async def _downgrade(conn: AsyncConnection, revision: str) -> None:
+    """The database taken down to `revision`, in `conn`'s transaction."""
+    await conn.run_sync(lambda sync: command.downgrade(alembic_config(sync), revision))
+
+
 async def _counted_directly(store: SqlAlchemyTaskStore) -> dict[State, int]:
     from poiesis.adapters.sqlalchemy import schema
 
@@ -129,16 +136,9 @@ async def test_the_state_counts_stay_exact_under_concurrent_writers(
 async def test_the_migration_counts_the_tasks_stored_before_it(
     store: SqlAlchemyTaskStore, clock: FakeClock, engines: tuple[AsyncEngine, AsyncEngine]
 ) -> None:
-    from alembic import command
-
-    from poiesis.adapters.sqlalchemy.engine import alembic_config, migrate
-
-    def downgrade(connection: object) -> None:
-        command.downgrade(alembic_config(connection), "0001")  # type: ignore[arg-type]
-
     ids = [make_task(clock).id for _ in range(5)]
     async with engines[0].begin() as conn:
-        await conn.run_sync(downgrade)
+        await _downgrade(conn, "0001")
         # Written as a store of revision 0001 wrote them.
         for task_id in ids:
             await conn.execute(
@@ -485,12 +485,6 @@ async def test_postgres_tasks_stored_before_migration_0011_are_found_by_name_and
     """Migration 0011 makes PostgreSQL's walked indexes and the tag keys' index again, both ways:
     the tasks stored before it are found by a name prefix and a bare tag key after it, and a
     downgrade gives back the indexes of 0010."""
-    from alembic import command
-
-    from poiesis.adapters.sqlalchemy.engine import alembic_config, migrate
-
-    def before_0011(connection: object) -> None:
-        command.downgrade(alembic_config(connection), "0010")  # type: ignore[arg-type]
 
     async def indexes() -> dict[str, str]:
         async with engines[0].connect() as conn:
@@ -503,7 +497,7 @@ async def test_postgres_tasks_stored_before_migration_0011_are_found_by_name_and
         make_task(clock, name=f"{'align' if i % 2 else 'call'}-{i}", tags={f"k{i % 3}": ""}) for i in range(6)
     ]
     async with engines[0].begin() as conn:
-        await conn.run_sync(before_0011)
+        await _downgrade(conn, "0010")
     before = await indexes()
     assert before["ix_task_state_id"] == "btree (state, id)"
     for task in tasks[:4]:  # stored by a store of revision 0010
@@ -522,7 +516,7 @@ async def test_postgres_tasks_stored_before_migration_0011_are_found_by_name_and
     assert await found(tags={"k1": ""}) == [tasks[4].id, tasks[1].id]
     assert await found(tags={"k1": ""}, name_prefix="call") == [tasks[4].id]
     async with engines[0].begin() as conn:
-        await conn.run_sync(before_0011)
+        await _downgrade(conn, "0010")
     assert await indexes() == before
     assert await found(tags={"k2": ""}) == [tasks[5].id, tasks[2].id]
 
@@ -533,12 +527,6 @@ async def test_sqlite_tasks_stored_before_migration_0010_keep_their_tags(
 ) -> None:
     """Migration 0010 makes SQLite's tag table again (without rowid), both ways: the tags of the
     tasks stored before it still answer a page, and deleting a task still deletes its tags."""
-    from alembic import command
-
-    from poiesis.adapters.sqlalchemy.engine import alembic_config, migrate
-
-    def before_0010(connection: object) -> None:
-        command.downgrade(alembic_config(connection), "0009")  # type: ignore[arg-type]
 
     async def tag_table() -> str:
         async with engines[0].connect() as conn:
@@ -547,7 +535,7 @@ async def test_sqlite_tasks_stored_before_migration_0010_keep_their_tags(
 
     tasks = [make_task(clock, tags={"run": f"r{i % 2}", "bench": ""}) for i in range(6)]
     async with engines[0].begin() as conn:
-        await conn.run_sync(before_0010)
+        await _downgrade(conn, "0009")
     for task in tasks[:4]:  # stored by a store of revision 0009, into a table with a rowid
         await store.create(task, owner="a", system_logs=[])
     await migrate(engines[0])
@@ -561,7 +549,7 @@ async def test_sqlite_tasks_stored_before_migration_0010_keep_their_tags(
         left = (await conn.execute(sa.text("SELECT count(*) FROM tag"))).scalar()
     assert left == 2 * 5
     async with engines[0].begin() as conn:
-        await conn.run_sync(before_0010)
+        await _downgrade(conn, "0009")
     assert "WITHOUT ROWID" not in await tag_table()
     page = await store.list_tasks(TaskQuery(tags={"run": "r0"}, page_size=10))
     assert [t.id for t in page.tasks] == [t.id for t in reversed(tasks[0::2])]
