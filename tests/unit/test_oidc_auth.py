@@ -1,8 +1,14 @@
-"""OIDC token checks with hand-minted tokens; the provider is an httpx MockTransport."""
+"""OIDC token checks with hand-minted tokens; the provider is an httpx MockTransport, or a small HTTP
+server on 127.0.0.1."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
 import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -99,7 +105,12 @@ async def test_garbage_is_refused_without_fetching_anything() -> None:
     assert provider.fetches == 0
 
 
-async def test_unknown_key_ids_refetch_at_most_once_per_interval() -> None:
+def bogus(kid: str, provider: FakeProvider) -> str:
+    """A token naming a key id the provider does not publish."""
+    return jwt.encode({"iss": provider.issuer}, provider.keys["k1"], "RS256", {"kid": kid})
+
+
+async def test_a_rotated_key_is_used_at_once_and_a_missing_one_looked_for_once_per_interval() -> None:
     provider = FakeProvider()
     clock = [0.0]
     auth = authenticator(provider, clock)
@@ -107,19 +118,87 @@ async def test_unknown_key_ids_refetch_at_most_once_per_interval() -> None:
     await auth.authenticate(old)
     assert provider.fetches == 1
     provider.keys["k2"] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    clock[0] = 31.0
-    assert (await auth.authenticate(provider.token("k2"))).name == "alice"  # rotated in: refetched
+    # The same instant as the last fetch: a provider that signs with a key as soon as it publishes it.
+    assert (await auth.authenticate(provider.token("k2"))).name == "alice"
     assert provider.fetches == 2
-    for _ in range(20):  # a stream of made-up key ids costs the provider nothing more
+    for _ in range(20):  # a client retrying one made-up key id: looked for once, not every time
         with pytest.raises(Unauthenticated, match="does not publish"):
-            await auth.authenticate(
-                jwt.encode({"iss": ISSUER}, provider.keys["k1"], "RS256", {"kid": "bogus"})
-            )
-    assert provider.fetches == 2
+            await auth.authenticate(bogus("bogus", provider))
+    assert provider.fetches == 3
+    clock[0] = 31.0  # an interval later it is looked for again (once)
+    for _ in range(5):
+        with pytest.raises(Unauthenticated, match="does not publish"):
+            await auth.authenticate(bogus("bogus", provider))
+    assert provider.fetches == 4
     del provider.keys["k1"]
     clock[0] = 400.0  # past the cache's life: the set is fetched again and k1 is gone
     with pytest.raises(Unauthenticated, match="does not publish"):
         await auth.authenticate(old)
+    assert provider.fetches == 5  # that fetch was the answer for k1 too: no second one
+
+
+@pytest.fixture
+def served() -> Iterator[FakeProvider]:
+    """A FakeProvider over real HTTP on 127.0.0.1, its issuer that address."""
+    providers: list[FakeProvider] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            answer = providers[0].handler(httpx.Request("GET", providers[0].issuer + self.path))
+            self.send_response(answer.status_code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(answer.content)))
+            self.end_headers()
+            self.wfile.write(answer.content)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass  # one line per request on stderr is noise in a test's output
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    providers.append(FakeProvider(f"http://127.0.0.1:{server.server_address[1]}"))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield providers[0]
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+async def test_a_key_published_and_used_at_once_is_accepted_over_http(served: FakeProvider) -> None:
+    """The default settings (keys fetched at most once per 30 s before) and a real clock: the
+    rotation is seen on the first request, and the requests that arrive together share one fetch."""
+    async with httpx.AsyncClient() as http:
+        auth = OidcAuthenticator([OidcIssuer(issuer=served.issuer, audience=[AUD])], http=http)
+        old = served.token()
+        assert (await auth.authenticate(old)).name == "alice"
+        assert served.fetches == 1
+        served.keys = {"k2": rsa.generate_private_key(public_exponent=65537, key_size=2048)}
+        new = served.token("k2")
+        users = await asyncio.gather(*(auth.authenticate(new) for _ in range(10)))
+        assert [u.name for u in users] == ["alice"] * 10
+        assert served.fetches == 2
+        with pytest.raises(Unauthenticated, match="does not publish"):
+            await auth.authenticate(old)  # the key the provider dropped stops verifying
+
+
+async def test_a_flood_of_unknown_key_ids_makes_a_bounded_number_of_fetches() -> None:
+    provider = FakeProvider()
+    clock = [0.0]
+    auth = authenticator(provider, clock)
+    await auth.authenticate(provider.token())
+    for second in range(0, 300, 3):  # 1000 made-up key ids over ten intervals of 30 s
+        clock[0] = float(second)
+        for _ in range(10):
+            with pytest.raises(Unauthenticated, match="does not publish"):
+                await auth.authenticate(bogus(uuid.uuid4().hex, provider))
+    # The first fetch, a burst of three, then one per interval earned over the 297 s.
+    assert provider.fetches <= 1 + 3 + 10
+    # Spent by the flood, the budget is back an interval later: a rotation then is picked up.
+    provider.keys["k2"] = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    clock[0] = 297.0 + 30.0
+    assert (await auth.authenticate(provider.token("k2"))).name == "alice"
 
 
 async def test_cached_keys_keep_verifying_while_the_provider_is_down() -> None:

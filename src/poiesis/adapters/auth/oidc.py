@@ -6,12 +6,14 @@ public-key algorithms (never `none`, never HMAC, so a public key can never be us
 secret); it is signed by a key in the issuer's JWKS, found through OIDC discovery; its `exp`, `nbf`,
 `iss` and `aud` hold, within `leeway_seconds`. Signatures are verified by PyJWT.
 
-The JWKS of an issuer is cached for `jwks_cache_seconds` and fetched again early when a token names a
-key id the cache lacks (the provider rotated its keys), at most once per `jwks_refresh_seconds`, so
-a stream of tokens with made-up key ids cannot turn the server into a load on the provider. A
-refetch replaces the set, so a key the provider removed stops verifying. When the provider cannot
-be reached, keys already cached go on verifying; with none cached the request is answered 503,
-not 401: the token may well be good.
+The JWKS of an issuer is cached for `jwks_cache_seconds` and fetched again at once when a token names
+a key id the cache lacks (the provider rotated its keys; some sign with a new key as soon as they
+publish it). So that a stream of tokens with made-up key ids cannot turn the server into a load on
+the provider, those early fetches spend a small budget (`_BURST` of them, one more earned per
+`jwks_refresh_seconds`), and a key id that a fetch did not find is not looked for again for
+`jwks_refresh_seconds`. A refetch replaces the set, so a key the provider removed stops verifying.
+When the provider cannot be reached, keys already cached go on verifying; with none cached the
+request is answered 503, not 401: the token may well be good.
 """
 
 from __future__ import annotations
@@ -47,6 +49,19 @@ PUBLIC_KEY_ALGORITHMS = (
     "EdDSA",
 )
 _FAMILY = {"RS": "RSA", "PS": "RSA", "ES": "EC", "Ed": "OKP"}
+
+# Early fetches (for a key id the cache lacks) are a token bucket per issuer: `_BURST` at once, then
+# one per `jwks_refresh_seconds`. A bucket rather than a minimum spacing between fetches: a rotation
+# is fetched at once even just after another fetch (start-up, the cache's expiry, a first rotation),
+# while a flood of made-up key ids costs the provider no more, on average, than the one fetch per
+# interval this setting always allowed; a spacing short enough not to delay a rotation (a second,
+# say) would let such a flood cost a fetch every second. Under a flood, a real rotation waits at most
+# one interval, as it did before.
+_BURST = 3
+# Key ids a fetch did not find, remembered for `jwks_refresh_seconds`, so that a client retrying a
+# token signed by a removed key (or one with a made-up id) spends the budget once, not every
+# request; bounded, the oldest forgotten first, so that a flood cannot grow it.
+_MISSES = 1024
 
 
 class OidcIssuer(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -92,13 +107,24 @@ def _trusted_url(url: str) -> bool:
 class _KeySet:
     """One issuer's published keys, fetched through discovery and cached."""
 
-    def __init__(self, issuer: str, http: httpx.AsyncClient, monotonic: Callable[[], float]) -> None:
+    def __init__(
+        self, issuer: str, http: httpx.AsyncClient, monotonic: Callable[[], float], refresh_seconds: float
+    ) -> None:
         self.issuer = issuer
         self._http = http
         self._monotonic = monotonic
+        self._refresh_seconds = refresh_seconds
         self._keys: list[dict[str, Any]] = []
         self.fetched_at: float | None = None
-        self.tried_at: float | None = None
+        # Fetches are numbered, not timed, to tell whether one began after a caller looked: two
+        # readings of a clock can be equal.
+        self.attempts = 0
+        """Fetches begun."""
+        self.fetched = 0
+        """The number of the last fetch that succeeded (0: none yet)."""
+        self._tokens = float(_BURST)
+        self._filled_at = monotonic()
+        self._missed: dict[str | None, float] = {}
         self._lock = asyncio.Lock()
 
     def find(self, kid: str | None, alg: str) -> jwt.PyJWK | None:
@@ -118,12 +144,17 @@ class _KeySet:
         except jwt.PyJWTError:
             return None
 
-    async def refresh(self, started: float) -> None:
-        """Fetch the key set, unless another caller did since `started`."""
+    async def refresh(self, seen: int, *, looking_for: tuple[str | None, str] | None = None) -> None:
+        """Fetch the key set, unless a fetch began since the caller saw `attempts == seen` (callers
+        that waited for one fetch all use it). An early fetch, `looking_for` a (kid, alg) the set
+        lacked, is skipped once a fetch the caller waited for brought that key, and needs the budget."""
         async with self._lock:
-            if self.tried_at is not None and self.tried_at >= started:
+            if self.attempts != seen:
                 return
-            self.tried_at = self._monotonic()
+            if looking_for is not None and (self.find(*looking_for) is not None or not self._spend()):
+                return
+            self.attempts += 1
+            attempt, started = self.attempts, self._monotonic()
             try:
                 self._keys = await self._fetch()
             except (httpx.HTTPError, ValueError, msgspec.DecodeError) as exc:
@@ -131,8 +162,35 @@ class _KeySet:
                 if not self._keys:
                     raise AuthUnavailable(f"the identity provider {self.issuer} cannot be reached") from None
                 return
-            self.fetched_at = self.tried_at
+            self.fetched, self.fetched_at = attempt, started
             log.info("oidc %s: %d key(s) fetched", self.issuer, len(self._keys))
+
+    def _spend(self) -> bool:
+        """Take one early fetch from the bucket, if it holds one."""
+        if self._refresh_seconds <= 0:
+            return True
+        now = self._monotonic()
+        earned = (now - self._filled_at) / self._refresh_seconds
+        self._tokens, self._filled_at = min(float(_BURST), self._tokens + earned), now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+    def missed_lately(self, kid: str | None, now: float) -> bool:
+        """Whether a fetch less than `refresh_seconds` ago did not find `kid`."""
+        at = self._missed.get(kid)
+        return at is not None and now - at < self._refresh_seconds
+
+    def missed(self, kid: str | None, now: float) -> None:
+        """Note that a fetch at `now` did not find `kid`."""
+        self._missed.pop(kid, None)
+        self._missed[kid] = now  # the dict stays oldest first
+        while self._missed:
+            oldest, at = next(iter(self._missed.items()))
+            if now - at < self._refresh_seconds and len(self._missed) <= _MISSES:
+                break
+            del self._missed[oldest]
 
     async def _fetch(self) -> list[dict[str, Any]]:
         discovery = await self._get_json(self.issuer.rstrip("/") + "/.well-known/openid-configuration")
@@ -168,10 +226,9 @@ class OidcAuthenticator:
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._issuers = {i.issuer: i for i in issuers}
-        self._keys = {i.issuer: _KeySet(i.issuer, http, monotonic) for i in issuers}
+        self._keys = {i.issuer: _KeySet(i.issuer, http, monotonic, jwks_refresh_seconds) for i in issuers}
         self._leeway = leeway_seconds
         self._cache_seconds = jwks_cache_seconds
-        self._refresh_seconds = jwks_refresh_seconds
         self._qualify = qualify or len(issuers) > 1
         self._monotonic = monotonic
 
@@ -223,13 +280,17 @@ class OidcAuthenticator:
         return self._principal(issuer, claims)
 
     async def _key(self, keys: _KeySet, kid: str | None, alg: str) -> jwt.PyJWK:
-        now = self._monotonic()
+        seen, now = keys.attempts, self._monotonic()
         if keys.fetched_at is None or now - keys.fetched_at > self._cache_seconds:
-            await keys.refresh(now)
+            await keys.refresh(seen)
         found = keys.find(kid, alg)
-        if found is None and (keys.tried_at is None or now - keys.tried_at >= self._refresh_seconds):
-            await keys.refresh(now)  # a key id we have not seen: the provider may have rotated
+        if found is None and not keys.missed_lately(kid, now):
+            # A key id we have not seen: the provider may have rotated. Skipped when the fetch just
+            # above (or another caller's, since this one looked) already had the provider's answer.
+            await keys.refresh(seen, looking_for=(kid, alg))
             found = keys.find(kid, alg)
+            if found is None and keys.fetched > seen:
+                keys.missed(kid, now)
         if found is None:
             raise Unauthenticated("the token is signed by a key its issuer does not publish")
         return found
