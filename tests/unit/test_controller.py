@@ -502,3 +502,23 @@ async def test_a_resync_with_the_database_down_queues_nothing_and_recovers(h: Ha
     assert len(controller.queue) == 0
     store.ids_in_states = real  # type: ignore[method-assign]
     assert await _one_resync(controller) == {podless.id, "orphan-of-no-task"}
+
+
+async def test_an_image_the_registry_says_does_not_exist_fails_at_once(h: Harness) -> None:
+    task = await h.task(State.INITIALIZING)
+    h.objects.jobs[task.id] = {"spec": {}, "status": {}}
+    message = 'failed to resolve reference "nope:1": nope:1: not found'
+    h.objects.pods[task.id] = (
+        pod(task.id, running("trec"), waiting("executor-0", "ErrImagePull", message, "nope:1")),
+        False,
+    )
+    assert await h.controller.reconcile(task.id) is None
+    done = await h.full(task.id)
+    assert done.state is State.SYSTEM_ERROR
+    assert h.objects.removed == [task.id]
+    log = done.logs[0]  # type: ignore[index]
+    assert log.metadata == {"termination_reason": "ErrImagePull"}
+    assert message in log.system_logs[0]
+    assert " s)" not in log.system_logs[0], "no start timeout was waited"
+    await h.controller.reconcile(task.id)
+    assert (await h.full(task.id)).logs[0].system_logs == log.system_logs  # type: ignore[index]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from poiesis.adapters.kubernetes import diagnose
 from poiesis.domain.states import State
 from poiesis.domain.tes import Resources
@@ -150,3 +152,69 @@ def test_a_failed_job_gives_its_condition() -> None:
     assert verdict is not None
     assert (verdict.state, verdict.reason) == (State.SYSTEM_ERROR, "DeadlineExceeded")
     assert diagnose.job_failed({"status": {"conditions": [{"type": "Complete", "status": "True"}]}}) is None
+
+
+# The kubelet's words, as containerd 1.6 and the kubelet 1.33 write them on the real node.
+_NOT_FOUND = (
+    'rpc error: code = NotFound desc = failed to pull and unpack image "registry.test/nope:1": failed to'
+    ' resolve reference "registry.test/nope:1": registry.test/nope:1: not found'
+)
+_DENIED = (
+    'failed to pull and unpack image "registry.test/private:1": failed to resolve reference'
+    ' "registry.test/private:1": pull access denied, repository does not exist or may require'
+    " authorization: server message: insufficient_scope: authorization failed"
+)
+_UNAVAILABLE = (
+    'rpc error: code = Unknown desc = failed to pull and unpack image "registry.test/busy:1": failed to'
+    ' resolve reference "registry.test/busy:1": unexpected status from HEAD request to'
+    " http://registry.test/v2/busy/manifests/1: 503 Service Unavailable"
+)
+_REFUSED = (
+    'failed to pull and unpack image "registry.test/x:1": failed to resolve reference "registry.test/x:1":'
+    ' failed to do request: Head "http://127.0.0.1:9/v2/x/manifests/1": dial tcp 127.0.0.1:9: connect:'
+    " connection refused"
+)
+
+
+@pytest.mark.parametrize(
+    ("reason", "message", "final"),
+    [
+        pytest.param("ErrImagePull", _NOT_FOUND, True, id="not-found"),
+        pytest.param(
+            "ImagePullBackOff",
+            f'Back-off pulling image "x": ErrImagePull: {_NOT_FOUND}',
+            True,
+            id="backoff-not-found",
+        ),
+        pytest.param("ErrImagePull", _DENIED, True, id="denied"),
+        pytest.param("ErrImagePull", "failed to authorize: 401 Unauthorized", True, id="unauthorized"),
+        pytest.param(
+            "InvalidImageName", 'Failed to apply default image tag "Bad:Name"', True, id="invalid-name"
+        ),
+        pytest.param(
+            "ErrImageNeverPull", "Container image is not present with pull policy of Never", True, id="never"
+        ),
+        pytest.param(
+            "CreateContainerConfigError",
+            "container has runAsNonRoot and image will run as root (pod: x, container: executor-0)",
+            True,
+            id="root-under-restricted",
+        ),
+        pytest.param("ErrImagePull", _UNAVAILABLE, False, id="503"),
+        pytest.param("ErrImagePull", _REFUSED, False, id="connection-refused"),
+        pytest.param("ErrImagePull", "context deadline exceeded", False, id="timeout"),
+        pytest.param("ImagePullBackOff", 'Back-off pulling image "x"', False, id="backoff-without-words"),
+        pytest.param(
+            "CreateContainerConfigError", 'secret "poiesis-storage" not found', False, id="missing-secret"
+        ),
+    ],
+)
+def test_a_pull_error_that_says_the_image_cannot_exist_is_final(
+    reason: str, message: str, final: bool
+) -> None:
+    task = make_task(FakeClock())
+    found = diagnose.stuck(pod(task.id, running("trec"), waiting("executor-0", reason, message, "x:1")))
+    assert found is not None
+    assert found.final is final
+    assert message in found.line
+    assert ("restricted runs no image as root" in found.line) is ("runAsNonRoot" in message)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -63,6 +64,9 @@ def main(
     except (OSError, msgspec.ValidationError) as exc:
         print(f"poiesis filer: cannot read the task from {task_file}: {exc}", file=sys.stderr)
         return 2
+    # What is staged belongs to the Pod's fsGroup (the task volume's group) and stays writable by
+    # that group, so an executor running as another user of the Pod can still write it.
+    os.umask(0o002)
     result = asyncio.run(stage(settings, direction, task, root))
     if report:
         Path(report).parent.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,9 @@ class Stuck(msgspec.Struct, frozen=True):
 
     reason: str
     line: str
+    final: bool = False
+    """Kubernetes's words say waiting cannot help (the image does not exist, access to it was
+    denied, a root image under `restricted`): the task ends now, not after the start timeout."""
 
 
 class PodSeen(msgspec.Struct, frozen=True, kw_only=True):

@@ -216,9 +216,10 @@ class Controller:
             return None
         first = self._stuck_seen.setdefault(task.id, self._monotonic())
         wait = self.settings.start_timeout_seconds - (self._monotonic() - first)
-        if wait > 0:
+        if wait > 0 and not found.final:
             return Requeue(min(wait, self.settings.resync_seconds))
-        line = f"{found.line} (for {self.settings.start_timeout_seconds:g} s); the task's Job was removed"
+        waited = "" if found.final else f" (for {self.settings.start_timeout_seconds:g} s)"
+        line = f"{found.line}{waited}; the task's Job was removed"
         await self.objects.remove(task.id)
         await self._write(task, Verdict(State.SYSTEM_ERROR, found.reason, line))
         return None

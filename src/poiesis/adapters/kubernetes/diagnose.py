@@ -18,6 +18,8 @@ guess. In this order, the first that applies:
 | any other end, or the Pod deleted before the task finished             | SYSTEM_ERROR   |
 | an image that cannot be pulled, no node that fits, a volume claim that | SYSTEM_ERROR   |
 | never binds, for longer than the controller's start timeout            |                |
+| at once: an image the registry says does not exist or may not be       | SYSTEM_ERROR   |
+| pulled, an invalid image name, a root image under `restricted`         |                |
 
 `reason` is a short machine-readable word (the Kubernetes reason where there is one); it goes to
 the task log's `metadata` as `termination_reason`, and `line` to `system_logs`.
@@ -25,6 +27,7 @@ the task log's `metadata` as `termination_reason`, and `line` to `system_logs`.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from poiesis.adapters.kubernetes import observe
@@ -52,6 +55,26 @@ _CANNOT_START = {
 }
 
 _UNSCHEDULABLE = ("PodScheduled", "False", "Unschedulable")
+
+_NEVER_STARTS = {"InvalidImageName", "ErrImageNeverPull"}
+# What a registry (through containerd or CRI-O) answers for an image, repository or tag that does
+# not exist, or that this node may not pull: an answer, not a failure to get one. Timeouts,
+# refused connections and 5xx answers are not here: they may pass, so they wait the start timeout.
+_PULL_REFUSED = re.compile(
+    r": not found\b|code = NotFound|manifest unknown|name unknown|repository does not exist"
+    r"|pull access denied|insufficient_scope|\b401 Unauthorized|\b403 Forbidden|: denied\b",
+    re.IGNORECASE,
+)
+# The kubelet's refusal of an image whose user is root (or not numeric) under runAsNonRoot.
+_ROOT_REFUSED = re.compile(r"runAsNonRoot and image (will run as root|has non-numeric user)")
+
+
+def _final(reason: str, message: str) -> bool:
+    if reason in _NEVER_STARTS:
+        return True
+    if reason in ("ErrImagePull", "ImagePullBackOff"):
+        return bool(_PULL_REFUSED.search(message))
+    return reason == "CreateContainerConfigError" and bool(_ROOT_REFUSED.search(message))
 
 
 def _status(obj: dict[str, Any]) -> dict[str, Any]:
@@ -178,7 +201,13 @@ def stuck(pod: dict[str, Any]) -> Stuck | None:
             message = waiting.get("message") or ""
             line = f"container {status.get('name')} cannot start ({waiting['reason']})"
             line += f": image {image}" if image else ""
-            return Stuck(str(waiting["reason"]), f"{line}: {message}" if message else line)
+            if _ROOT_REFUSED.search(message):
+                line += " (executor_security = restricted runs no image as root)"
+            return Stuck(
+                str(waiting["reason"]),
+                f"{line}: {message}" if message else line,
+                final=_final(str(waiting["reason"]), message),
+            )
     for cond in _status(pod).get("conditions") or []:
         if (cond.get("type"), cond.get("status"), cond.get("reason")) == _UNSCHEDULABLE:
             message = cond.get("message") or "no node fits the task"

@@ -11,6 +11,13 @@ from typing import Any, Literal
 
 import msgspec
 
+from poiesis.adapters.kubernetes.security import (
+    DEFAULT_CAPABILITIES,
+    check_capabilities,
+    executor_context,
+    pod_context,
+    poiesis_context,
+)
 from poiesis.adapters.kubernetes.taskpod import (
     BIN_DIR,
     DONE,
@@ -71,6 +78,41 @@ class PodSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     """Run task Pods on the node's network. Only for clusters where Pods cannot otherwise reach the
     apiserver and the database (the TaskPod tests use it: their PostgreSQL listens on the test
     node's loopback); executors then share the node's network, a risk on any shared cluster."""
+    executor_security: Literal["default", "restricted"] = "default"
+    """`default`: executors run as their images' users with no privilege escalation, RuntimeDefault
+    seccomp and only `executor_capabilities` (task Pods pass the `baseline` Pod Security level).
+    `restricted`: every container non-root with no capabilities (the `restricted` level); an image
+    whose user is root is refused when its Pod starts."""
+    executor_capabilities: list[str] = msgspec.field(default_factory=lambda: list(DEFAULT_CAPABILITIES))
+    """`default` mode: the capabilities executors keep (all others are dropped)."""
+    executor_user: int | None = None
+    """The uid every executor runs as; unset, each image's own user (in `restricted` mode it must
+    be non-root)."""
+    executor_group: int | None = None
+    """The primary gid of every executor; unset, the image's."""
+    fs_group: int = 10001
+    """The group the task volume belongs to; every container of the task Pod is in it."""
+    poiesis_user: int = 10001
+    """The uid (and gid) of Poiesis's own containers: the poiesis image's user."""
+    user_namespaces: bool = False
+    """Run task Pods in user namespaces of their own (`hostUsers: false`): root in an executor is
+    not root on the node. Needs a cluster that supports them (Kubernetes 1.33 with containerd 2 or
+    CRI-O on idmapped mounts); elsewhere the Pod cannot start and the task ends SYSTEM_ERROR."""
+
+    def __post_init__(self) -> None:
+        check_capabilities(self.executor_capabilities)
+        if self.executor_security == "restricted" and self.executor_user == 0:
+            raise ValueError("executor_user: 0 is root, which executor_security = restricted forbids")
+        for name in ("executor_user", "executor_group", "fs_group", "poiesis_user"):
+            value = getattr(self, name)
+            if value is not None and not 0 <= value < 2**31:
+                raise ValueError(f"{name}: {value} is not a user or group id")
+        if self.poiesis_user == 0:
+            raise ValueError("poiesis_user: Poiesis's own containers never run as root")
+
+    @property
+    def restricted(self) -> bool:
+        return self.executor_security == "restricted"
 
 
 def sub_path(directory: str) -> str:
@@ -130,7 +172,7 @@ def _poiesis(name: str, settings: PodSettings, command: list[str], **extra: Any)
         "imagePullPolicy": settings.image_pull_policy,
         "command": command,
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
-        "securityContext": {"allowPrivilegeEscalation": False},
+        "securityContext": poiesis_context(settings.poiesis_user),
     }
     container.update(extra)
     return container
@@ -227,12 +269,23 @@ def _setup(settings: PodSettings) -> dict[str, Any]:
 
 
 def _executor(
-    task: Task, index: int, executor: Executor, resources: dict[str, Any], redirects: list[str]
+    task: Task,
+    index: int,
+    executor: Executor,
+    resources: dict[str, Any],
+    redirects: list[str],
+    settings: PodSettings,
 ) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": executor_container(index),
         "image": executor.image,
         "command": _launcher(executor, index),
+        "securityContext": executor_context(
+            restricted=settings.restricted,
+            capabilities=settings.executor_capabilities,
+            user=settings.executor_user,
+            group=settings.executor_group,
+        ),
         "volumeMounts": [
             {"name": "bin", "mountPath": BIN_DIR, "readOnly": True},
             {"name": "status", "mountPath": STATUS_DIR},
@@ -314,7 +367,7 @@ def render_pod_spec(task: Task, settings: PodSettings) -> dict[str, Any]:
     init: list[dict[str, Any]] = [_trec(task, settings), _setup(settings)]
     if task.inputs:
         init.append(_filer(STAGE_IN, "stage-in", task, settings))
-    init += [_executor(task, i, e, resources, redirects) for i, e in enumerate(task.executors)]
+    init += [_executor(task, i, e, resources, redirects, settings) for i, e in enumerate(task.executors)]
     if task.outputs:
         init.append(_filer(STAGE_OUT, "stage-out", task, settings))
     done = _done(settings)
@@ -326,6 +379,8 @@ def render_pod_spec(task: Task, settings: PodSettings) -> dict[str, Any]:
         "automountServiceAccountToken": False,
         "restartPolicy": "Never",
         "enableServiceLinks": False,
+        "securityContext": pod_context(restricted=settings.restricted, fs_group=settings.fs_group),
+        **({"hostUsers": False} if settings.user_namespaces else {}),
         "initContainers": init,
         "containers": [done],
         "volumes": _volumes(task, settings, redirects),
