@@ -94,6 +94,12 @@ def main(bin_dir: str) -> None:
     }
     node_ip = os.environ.get("POIESIS_REAL_NODE")
     if node_ip:
+        pki = (
+            Path(os.environ["KWOK_WORKDIR"])
+            / "clusters"
+            / os.environ.get("POIESIS_CLUSTER_NAME", "poiesis")
+            / "pki"
+        )
         # A real kubelet joins this cluster (scripts/real-node, inside its network namespace): kwok
         # keeps to the fake nodes, and the apiserver reaches the real one at its address (its name
         # resolves nowhere here). The apiserver also listens on the node's address and advertises
@@ -112,6 +118,10 @@ def main(bin_dir: str) -> None:
             {"key": "advertise-address", "value": node_ip},
             {"key": "bind-address", "value": "0.0.0.0", "override": True},
             {"key": "kubelet-preferred-address-types", "value": "InternalIP,Hostname"},
+            # The real kubelet authenticates every caller (anonymous off): the apiserver presents
+            # the cluster admin's certificate for logs, exec and port-forward.
+            {"key": "kubelet-client-certificate", "value": str(pki / "admin.crt")},
+            {"key": "kubelet-client-key", "value": str(pki / "admin.key")},
         ]
         config["options"]["kubeApiserverCertSANs"] = ["10.0.0.1", node_ip]
     docs = [json.dumps(config, indent=1), json.dumps(kwok, indent=1)]

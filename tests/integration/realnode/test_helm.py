@@ -17,7 +17,6 @@ import re
 import secrets
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -34,6 +33,7 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.support.cluster import binaries_dir
 from tests.support.helm import CHART, helm
+from tests.support.realnode import database_for_pods, node_ip
 from tests.support.server import add_users
 from tests.support.tasks import wait_ended
 
@@ -135,28 +135,6 @@ class Release:
 
     def wait(self, tes_client: tes.HTTPClient, task_id: str, timeout: float = 180) -> tes.Task:
         return wait_ended(tes_client, task_id, timeout, every=0.5)
-
-
-def node_ip(core: Any) -> str:
-    node = core.read_node("rn-node-0")
-    return next(a.address for a in node.status.addresses if a.type == "InternalIP")
-
-
-@contextmanager
-def database_for_pods(address: str) -> Iterator[str]:
-    """A PostgreSQL Pods reach: on the node's address too, with a password."""
-    directory = tempfile.mkdtemp(prefix="poiesis-chart-pg-")
-    password = secrets.token_urlsafe(16)
-    from tests.support.postgres import free_port
-
-    port = free_port()
-    script = str(ROOT / "scripts" / "postgres")
-    env = os.environ | {"POIESIS_PG_LISTEN": address, "POIESIS_PG_PASSWORD": password}
-    subprocess.run([script, "up", directory, str(port)], check=True, capture_output=True, env=env)
-    try:
-        yield f"postgresql://postgres:{password}@{address}:{port}/postgres"
-    finally:
-        subprocess.run([script, "down", directory], check=False, capture_output=True)
 
 
 def users_file(user: str, password: str, path: Path) -> str:
