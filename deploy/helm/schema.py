@@ -93,6 +93,47 @@ def account() -> dict[str, Any]:
     )
 
 
+def port() -> dict[str, Any]:
+    return {"type": "integer", "minimum": 1, "maximum": 65535}
+
+
+def cidr() -> dict[str, Any]:
+    return {"type": "string", "pattern": "^[0-9a-fA-F.:]+/[0-9]{1,3}$"}
+
+
+def peers() -> dict[str, Any]:
+    """NetworkPolicy peers as Kubernetes writes them; an ipBlock's CIDR is checked here, the rest
+    by the apiserver."""
+    return {
+        "type": "array",
+        "items": {
+            "type": "object",
+            "minProperties": 1,
+            "properties": {
+                "ipBlock": obj(
+                    {"cidr": cidr(), "except": {"type": "array", "items": cidr()}}, required=["cidr"]
+                ),
+                "namespaceSelector": anything("object"),
+                "podSelector": anything("object"),
+            },
+            "additionalProperties": False,
+        },
+    }
+
+
+def ports() -> dict[str, Any]:
+    return {
+        "type": "array",
+        "items": obj(
+            {
+                "port": {"type": ["integer", "string"]},
+                "endPort": port(),
+                "protocol": {"enum": ["TCP", "UDP", "SCTP"]},
+            }
+        ),
+    }
+
+
 def chart_schema() -> dict[str, Any]:
     replicas = {"type": "integer", "minimum": 0}
     return {
@@ -133,6 +174,35 @@ def chart_schema() -> dict[str, Any]:
                     }
                 ),
                 "config": {"$ref": "#/$defs/Settings"},
+                "networkPolicy": obj(
+                    {
+                        "enabled": {"type": "boolean"},
+                        "tasks": obj(
+                            {
+                                "dns": obj({"to": peers(), "ports": ports()}),
+                                "apiServer": obj(
+                                    {
+                                        "cidrs": {"type": "array", "items": cidr()},
+                                        "ports": {"type": "array", "items": port()},
+                                    }
+                                ),
+                                "database": obj({"to": peers(), "ports": ports()}),
+                                "storage": {
+                                    "type": "array",
+                                    "items": obj({"to": peers(), "ports": ports()}, required=["to"]),
+                                },
+                                "publicEgress": obj(
+                                    {
+                                        "enabled": {"type": "boolean"},
+                                        "except": {"type": "array", "items": cidr()},
+                                    }
+                                ),
+                            }
+                        ),
+                        "api": obj({"from": peers()}),
+                        "metrics": obj({"from": peers()}),
+                    }
+                ),
                 "basicUsers": obj({"existingSecret": string(), "content": string()}),
                 "metrics": obj({"annotations": {"type": "boolean"}}),
                 "api": obj(

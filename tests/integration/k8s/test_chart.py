@@ -7,6 +7,7 @@ realnode/test_helm.py."""
 from __future__ import annotations
 
 import copy
+import ipaddress
 import subprocess
 import tempfile
 import uuid
@@ -22,9 +23,14 @@ from tests.support.cluster import binaries_dir
 from tests.support.helm import CHART, helm, render
 from tests.support.kubeschema import KubeSchema
 
+# Rendered without a cluster, the chart cannot look up the apiserver's addresses: they are given.
+APISERVER = {"cidrs": ["10.0.0.5/32"], "ports": [6443]}
 MINIMAL: dict[str, Any] = {
     "database": {"url": "postgresql://poiesis:secret@db.example.org:5432/poiesis"},
     "config": {"allow_anonymous": True},
+    "networkPolicy": {
+        "tasks": {"apiServer": APISERVER, "database": {"to": [{"ipBlock": {"cidr": "10.1.2.3/32"}}]}}
+    },
 }
 PRODUCTION: dict[str, Any] = {
     "image": {"tag": "0.1.0", "pullPolicy": "Always"},
@@ -73,9 +79,34 @@ PRODUCTION: dict[str, Any] = {
     },
     "tctl": {"replicas": 3, "nodeSelector": {"pool": "system"}},
     "tests": {"authSecret": "tes-test-credentials"},
+    "networkPolicy": {
+        "tasks": {
+            "apiServer": APISERVER,
+            # A CloudNativePG cluster in its own namespace.
+            "database": {
+                "to": [
+                    {
+                        "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "databases"}},
+                        "podSelector": {"matchLabels": {"cnpg.io/cluster": "tes-db"}},
+                    }
+                ]
+            },
+            "storage": [
+                {"to": [{"ipBlock": {"cidr": "10.20.0.0/16"}}], "ports": [{"port": 9000, "protocol": "TCP"}]}
+            ],
+            "publicEgress": {"enabled": True, "except": ["203.0.113.0/24", "2001:db8::/32"]},
+        },
+        "api": {
+            "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}]
+        },
+        "metrics": {
+            "from": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}]
+        },
+    },
 }
 TRY_OUT: dict[str, Any] = {
     "postgresql": {"enabled": True},
+    "networkPolicy": {"tasks": {"apiServer": APISERVER}},
     "config": {"allow_anonymous": True, "kubernetes": {"task_volume": "empty-dir"}},
 }
 SETS = {"minimal": MINIMAL, "production": PRODUCTION, "try-out": TRY_OUT}
@@ -115,6 +146,8 @@ def test_lint_is_clean(name: str) -> None:
         ({"imag": {"tag": "1"}}, "'imag' not allowed"),
         ({"database": {"url": "mysql://db/x"}}, "/database/url"),
         ({"api": {"ingress": {"enabled": True, "hosts": [{"host": "x"}]}}}, "paths"),
+        ({"networkPolicy": {"tasks": {"storage": [{"to": [{"ipBlock": {"cidr": "10.0.0.0"}}]}]}}}, "cidr"),
+        ({"networkPolicy": {"api": {"from": [{"ipBlok": {"cidr": "10.0.0.0/8"}}]}}}, "ipBlok"),
     ],
 )
 def test_the_schema_refuses_a_bad_values_file_naming_the_key(values: dict[str, Any], named: str) -> None:
@@ -130,10 +163,21 @@ def test_the_schema_refuses_a_bad_values_file_naming_the_key(values: dict[str, A
 @pytest.mark.parametrize(
     ("values", "says"),
     [
-        ({"database": MINIMAL["database"]}, "allow_anonymous"),
-        ({"config": {"allow_anonymous": True}}, "no database"),
+        ({"database": MINIMAL["database"], "networkPolicy": MINIMAL["networkPolicy"]}, "allow_anonymous"),
+        ({"config": {"allow_anonymous": True}, "networkPolicy": MINIMAL["networkPolicy"]}, "no database"),
         ({**MINIMAL, "config": {"auth": ["basic"]}}, "basicUsers"),
         ({**MINIMAL, "postgresql": {"enabled": True}}, "exclusive"),
+        (
+            {**MINIMAL, "networkPolicy": {"tasks": {"apiServer": APISERVER}}},
+            "networkPolicy.tasks.database.to",
+        ),
+        (
+            {
+                **MINIMAL,
+                "networkPolicy": {"tasks": {"database": MINIMAL["networkPolicy"]["tasks"]["database"]}},
+            },
+            "networkPolicy.tasks.apiServer.cidrs",
+        ),
     ],
 )
 def test_the_chart_refuses_an_unsafe_or_incomplete_release(values: dict[str, Any], says: str) -> None:
@@ -306,3 +350,88 @@ def test_pods_carry_scrape_annotations_while_metrics_are_on() -> None:
     off = {**MINIMAL, "config": {**MINIMAL["config"], "metrics": False}}
     for deployment in by_kind(render(off), "Deployment"):
         assert "prometheus.io/scrape" not in deployment["spec"]["template"]["metadata"]["annotations"]
+
+
+def policies(values: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {o["metadata"]["name"]: o for o in by_kind(render(values), "NetworkPolicy")}
+
+
+def test_task_pods_accept_nothing_and_reach_only_the_recorders_needs_and_the_listed_storage() -> None:
+    made = policies(MINIMAL)
+    assert set(made) == {"rel-poiesis-tasks", "rel-poiesis-api", "rel-poiesis-tctl"}
+    tasks = made["rel-poiesis-tasks"]
+    assert tasks["spec"]["podSelector"] == {
+        "matchExpressions": [{"key": "poiesis.io/task", "operator": "Exists"}]
+    }
+    assert tasks["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert tasks["spec"]["ingress"] == []
+    dns, apiserver, database = tasks["spec"]["egress"]
+    assert {p["port"] for p in dns["ports"]} == {53}
+    assert apiserver == {
+        "to": [{"ipBlock": {"cidr": "10.0.0.5/32"}}],
+        "ports": [{"port": 6443, "protocol": "TCP"}],
+    }
+    assert database == {
+        "to": [{"ipBlock": {"cidr": "10.1.2.3/32"}}],
+        "ports": [{"port": 5432, "protocol": "TCP"}],
+    }
+    # The API takes anyone on its port only; tctl takes nobody.
+    assert made["rel-poiesis-api"]["spec"]["ingress"] == [{"ports": [{"port": "http", "protocol": "TCP"}]}]
+    assert made["rel-poiesis-tctl"]["spec"]["ingress"] == []
+    assert not policies({**MINIMAL, "networkPolicy": {"enabled": False}})
+
+
+def test_public_egress_leaves_out_private_link_local_and_what_the_operator_excepts() -> None:
+    tasks = policies(PRODUCTION)["rel-poiesis-tasks"]
+    assert tasks["metadata"]["namespace"] == "tes-tasks"
+    *_, storage, public = tasks["spec"]["egress"]
+    assert storage == PRODUCTION["networkPolicy"]["tasks"]["storage"][0]
+    v4, v6 = (peer["ipBlock"] for peer in public["to"])
+    assert "ports" not in public
+    assert v4["cidr"] == "0.0.0.0/0"
+    assert v6["cidr"] == "::/0"
+    for cidr in (
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "169.254.0.0/16",
+        "100.64.0.0/10",
+        "203.0.113.0/24",
+    ):
+        assert cidr in v4["except"], cidr
+    for cidr in ("fe80::/10", "fc00::/7", "2001:db8::/32"):
+        assert cidr in v6["except"], cidr
+    # Every address the metadata services of the major clouds answer on is excepted.
+    for address in ("169.254.169.254", "fd00:ec2::254", "100.100.100.200"):
+        ip = ipaddress.ip_address(address)
+        block = v4 if ip.version == 4 else v6
+        assert any(ip in ipaddress.ip_network(c) for c in block["except"]), address
+    api = policies(PRODUCTION)["rel-poiesis-api"]["spec"]["ingress"][0]["from"]
+    assert api[0] == PRODUCTION["networkPolicy"]["api"]["from"][0]
+    assert api[1]["podSelector"]["matchLabels"]["app.kubernetes.io/component"] == "test"
+    tctl = policies(PRODUCTION)["rel-poiesis-tctl"]["spec"]["ingress"]
+    assert tctl == [
+        {
+            "ports": [{"port": "metrics", "protocol": "TCP"}],
+            "from": PRODUCTION["networkPolicy"]["metrics"]["from"],
+        }
+    ]
+
+
+def test_the_in_chart_postgresql_takes_poiesis_pods_and_task_pods_only() -> None:
+    made = policies({**TRY_OUT, "tasks": {"namespace": "tes-tasks"}})
+    database = made["rel-poiesis-postgresql"]["spec"]
+    (rule,) = database["ingress"]
+    components = [
+        p["podSelector"].get("matchLabels", {}).get("app.kubernetes.io/component") for p in rule["from"]
+    ]
+    assert components == ["api", "tctl", "migrate", None]
+    assert rule["from"][3]["namespaceSelector"] == {
+        "matchLabels": {"kubernetes.io/metadata.name": "tes-tasks"}
+    }
+    egress = made["rel-poiesis-tasks"]["spec"]["egress"]
+    assert any(
+        peer.get("podSelector", {}).get("matchLabels", {}).get("app.kubernetes.io/component") == "postgresql"
+        for rule in egress
+        for peer in rule["to"]
+    )

@@ -1,9 +1,10 @@
 """The Helm chart installed on the real node, as an operator would: `helm install` with the image
 built here, the migrate hook, the API and both tctl replicas as real containers under the
 `restricted` Pod Security level, basic authentication, a task through a port-forward run to
-COMPLETE on the node and recorded by its own `trec`, each ServiceAccount's rights asked of the real
-authorizer, the tctl leader's Pod deleted while tasks run, `helm upgrade`, `helm test`, and
-`helm uninstall` leaving nothing of the release behind.
+COMPLETE on the node and recorded by its own `trec`, the chart's NetworkPolicies enforced by the
+node's kube-router (what an executor can and cannot connect to, beside a Pod they do not cover),
+each ServiceAccount's rights asked of the real authorizer, the tctl leader's Pod deleted while tasks
+run, `helm upgrade`, `helm test`, and `helm uninstall` leaving nothing of the release behind.
 
 The tests run in order on one release (module scope); each prints its timings.
 """
@@ -11,12 +12,14 @@ The tests run in order on one release (module scope); each prints its timings.
 from __future__ import annotations
 
 import base64
+import http.server
 import json
 import os
 import re
 import secrets
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -42,6 +45,7 @@ ROOT = Path(__file__).resolve().parents[3]
 RELEASE = "rel"
 FULLNAME = "rel-poiesis"
 BUSYBOX = "poiesis.test/busybox:1"
+PYTHON = "poiesis.test/debian-python:bookworm"
 REAL = {"type": "real"}
 SMALL = {"requests": {"cpu": "50m", "memory": "96Mi"}, "limits": {"memory": "768Mi"}}
 KINDS = [
@@ -60,7 +64,11 @@ KINDS = [
     ("rbac.authorization.k8s.io/v1", "rolebindings"),
     ("coordination.k8s.io/v1", "leases"),
     ("networking.k8s.io/v1", "ingresses"),
+    ("networking.k8s.io/v1", "networkpolicies"),
 ]
+# Addresses the tests put on the node namespace's loopback: a cloud's metadata server, and storage.
+METADATA = "169.254.169.254"
+STORAGE = "10.244.78.10"
 
 
 @dataclass
@@ -71,6 +79,7 @@ class Release:
     tasks: str
     values: dict[str, Any]
     user: tuple[str, str]
+    stand_ins: dict[str, int]
     timings: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -137,6 +146,40 @@ class Release:
         return wait_ended(tes_client, task_id, timeout, every=0.5)
 
 
+class Answer(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = f"{self.server.server_address[0]}:{self.server.server_address[1]}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@contextmanager
+def stand_ins() -> Iterator[dict[str, int]]:
+    """HTTP servers on addresses of the node's namespace: the metadata address on port 80, and two
+    ports of a storage host (the release lets task Pods reach the first only)."""
+    for address in (METADATA, STORAGE):
+        subprocess.run(["ip", "addr", "add", f"{address}/32", "dev", "lo"], check=True)
+    servers = [
+        http.server.ThreadingHTTPServer(bound, Answer)
+        for bound in ((METADATA, 80), (STORAGE, 0), (STORAGE, 0))
+    ]
+    for server in servers:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield {"storage": servers[1].server_address[1], "storage_unlisted": servers[2].server_address[1]}
+    finally:
+        for server in servers:
+            server.shutdown()
+            server.server_close()
+        for address in (METADATA, STORAGE):
+            subprocess.run(["ip", "addr", "del", f"{address}/32", "dev", "lo"], check=False)
+
+
 def users_file(user: str, password: str, path: Path) -> str:
     return add_users(path, {user: password}).read_text()
 
@@ -160,11 +203,27 @@ def release(
     core.create_namespaced_secret(
         ns, {"metadata": {"name": "helm-test-credentials"}, "stringData": {"authorization": f"Basic {token}"}}
     )
-    with database_for_pods(node_ip(core)) as url:
+    address = node_ip(core)
+    with database_for_pods(address) as url, stand_ins() as ports:
         values = {
             "image": {"repository": "poiesis.test/poiesis", "tag": "dev", "pullPolicy": "Never"},
             "database": {"url": url},
             "tasks": {"namespace": tasks},
+            # The apiserver's address is looked up at install; the database and storage are named.
+            "networkPolicy": {
+                "tasks": {
+                    "database": {
+                        "to": [{"ipBlock": {"cidr": f"{address}/32"}}],
+                        "ports": [{"port": int(url.rsplit(":", 1)[1].split("/")[0]), "protocol": "TCP"}],
+                    },
+                    "storage": [
+                        {
+                            "to": [{"ipBlock": {"cidr": f"{STORAGE}/32"}}],
+                            "ports": [{"port": ports["storage"], "protocol": "TCP"}],
+                        }
+                    ],
+                }
+            },
             "config": {
                 "auth": ["basic"],
                 "service_name": "Poiesis on the real node",
@@ -187,7 +246,7 @@ def release(
             "migrate": {"nodeSelector": REAL},
             "tests": {"executorImage": BUSYBOX, "nodeSelector": REAL, "authSecret": "helm-test-credentials"},
         }
-        r = Release(real_api, real_kubeconfig, ns, tasks, values, user)
+        r = Release(real_api, real_kubeconfig, ns, tasks, values, user, ports)
         try:
             yield r
         finally:
@@ -295,6 +354,143 @@ def test_a_task_through_a_port_forward_completes_on_the_real_node_recorded_by_it
     assert shown.returncode == 0, shown.stderr
     assert json.loads(shown.stdout)["state"] == "COMPLETE"
     print(f"[helm] task POST -> COMPLETE through the port-forward {release.timings['task']:.1f} s")
+
+
+# Connects to each target ("host:port"), printing one JSON line: "connected", or why not. The
+# database is asked to start a session without a password, and answers what it requires.
+CONNECT = r"""
+import errno, json, os, socket, struct
+out = {}
+for name, target in json.loads(os.environ["TARGETS"]).items():
+    host, port = target.rsplit(":", 1)
+    try:
+        with socket.create_connection((host, int(port)), timeout=4) as s:
+            out[name] = "connected"
+            if name == "database":
+                s.settimeout(4)
+                body = struct.pack("!i", 196608) + b"user\0postgres\0database\0postgres\0\0"
+                s.sendall(struct.pack("!i", len(body) + 4) + body)
+                kind, _, code = struct.unpack("!cii", s.recv(9))
+                out[name] = f"authentication {code}" if kind == b"R" else kind.decode()
+    except TimeoutError:
+        out[name] = "timeout"
+    except OSError as e:
+        out[name] = errno.errorcode.get(e.errno, str(e))
+print(json.dumps(out))
+"""
+
+
+def restricted_pod(name: str, command: list[str], env: dict[str, str] | None = None) -> dict[str, Any]:
+    """A Pod of the release's namespace (which enforces `restricted`) that no policy selects."""
+    return {
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {
+            "restartPolicy": "Never",
+            "nodeSelector": REAL,
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 10001,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [
+                {
+                    "name": "main",
+                    "image": "poiesis.test/poiesis:dev",
+                    "imagePullPolicy": "Never",
+                    "command": command,
+                    "env": [{"name": k, "value": v} for k, v in (env or {}).items()],
+                    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                }
+            ],
+        },
+    }
+
+
+def wait_pod(release: Release, namespace: str, name: str, phases: set[str], timeout: float = 120) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pod = release.core.read_namespaced_pod(name, namespace)
+        if pod.status.phase in phases and pod.status.pod_ip:
+            return pod
+        time.sleep(0.5)
+    raise AssertionError(f"pod {namespace}/{name} never {phases}: {pod.status}")
+
+
+def test_a_task_pod_reaches_only_what_the_chart_lets_it_and_a_pod_outside_the_policy_reaches_more(
+    release: Release,
+) -> None:
+    """From an executor: the API (Service and Pods), tctl, another task's Pod, another Pod, the
+    kubelet, the metadata address and an unlisted storage port are refused; the apiserver, the
+    database (which asks for a password the executor lacks) and the listed storage port are
+    reached, and trec records the task. A Pod no policy selects, probing the same targets from the
+    release's namespace, reaches what the task Pod's egress policy alone kept from it."""
+    core, ns = release.core, release.namespace
+    listener = f"listener-{uuid.uuid4().hex[:6]}"
+    core.create_namespaced_pod(ns, restricted_pod(listener, ["python3", "-m", "http.server", "8080"]))
+    apiserver = client.DiscoveryV1Api(release.api).read_namespaced_endpoint_slice("kubernetes", "default")
+    database = release.values["networkPolicy"]["tasks"]["database"]
+    address = database["to"][0]["ipBlock"]["cidr"].split("/")[0]
+    with release.tes() as tes_client:
+        other = tes_client.create_task(
+            tes.Task(executors=[tes.Executor(image=PYTHON, command=["python3", "-m", "http.server", "8080"])])
+        )
+        deadline = time.monotonic() + 120
+        while tes_client.get_task(other).state != "RUNNING" and time.monotonic() < deadline:
+            time.sleep(0.5)
+        (other_pod,) = core.list_namespaced_pod(
+            release.tasks, label_selector=f"poiesis.io/task={other}"
+        ).items
+        targets = {
+            "api_service": f"{core.read_namespaced_service(FULLNAME, ns).spec.cluster_ip}:80",
+            "api_pod": f"{release.pods('api')[0].status.pod_ip}:8000",
+            "tctl_pod": f"{release.pods('tctl')[0].status.pod_ip}:8000",
+            "other_task": f"{other_pod.status.pod_ip}:8080",
+            "other_pod": f"{wait_pod(release, ns, listener, {'Running'}).status.pod_ip}:8080",
+            "kubelet": f"{address}:10350",
+            "metadata": f"{METADATA}:80",
+            "storage_unlisted": f"{STORAGE}:{release.stand_ins['storage_unlisted']}",
+            "storage": f"{STORAGE}:{release.stand_ins['storage']}",
+            "apiserver": f"{apiserver.endpoints[0].addresses[0]}:{apiserver.ports[0].port}",
+            "database": f"{address}:{database['ports'][0]['port']}",
+        }
+        env = {"TARGETS": json.dumps(targets)}
+        probe = tes_client.create_task(
+            tes.Task(executors=[tes.Executor(image=PYTHON, command=["python3", "-c", CONNECT], env=env)])
+        )
+        task = release.wait(tes_client, probe)
+        outside = f"prober-{uuid.uuid4().hex[:6]}"
+        core.create_namespaced_pod(ns, restricted_pod(outside, ["python3", "-c", CONNECT], env))
+        wait_pod(release, ns, outside, {"Succeeded", "Failed"})
+        tes_client.cancel_task(other)
+        assert release.wait(tes_client, other).state == "CANCELED"
+    core.delete_namespaced_pod(listener, ns, grace_period_seconds=0)
+    unpoliced = json.loads(core.read_namespaced_pod_log(outside, ns).strip().splitlines()[-1])
+    core.delete_namespaced_pod(outside, ns)
+    assert task.state == "COMPLETE", task
+    seen = json.loads(task.logs[0].logs[0].stdout.strip().splitlines()[-1])
+    print(f"[helm] from an executor: {seen}\n[helm] from a Pod no policy selects: {unpoliced}")
+    # The apiserver's rule is the install's lookup of the `kubernetes` EndpointSlice.
+    policy = client.NetworkingV1Api(release.api).read_namespaced_network_policy(
+        f"{FULLNAME}-tasks", release.tasks
+    )
+    assert [(p.ip_block.cidr, r.ports[0].port) for r in policy.spec.egress[1:2] for p in r.to] == [
+        (f"{apiserver.endpoints[0].addresses[0]}/32", apiserver.ports[0].port)
+    ]
+    reached = {"storage", "apiserver", "database"}
+    refused = set(targets) - reached
+    assert {
+        k for k, v in seen.items() if v != "connected" and not v.startswith("authentication")
+    } == refused, seen
+    assert {seen[k] for k in refused} == {"ECONNREFUSED"}, "refused at once by the policy, not timed out"
+    # SASL (10) or MD5 (5): the database wants a password, which only trec holds.
+    assert seen["database"] in {"authentication 10", "authentication 5"}, seen
+    # Without the task Pods' egress policy the same probes get through, except to what an ingress
+    # policy guards: tctl, and task Pods.
+    assert {k for k, v in unpoliced.items() if v == "ECONNREFUSED"} == {"tctl_pod", "other_task"}, unpoliced
+    assert unpoliced["api_service"] == unpoliced["metadata"] == unpoliced["kubelet"] == "connected"
+    (pod,) = core.list_namespaced_pod(release.tasks, label_selector=f"poiesis.io/task={probe}").items
+    trec = core.read_namespaced_pod_log(pod.metadata.name, release.tasks, container="trec")
+    assert f"recording task {probe}" in trec
 
 
 def test_an_unauthenticated_caller_is_refused(release: Release) -> None:

@@ -210,3 +210,25 @@ prometheus.io/port: {{ .Values.api.port | quote }}
 prometheus.io/path: /metrics
 {{- end }}
 {{- end -}}
+
+{{/* Where task Pods reach the apiserver: the values, else the addresses and ports of the
+`kubernetes` Service's EndpointSlice (what a Pod's connection to the Service is sent to). */}}
+{{- define "poiesis.apiServerEndpoints" -}}
+{{- $given := .Values.networkPolicy.tasks.apiServer -}}
+{{- $cidrs := $given.cidrs -}}
+{{- $ports := $given.ports -}}
+{{- if not $cidrs -}}
+{{- $slice := lookup "discovery.k8s.io/v1" "EndpointSlice" "default" "kubernetes" -}}
+{{- range ($slice.endpoints | default list) -}}
+{{- range .addresses -}}
+{{- $cidrs = append $cidrs (printf "%s/%s" . (ternary "128" "32" (contains ":" .))) -}}
+{{- end -}}
+{{- end -}}
+{{- if not $ports -}}
+{{- range ($slice.ports | default list) -}}
+{{- $ports = append $ports .port -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml (dict "cidrs" $cidrs "ports" ($ports | default (list 443 6443))) -}}
+{{- end -}}
