@@ -10,6 +10,7 @@ from poiesis.domain.lifecycle import (
     ExecutorExited,
     ExecutorStarted,
     Finish,
+    LimitExceeded,
     OutputsUploaded,
     Preempted,
     Progress,
@@ -84,6 +85,14 @@ def test_ignore_error_goes_on_keeps_the_real_code_and_ends_in_executor_error() -
         ),
         pytest.param([ExecutorStarted(0, AT), Preempted("node reclaimed")], State.PREEMPTED, id="preempted"),
         pytest.param(
+            [ExecutorStarted(0, AT), LimitExceeded("over disk_gb"), ExecutorExited(0, 0, AT)],
+            State.EXECUTOR_ERROR,
+            id="a limit found as an executor ended, whatever its exit code",
+        ),
+        pytest.param(
+            [StagingStarted(), LimitExceeded("over disk_gb")], State.INITIALIZING, id="only while running"
+        ),
+        pytest.param(
             [ExecutorStarted(0, AT), CancelRequested(), ResourcesGone()], State.CANCELED, id="canceled"
         ),
         pytest.param([ResourcesGone()], State.QUEUED, id="gone without cancel means nothing"),
@@ -101,6 +110,7 @@ events = st.one_of(
     st.just(OutputsUploaded()),
     st.builds(SystemFailure, reason=st.just("boom")),
     st.builds(Preempted, reason=st.just("spot")),
+    st.builds(LimitExceeded, reason=st.just("disk")),
     st.just(CancelRequested()),
     st.just(ResourcesGone()),
 )

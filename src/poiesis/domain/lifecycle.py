@@ -43,6 +43,12 @@ class Preempted(msgspec.Struct, frozen=True, tag=True):
     reason: str
 
 
+class LimitExceeded(msgspec.Struct, frozen=True, tag=True):
+    """A running task went over a limit of its own resources (its disk_gb): the executors' doing."""
+
+    reason: str
+
+
 class CancelRequested(msgspec.Struct, frozen=True, tag=True):
     pass
 
@@ -58,6 +64,7 @@ Event = (
     | OutputsUploaded
     | SystemFailure
     | Preempted
+    | LimitExceeded
     | CancelRequested
     | ResourcesGone
 )
@@ -159,6 +166,11 @@ def apply(executors: list[Executor], has_outputs: bool, progress: Progress, even
             moved = _move(progress, State.PREEMPTED)
             if moved is progress:
                 return progress
+            return replace(moved, system_logs=(*progress.system_logs, reason))
+        case LimitExceeded(reason=reason):
+            if progress.state is not State.RUNNING:
+                return progress
+            moved = _move(progress, State.EXECUTOR_ERROR)
             return replace(moved, system_logs=(*progress.system_logs, reason))
         case CancelRequested():
             return _move(progress, State.CANCELING)

@@ -45,11 +45,13 @@ def host() -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp("hostile")
+    (tmp / "shared").mkdir(mode=0o777)
     with sandbox_workspaces() as workspaces:
         env = {
             "POIESIS_BACKEND": "local",
             "POIESIS_LOCAL_RUNTIME": "bwrap",
             "POIESIS_LOCAL_WORKSPACES": str(workspaces),
+            "POIESIS_FILE_ROOTS": str(tmp / "shared"),
         }
         with running_server("serve", f"sqlite:///{tmp / 'tes.db'}", tmp, env) as s:
             yield s
@@ -270,6 +272,29 @@ def test_filling_the_volume_past_disk_gb_is_stopped_and_named(client: tes.HTTPCl
     assert "filled" not in (logs(task)[0].stdout or "")
     assert task.logs[0].metadata["termination_reason"] == "DiskLimitExceeded"
     assert any("disk_gb" in line for line in task.logs[0].system_logs)
+
+
+def test_a_volume_filled_faster_than_a_poll_is_caught_as_the_executor_ends(
+    client: tes.HTTPClient, server: Server
+) -> None:
+    """One write of 200 MB against disk_gb = 0.05, done before the 2 s poll looks: the executor's
+    own exit code is kept, the next executor never runs and the output is never uploaded."""
+    out = server.log.parent / "shared"
+    task = run(
+        client,
+        sh("head -c 200000000 /dev/zero > /data/x/big; echo wrote"),
+        sh("echo second > /data/x/result"),
+        volumes=["/data/x"],
+        outputs=[tes.Output(path="/data/x/big", url=f"file://{out}/big", type="FILE")],
+        resources=tes.Resources(disk_gb=0.05),
+    )
+    assert task.state == "EXECUTOR_ERROR", task
+    assert len(logs(task)) == 1, "the second executor did not run"
+    assert logs(task)[0].exit_code == 0
+    assert "wrote" in logs(task)[0].stdout
+    assert task.logs[0].metadata["termination_reason"] == "DiskLimitExceeded"
+    assert any("over disk_gb = 0.05" in line and "when it ended" in line for line in task.logs[0].system_logs)
+    assert not (out / "big").exists()
 
 
 @pytest.mark.skipif(not CGROUPS, reason="needs root and cgroup v1 hierarchies (memory, pids, cpu)")

@@ -14,7 +14,8 @@ this machine, recording every step through the TaskStore as it happens:
   it; a bounded tail of each stream goes to the executor log;
 - the volume belongs to the sandbox's unprivileged user once the inputs are staged;
 - each executor runs in its own cgroup where the host allows (`limits`), and the volume is watched
-  against `disk_gb`; a limit gone over is named in `system_logs` and `termination_reason`;
+  against `disk_gb` while it runs and counted again as it ends; a limit gone over is named in
+  `system_logs` and `termination_reason`;
 - cancel stops the running executor's process tree, removes the workspace, then reports CANCELED;
 - a task's store writes wait out an unavailable store; a reconciler (at start, every
   `reconcile_seconds` and after a failed write) ends every task nothing here runs: QUEUED ones run,
@@ -327,16 +328,21 @@ class LocalCluster:
             launch = await asyncio.to_thread(self._prepare, task, index, workspace.root, mounts)
         except OSError as exc:
             # What a shell does with a redirection it cannot open: the executor fails, nothing runs.
-            outcome = Outcome(1, "", f"poiesis: {exc}\n")
+            outcome, stopped = Outcome(1, "", f"poiesis: {exc}\n"), None
         else:
             launch.cpu_cores = resources.cpu_cores if resources else None
             launch.ram_bytes = int(resources.ram_gb * 1e9) if resources and resources.ram_gb else None
-            outcome = await self._limited(task, index, launch, workspace.root)
+            outcome, stopped = await self._limited(task, index, launch, workspace.root)
         outcome_code, out, err = outcome.exit_code, outcome.stdout_tail, outcome.stderr_tail
         ended = self._now()
         await self._patient.record_executor(
             task.id, index, end_time=ended, exit_code=outcome_code, stdout=out, stderr=err
         )
+        if stopped:
+            # It ended within a poll but over the limit: nothing more runs, nothing is uploaded.
+            progress = lifecycle.apply(
+                task.executors, bool(task.outputs), progress, lifecycle.LimitExceeded(stopped)
+            )
         return lifecycle.apply(
             task.executors,
             bool(task.outputs),
@@ -344,9 +350,10 @@ class LocalCluster:
             lifecycle.ExecutorExited(index, outcome_code, rfc3339(ended)),
         )
 
-    async def _limited(self, task: Task, index: int, launch: Launch, root: str) -> Outcome:
+    async def _limited(self, task: Task, index: int, launch: Launch, root: str) -> tuple[Outcome, str | None]:
         """Run the executor within its cgroup and the volume's disk_gb; a limit it went over is a
-        system_logs line and the task log's termination_reason."""
+        system_logs line and the task log's termination_reason. The second value: why the task
+        stops though the executor ended by itself (over disk_gb when it ended)."""
         cgroup = None
         if self._limits is not None:
             cgroup = await asyncio.to_thread(
@@ -371,6 +378,10 @@ class LocalCluster:
                 if not over_disk:
                     raise
                 outcome = Outcome(137, "", "")
+            # What it wrote faster than a poll is counted as it ends, before the next executor
+            # runs and before outputs are uploaded.
+            used = await asyncio.to_thread(_usage, root) if disk_gb and not over_disk else 0
+            written_past = bool(disk_gb) and used > (disk_gb or 0) * 1e9
         except asyncio.CancelledError:
             run.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -380,10 +391,17 @@ class LocalCluster:
             breach = cgroup.breach() if cgroup is not None else None
             if cgroup is not None:
                 await asyncio.shield(asyncio.to_thread(cgroup.remove))
-        reason, line = None, None
+        reason, line, stopped = None, None, None
         if over_disk:
             reason = "DiskLimitExceeded"
             line = f"executor {index} was stopped: the task volume went over disk_gb = {disk_gb:g}"
+        elif written_past:
+            reason = "DiskLimitExceeded"
+            line = (
+                f"executor {index} left the task volume over disk_gb = {disk_gb:g} ({used / 1e9:.3g} GB "
+                "when it ended): the task stops here"
+            )
+            stopped = line
         elif breach is not None and breach.oom_kills:
             reason = "OOMKilled"
             line = (
@@ -396,7 +414,7 @@ class LocalCluster:
             await self._patient.append_system_log(task.id, line)
         if reason is not None:
             await self._patient.set_metadata(task.id, {"termination_reason": reason})
-        return outcome
+        return outcome, stopped
 
     def _prepare(self, task: Task, index: int, root: str, mounts: dict[str, str]) -> Launch:
         """The executor's launch, its directories checked and its redirections opened beneath the
