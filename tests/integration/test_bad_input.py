@@ -73,6 +73,15 @@ def dumps(body: object) -> bytes:
             "executors[0].env",
             id="too many env",
         ),
+        pytest.param(dumps(task(volumes=["/proc"])), "volumes[0]", id="volume hiding /proc"),
+        pytest.param(
+            dumps(task(inputs=[{"path": "/sys/fs/x", "content": "x"}])), "inputs[0].path", id="input in /sys"
+        ),
+        pytest.param(
+            dumps(task(inputs=[{"path": "/d/a", "content": "f"}, {"path": "/d/a/b", "content": "x"}])),
+            "inputs[1].path",
+            id="input inside a FILE input",
+        ),
     ],
 )
 def test_refused_at_the_door_with_the_field(server: Server, body: bytes, field: str) -> None:

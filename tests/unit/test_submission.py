@@ -132,6 +132,56 @@ FILER_RULES = Rules(url_schemes=SCHEMES)
             "resources.backend_parameters.VmSize",
             id="strict unsupported parameter",
         ),
+        pytest.param(
+            {"executors": [EXECUTOR], "inputs": [{"path": "/proc/self", "content": "x"}]},
+            "inputs[0].path",
+            id="input in /proc",
+        ),
+        pytest.param({"executors": [EXECUTOR], "volumes": ["/sys"]}, "volumes[0]", id="volume at /sys"),
+        pytest.param(
+            {"executors": [EXECUTOR], "outputs": [{"path": "/dev/shm/out", "url": "s3://b/o"}]},
+            "outputs[0].path",
+            id="output in /dev",
+        ),
+        pytest.param(
+            {
+                "executors": [EXECUTOR],
+                "inputs": [
+                    {"path": "/d/a", "content": "file"},
+                    {"path": "/d/a/b", "content": "inside the file"},
+                ],
+            },
+            "inputs[1].path",
+            id="input inside a FILE input",
+        ),
+        pytest.param(
+            {
+                "executors": [EXECUTOR],
+                "inputs": [{"path": "/d/a/b", "content": "x"}, {"path": "/d/a", "content": "file"}],
+            },
+            "inputs[0].path",
+            id="input inside a FILE input given after it",
+        ),
+        pytest.param(
+            {
+                "executors": [EXECUTOR],
+                "inputs": [{"path": "/d/a", "content": "file"}],
+                "volumes": ["/d/a/scratch"],
+            },
+            "volumes[0]",
+            id="volume inside a FILE input",
+        ),
+        pytest.param(
+            {
+                "executors": [EXECUTOR],
+                "outputs": [
+                    {"path": "/d/report", "url": "s3://b/r"},
+                    {"path": "/d/report/x", "url": "s3://b/x"},
+                ],
+            },
+            "outputs[1].path",
+            id="output inside a FILE output",
+        ),
     ],
 )
 def test_invalid_submissions_name_the_field(body: dict[str, Any], field: str) -> None:
@@ -208,3 +258,21 @@ def test_strict_task_with_only_supported_parameters_is_accepted() -> None:
         Rules(backend_parameters=frozenset({"queue"})),
     )
     assert accepted.warnings == []
+
+
+def test_paths_beside_the_kernels_directories_and_a_file_given_and_collected_are_accepted() -> None:
+    accepted = submit(
+        {
+            "executors": [EXECUTOR],
+            "inputs": [
+                {"path": "/procedures/a", "content": "x"},
+                {"path": "/data/devices", "content": "x"},
+                {"path": "/d/a", "content": "file"},
+                {"path": "/d/ab", "content": "a sibling, not inside"},
+            ],
+            # The input file collected again after the executors changed it.
+            "outputs": [{"path": "/d/a", "url": "s3://b/a"}, {"path": "/system/out", "url": "s3://b/o"}],
+            "volumes": ["/device-scratch"],
+        }
+    )
+    assert len(accepted.task.inputs) == 4

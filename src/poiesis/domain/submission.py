@@ -104,13 +104,47 @@ def _at_most(field: str, items: Iterable[object] | None, limit: int) -> None:
         raise InvalidTask(field, f"at most {limit} are allowed, got {count}")
 
 
+# What the kernel and the runtime give every container: a task's data there would hide them.
+_KERNEL_DIRS = ("/proc", "/sys", "/dev")
+
+
+def _within(path: str, directory: str) -> bool:
+    return path == directory or path.startswith(directory + "/")
+
+
 def _data_path(field: str, path: str, kind: FileType) -> str:
-    """An absolute path whose directory can hold the task volume: never '/' itself."""
+    """An absolute path whose directory can hold the task volume: never '/' itself, nor inside the
+    directories the kernel provides."""
     _absolute(field, path)
     if covering_dir(path, kind) == "/":
         what = "a directory" if kind is FileType.DIRECTORY else "a file's directory"
         raise InvalidTask(field, f"{path!r} would make '/' {what}; use a path inside a directory")
+    for directory in _KERNEL_DIRS:
+        if _within(path, directory):
+            raise InvalidTask(
+                field,
+                f"{path!r} is inside {directory}, which each executor gets from the kernel; "
+                "use a path elsewhere",
+            )
     return path
+
+
+def _nothing_inside_files(task: Task) -> None:
+    """No input, output or volume lies inside a path that an input or output makes a FILE: staging
+    or running it would need that file to be a directory."""
+    files = [(f"inputs[{i}]", x.path) for i, x in enumerate(task.inputs or []) if x.type is FileType.FILE]
+    files += [
+        (f"outputs[{i}]", x.path)
+        for i, x in enumerate(task.outputs or [])
+        if x.type is FileType.FILE and not has_wildcard(x.path)
+    ]
+    paths = [(f"inputs[{i}].path", x.path) for i, x in enumerate(task.inputs or [])]
+    paths += [(f"outputs[{i}].path", x.path) for i, x in enumerate(task.outputs or [])]
+    paths += [(f"volumes[{i}]", v) for i, v in enumerate(task.volumes or [])]
+    for field, path in paths:
+        for owner, file in files:
+            if path.startswith(file + "/"):
+                raise InvalidTask(field, f"{path!r} is inside {file!r}, which {owner} makes a FILE")
 
 
 def _url(field: str, url: str, rules: Rules) -> None:
@@ -271,6 +305,7 @@ def accept(new: NewTask, *, task_id: str, creation_time: str, rules: Rules) -> A
         volumes=volumes or None,
         tags=new.tags or None,
     )
+    _nothing_inside_files(task)
     directories = len(outermost(data_dirs(task)))
     if directories > rules.max_directories:
         raise InvalidTask(
