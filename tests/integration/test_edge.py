@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.server import Server, running_server
+from tests.support.server import Server, basic_api, running_server
 
 TASK = b'{"executors": [{"image": "alpine", "command": ["true"]}]}'
 JSON = {"Content-Type": "application/json"}
@@ -89,3 +89,36 @@ def test_a_non_loopback_listener_accepts_any_host(tmp_path: Path) -> None:
     env = {"POIESIS_BACKEND": "none", "POIESIS_HOST": "0.0.0.0", "POIESIS_ALLOW_ANONYMOUS": "true"}
     with running_server("api", f"sqlite:///{tmp_path / 'p.db'}", tmp_path, env) as s:
         assert httpx.get(f"{s.tes}/service-info", headers={"Host": "tes.example.org"}).status_code == 200
+
+
+def test_each_refusal_is_logged_once_with_who_and_why_and_never_a_credential(tmp_path: Path) -> None:
+    password = "hunter2-never-logged"
+    with basic_api(tmp_path, {"alice": "right-password"}) as server:
+        wrong = ("alice", password)
+        for _ in range(30):  # a flood: one line, and the next one counts the rest
+            assert (
+                httpx.post(f"{server.tes}/tasks", content=TASK, headers=JSON, auth=wrong).status_code == 401
+            )
+        assert httpx.get(f"{server.tes}/tasks", auth=wrong).status_code == 401
+        assert httpx.get(f"{server.tes}/tasks?access_token=query-secret", auth=wrong).status_code == 401
+        evil = JSON | {"Origin": "https://evil.example"}
+        assert httpx.post(f"{server.tes}/tasks", content=TASK, headers=evil).status_code == 403
+        plain = {"Content-Type": "text/plain"}
+        assert httpx.post(f"{server.tes}/tasks", content=TASK, headers=plain, auth=wrong).status_code == 415
+        assert httpx.get(f"{server.tes}/service-info", headers={"Host": "rebind.example"}).status_code == 400
+        ok = httpx.get(f"{server.tes}/tasks", auth=("alice", "right-password"))
+        assert ok.status_code == 200
+        text = server.log.read_text()
+    lines = [line for line in text.splitlines() if "refused" in line]
+    unauthorized = [line for line in lines if "refused 401" in line]
+    assert len(unauthorized) == 1, unauthorized
+    assert "POST /ga4gh/tes/v1/tasks from 127.0.0.1" in unauthorized[0]
+    assert "wrong user name or password" in unauthorized[0]
+    assert any(
+        "refused 403 POST /ga4gh/tes/v1/tasks from 127.0.0.1" in x and "evil.example" in x for x in lines
+    )
+    assert any("refused 415 POST" in x and "application/json" in x for x in lines)
+    assert any("refused 400 GET /ga4gh/tes/v1/service-info" in x and "rebind.example" in x for x in lines)
+    assert password not in text
+    assert "query-secret" not in text
+    assert "hunter2" not in text

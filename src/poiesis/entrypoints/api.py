@@ -49,7 +49,7 @@ from poiesis.domain.tes import (
 )
 from poiesis.entrypoints.access import Access
 from poiesis.entrypoints.container import ApiContainer
-from poiesis.entrypoints.edge import EdgeGuard
+from poiesis.entrypoints.edge import EdgeGuard, refusals
 from poiesis.entrypoints.hot import HotRoutes
 from poiesis.entrypoints.openapi import ErrorBody, document
 from poiesis.entrypoints.settings import SettingsError, auth_problems
@@ -104,10 +104,26 @@ def error_parts(exc: Exception, access: Access, scope: Any) -> tuple[int, bytes,
     else:
         status, body = 500, ErrorBody(msg="internal error", status_code=500)
     headers = []
+    if _at_the_door(exc):
+        client = scope.get("client") if hasattr(scope, "get") else None
+        refusals.refused(
+            status,
+            str(client[0]) if client else "unknown",
+            str(scope.get("method", "")),
+            str(scope.get("path", "")),
+            str(exc),
+        )
     if isinstance(exc, Unauthenticated):
         sent = any(name == b"authorization" and value for name, value in scope.get("headers", ()))
         headers.append((b"www-authenticate", access.challenges(refused=sent).encode("latin-1")))
     return status, msgspec.json.encode(body), headers
+
+
+def _at_the_door(exc: Exception) -> bool:
+    """A refusal of who sent the request or how, before any handler looked at it."""
+    if isinstance(exc, Unauthenticated | Forbidden | UnsupportedMediaType):
+        return True
+    return isinstance(exc, InvalidRequest) and exc.field == "Host"
 
 
 def _client(request: Request[Any, Any, Any]) -> str:

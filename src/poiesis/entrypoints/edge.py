@@ -11,10 +11,19 @@ user's knowledge; CORS only stops it reading the answer, not the request. So, be
   server nor a configured CORS origin) is refused (403);
 - while the server listens on a loopback address, a `Host` other than a loopback name (or one of
   `allowed_hosts`) is refused (400): a DNS-rebinding page reaches 127.0.0.1 under its own name.
+
+Each refusal at the door (those above, and 401 and 403 from authentication) is one log line with
+the client's address, the method and path (never the query or a header's value beyond the Host and
+Origin named in the reason), at most one per client and status every `RefusalLog.every` seconds;
+the next line counts the ones it left out.
 """
 
 from __future__ import annotations
 
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from litestar.datastructures import Headers
@@ -25,6 +34,38 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from poiesis.domain.errors import Forbidden, InvalidRequest, UnsupportedMediaType
 
 _UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+log = logging.getLogger("poiesis.edge")
+
+
+class RefusalLog:
+    """One line per refused request, rate-limited per (client address, status), in bounded memory."""
+
+    def __init__(
+        self, every: float = 10.0, clients: int = 4096, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.every = every
+        self._clients = clients
+        self._clock = clock
+        self._seen: OrderedDict[tuple[str, int], tuple[float, int]] = OrderedDict()
+
+    def refused(self, status: int, client: str, method: str, path: str, reason: str) -> bool:
+        """Log the refusal unless one like it was logged within `every` seconds; True if logged."""
+        now, key = self._clock(), (client, status)
+        last = self._seen.get(key)
+        if last is not None and now - last[0] < self.every:
+            self._seen[key] = (last[0], last[1] + 1)
+            return False
+        skipped = last[1] if last is not None else 0
+        self._seen[key] = (now, 0)
+        self._seen.move_to_end(key)
+        while len(self._seen) > self._clients:
+            self._seen.popitem(last=False)
+        more = f" (and {skipped} more since the last line)" if skipped else ""
+        log.warning("refused %d %s %s from %s: %s%s", status, method, path[:200], client, reason[:200], more)
+        return True
+
+
+refusals = RefusalLog()
 
 
 def host_name(host: str) -> str:
