@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 from typing import Any
 
+import msgspec
 import pytest
 
 from poiesis.adapters.kubernetes import diagnose, observe
@@ -184,8 +185,11 @@ async def test_a_pod_that_cannot_pull_its_image_fails_after_the_start_timeout(h:
     assert h.objects.removed == [task.id]
     log = done.logs[0]  # type: ignore[index]
     assert log.metadata == {"termination_reason": "ImagePullBackOff"}
-    assert "nope:1" in log.system_logs[0]
-    assert "Job was removed" in log.system_logs[0]
+    # What it waited for, noted once when first seen; then why it ended.
+    assert len(log.system_logs) == 2
+    assert log.system_logs[0].startswith("waiting: container executor-0 cannot start (ImagePullBackOff)")
+    assert "nope:1" in log.system_logs[1]
+    assert "Job was removed" in log.system_logs[1]
 
 
 async def test_an_unschedulable_pod_that_becomes_schedulable_is_left_alone(h: Harness) -> None:
@@ -205,6 +209,37 @@ async def test_an_unschedulable_pod_that_becomes_schedulable_is_left_alone(h: Ha
     h.advance(SETTINGS.start_timeout_seconds / 2)
     await h.controller.reconcile(task.id)
     assert (await h.full(task.id)).state is State.QUEUED, "the timeout starts again"
+
+
+@pytest.mark.parametrize(("waits", "ends"), [(0, False), (3600, False), (30, True)])
+async def test_an_unschedulable_pod_waits_as_long_as_the_operator_says_with_the_reason_shown(
+    store: TaskStore, clock: FakeClock, waits: float, ends: bool
+) -> None:
+    h = Harness(store, clock)
+    h.controller = Controller(
+        store,
+        h.objects,
+        msgspec.structs.replace(SETTINGS, unschedulable_timeout_seconds=waits),
+        clock=clock,
+    )
+    task = await h.task()
+    reason = "0/3 nodes are available: 1 Insufficient example.com/gpu, 2 node(s) didn't match selector"
+    h.objects.pods[task.id] = (pod(task.id, phase="Pending", conditions=[unschedulable(reason)]), False)
+    for _ in range(5):  # past start_timeout_seconds (60), which is for other reasons
+        await h.controller.reconcile(task.id)
+        h.advance(20)
+    await h.controller.reconcile(task.id)
+    seen = await h.full(task.id)
+    log = seen.logs[0]  # type: ignore[index]
+    assert log.system_logs[0] == f"waiting: the task's Pod cannot be scheduled: {reason}"
+    if ends:
+        assert seen.state is State.SYSTEM_ERROR
+        assert "(for 30 s)" in log.system_logs[-1]
+        assert h.objects.removed == [task.id]
+    else:
+        assert seen.state is State.QUEUED
+        assert len(log.system_logs) == 1, "noted once"
+        assert h.objects.removed == []
 
 
 async def test_a_queued_task_without_a_job_gets_one_once(h: Harness) -> None:

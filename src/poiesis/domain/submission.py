@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 import msgspec
 
 from poiesis.domain.errors import InvalidTask
+from poiesis.domain.parameters import Parameter
 from poiesis.domain.staging import covering_dir, data_dirs, has_wildcard, outermost
 from poiesis.domain.states import State
 from poiesis.domain.tes import Executor, FileType, Input, Output, Resources, Task
@@ -55,7 +56,9 @@ class Rules(msgspec.Struct, kw_only=True, frozen=True):
     """What this deployment accepts beyond the TES schema."""
 
     backend_parameters: frozenset[str] = frozenset()
-    """Supported `resources.backend_parameters` keys, lower-cased."""
+    """Supported `resources.backend_parameters` keys, lower-cased (the mapped ones included)."""
+    parameters: dict[str, Parameter] = {}
+    """What the mapped keys become (lower-cased keys); their values are checked here."""
     max_content_bytes: int = 4 * 1024 * 1024
     max_executors: int = 256
     max_inputs: int = 20_000
@@ -270,6 +273,24 @@ def _resources(r: Resources | None, rules: Rules) -> tuple[Resources | None, lis
         if unsupported:
             warnings.append("unsupported backend_parameters ignored: " + ", ".join(unsupported))
             params = {k: v for k, v in params.items() if k not in unsupported} or None
+        mapped = {}
+        for key, value in (params or {}).items():
+            parameter = rules.parameters.get(key.lower())
+            if parameter is None:
+                mapped[key] = value
+                continue
+            field = f"resources.backend_parameters.{key}"
+            _text(field, value)
+            malformed, unhonoured = parameter.check(value)
+            if malformed:
+                raise InvalidTask(field, malformed)
+            if unhonoured and r.backend_parameters_strict:
+                raise InvalidTask(field, f"{unhonoured}, and backend_parameters_strict is true")
+            if unhonoured:
+                warnings.append(f"backend_parameters {key} ignored: {unhonoured}")
+            else:
+                mapped[key] = value
+        params = mapped or None
     return msgspec.structs.replace(r, backend_parameters=params), warnings
 
 

@@ -11,6 +11,7 @@ from enum import StrEnum
 
 import msgspec
 
+from poiesis.domain.parameters import Parameter
 from poiesis.domain.states import State
 
 
@@ -161,3 +162,7 @@ class ServiceInfo(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True,
     tes_resources_backend_parameters: list[str] | None = msgspec.field(
         default=None, name="tesResources_backend_parameters"
     )
+    backend_parameters: dict[str, Parameter] | None = msgspec.field(
+        default=None, name="poiesis_backend_parameters"
+    )
+    """What each mapped `backend_parameters` key becomes on this cluster (a Poiesis extension)."""

@@ -88,8 +88,11 @@ async def _threads(settings: Settings) -> AsyncIterator[ThreadedSqlite | None]:
 def _rules(settings: Settings) -> Rules:
     # The caps (max_*) are settings of the same name; the rest is derived.
     caps = {name: getattr(settings, name) for name in Rules.__struct_fields__ if name.startswith("max_")}
+    # The mapped keys count only where they are honoured: on Kubernetes.
+    mapped = settings.kubernetes.parameters if settings.backend == "kubernetes" else {}
     return Rules(
-        backend_parameters=frozenset(k.lower() for k in settings.backend_parameters),
+        backend_parameters=frozenset(k.lower() for k in settings.backend_parameters) | frozenset(mapped),
+        parameters=mapped,
         url_schemes=SCHEMES,
         **caps,
     )
@@ -225,8 +228,20 @@ def _service_info(settings: Settings, cluster: Cluster) -> ServiceInfo:
         documentation_url=settings.documentation_url,
         environment=settings.environment,
         storage=settings.storage,
-        tes_resources_backend_parameters=settings.backend_parameters,
+        tes_resources_backend_parameters=_supported_parameters(settings),
+        backend_parameters=dict(settings.kubernetes.backend_parameters) or None
+        if settings.backend == "kubernetes"
+        else None,
     )
+
+
+def _supported_parameters(settings: Settings) -> list[str] | None:
+    keys = list(settings.backend_parameters)
+    if settings.backend == "kubernetes":
+        keys += [
+            k for k in settings.kubernetes.backend_parameters if k.lower() not in {x.lower() for x in keys}
+        ]
+    return keys
 
 
 class ApiContainer(containers.DeclarativeContainer):

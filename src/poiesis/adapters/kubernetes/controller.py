@@ -59,8 +59,11 @@ class ControllerSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unkno
     queued_grace_seconds: float = 30.0
     """How old a QUEUED task with no Job must be before the controller creates the Job."""
     start_timeout_seconds: float = 600.0
-    """How long a Pod may be unable to start (image not pulled, no node fits) before the task
-    fails as SYSTEM_ERROR and its Job is removed."""
+    """How long a Pod may be unable to start (image not pulled, a container not created) before
+    the task fails as SYSTEM_ERROR and its Job is removed."""
+    unschedulable_timeout_seconds: float | None = None
+    """How long a Pod no node fits may wait (busy GPUs free up as other tasks end); 0 waits for
+    ever. Unset: `start_timeout_seconds`. Either way the scheduler's reason is in `system_logs`."""
     delete_orphans: bool = True
     """Remove Jobs and Pods labelled for a task the database does not know."""
 
@@ -214,11 +217,21 @@ class Controller:
         if found is None:
             self._stuck_seen.pop(task.id, None)
             return None
-        first = self._stuck_seen.setdefault(task.id, self._monotonic())
-        wait = self.settings.start_timeout_seconds - (self._monotonic() - first)
+        first = self._stuck_seen.get(task.id)
+        if first is None:
+            first = self._stuck_seen[task.id] = self._monotonic()
+            if not found.final:
+                # What the task waits for, in its FULL view while it waits (once per controller).
+                await self.store.append_system_log(task.id, f"waiting: {found.line}")
+        timeout = self.settings.start_timeout_seconds
+        if found.reason == "Unschedulable" and self.settings.unschedulable_timeout_seconds is not None:
+            timeout = self.settings.unschedulable_timeout_seconds
+            if timeout == 0 and not found.final:
+                return Requeue(self.settings.resync_seconds)
+        wait = timeout - (self._monotonic() - first)
         if wait > 0 and not found.final:
             return Requeue(min(wait, self.settings.resync_seconds))
-        waited = "" if found.final else f" (for {self.settings.start_timeout_seconds:g} s)"
+        waited = "" if found.final else f" (for {timeout:g} s)"
         line = f"{found.line}{waited}; the task's Job was removed"
         await self.objects.remove(task.id)
         await self._write(task, Verdict(State.SYSTEM_ERROR, found.reason, line))

@@ -36,6 +36,7 @@ from poiesis.adapters.kubernetes.taskpod import (
     executor_status,
     job_name,
 )
+from poiesis.domain.parameters import Parameter, Placement, lower_keys, mapping_problems, placement
 from poiesis.domain.staging import mount_dirs
 from poiesis.domain.tes import Executor, Task
 
@@ -98,6 +99,10 @@ class PodSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     """Run task Pods in user namespaces of their own (`hostUsers: false`): root in an executor is
     not root on the node. Needs a cluster that supports them (Kubernetes 1.33 with containerd 2 or
     CRI-O on idmapped mounts); elsewhere the Pod cannot start and the task ends SYSTEM_ERROR."""
+    backend_parameters: dict[str, Parameter] = {}
+    """`resources.backend_parameters` keys this cluster honours and what each becomes on the Pod: an
+    extended resource with a count (GPUs), a node label, a PriorityClass or a Kueue queue, each
+    among values the operator allows (`poiesis.domain.parameters`)."""
 
     def __post_init__(self) -> None:
         check_capabilities(self.executor_capabilities)
@@ -109,10 +114,26 @@ class PodSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
                 raise ValueError(f"{name}: {value} is not a user or group id")
         if self.poiesis_user == 0:
             raise ValueError("poiesis_user: Poiesis's own containers never run as root")
+        problems = mapping_problems(self.backend_parameters)
+        lower_keys(self.backend_parameters)
+        for key, parameter in self.backend_parameters.items():
+            if parameter.to == "node_label" and parameter.name in self.node_selector:
+                problems.append(f"backend_parameters.{key}: node_selector already sets {parameter.name}")
+            if parameter.to == "kueue_queue" and not self.kueue_queue:
+                problems.append(
+                    f"backend_parameters.{key}: a task's Kueue queue needs kueue_queue (the default queue)"
+                )
+        if problems:
+            raise ValueError("; ".join(problems))
 
     @property
     def restricted(self) -> bool:
         return self.executor_security == "restricted"
+
+    @property
+    def parameters(self) -> dict[str, Parameter]:
+        """The mapping by lower-cased key."""
+        return lower_keys(self.backend_parameters)
 
 
 def sub_path(directory: str) -> str:
@@ -124,16 +145,20 @@ def _quantity_bytes(gb: float) -> str:
     return str(math.ceil(gb * 1e9))
 
 
-def _resources(task: Task, settings: PodSettings) -> dict[str, Any]:
+def _resources(task: Task, settings: PodSettings, placed: Placement) -> dict[str, Any]:
     requests: dict[str, str] = {}
     r = task.resources
     if r and r.cpu_cores:
         requests["cpu"] = str(r.cpu_cores)
     if r and r.ram_gb:
         requests["memory"] = _quantity_bytes(r.ram_gb)
-    if not requests:
+    # Extended resources (GPUs) are whole and not overcommitted: the limit is the request.
+    extended = {name: str(count) for name, count in placed.resources.items()}
+    if not requests and not extended:
         return {}
-    return {"requests": requests, "limits": dict(requests)} if settings.limits else {"requests": requests}
+    if settings.limits:
+        return {"requests": requests | extended, "limits": requests | extended}
+    return {"requests": requests | extended, **({"limits": extended} if extended else {})}
 
 
 def _launcher(executor: Executor, index: int) -> list[str]:
@@ -203,10 +228,10 @@ def _filer(name: str, direction: str, task: Task, settings: PodSettings) -> dict
     return _poiesis(name, settings, command, volumeMounts=mounts, env=env)
 
 
-def _scheduling(task: Task, settings: PodSettings) -> dict[str, Any]:
+def _scheduling(task: Task, settings: PodSettings, placed: Placement) -> dict[str, Any]:
     spec: dict[str, Any] = {}
     preemptible = bool(task.resources and task.resources.preemptible)
-    selector = dict(settings.node_selector)
+    selector = dict(settings.node_selector) | placed.node_labels
     tolerations = list(settings.tolerations)
     if preemptible:
         selector |= settings.preemptible_node_selector
@@ -221,8 +246,8 @@ def _scheduling(task: Task, settings: PodSettings) -> dict[str, Any]:
         spec["affinity"] = {
             "nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [term]}}
         }
-    if settings.priority_class:
-        spec["priorityClassName"] = settings.priority_class
+    if placed.priority_class or settings.priority_class:
+        spec["priorityClassName"] = placed.priority_class or settings.priority_class
     if settings.runtime_class:
         spec["runtimeClassName"] = settings.runtime_class
     if settings.host_network:
@@ -361,9 +386,15 @@ def _volumes(task: Task, settings: PodSettings, redirects: list[str]) -> list[di
     return volumes
 
 
+def _placement(task: Task, settings: PodSettings) -> Placement:
+    given = task.resources.backend_parameters if task.resources else None
+    return placement(given, settings.parameters) if given and settings.backend_parameters else Placement()
+
+
 def render_pod_spec(task: Task, settings: PodSettings) -> dict[str, Any]:
     redirects = _redirect_dirs(task)
-    resources = _resources(task, settings)
+    placed = _placement(task, settings)
+    resources = _resources(task, settings, placed)
     init: list[dict[str, Any]] = [_trec(task, settings), _setup(settings)]
     if task.inputs:
         init.append(_filer(STAGE_IN, "stage-in", task, settings))
@@ -384,7 +415,7 @@ def render_pod_spec(task: Task, settings: PodSettings) -> dict[str, Any]:
         "initContainers": init,
         "containers": [done],
         "volumes": _volumes(task, settings, redirects),
-        **_scheduling(task, settings),
+        **_scheduling(task, settings, placed),
     }
 
 
@@ -399,8 +430,9 @@ def _metadata(task: Task, settings: PodSettings, name: str) -> dict[str, Any]:
 def render_job(task: Task, settings: PodSettings) -> dict[str, Any]:
     name = job_name(task.id)
     meta = _metadata(task, settings, name)
-    if settings.kueue_queue:
-        meta["labels"]["kueue.x-k8s.io/queue-name"] = settings.kueue_queue
+    queue = _placement(task, settings).kueue_queue or settings.kueue_queue
+    if queue:
+        meta["labels"]["kueue.x-k8s.io/queue-name"] = queue
     template_meta = {
         k: v for k, v in _metadata(task, settings, name).items() if k in ("labels", "annotations")
     }
