@@ -185,3 +185,21 @@ def test_service_info_lists_the_keys_and_what_each_becomes_and_the_door_checks_t
         {}, backend="local", kubernetes=PodSettings(backend_parameters={"gpu": MAPPING["gpu"]})
     )
     assert "gpu" not in _rules(local).backend_parameters
+
+
+def test_pull_secrets_are_the_operators_and_the_owners_own_and_no_one_elses() -> None:
+    pod = PodSettings(
+        image_pull_secrets=["site-registry"],
+        owner_image_pull_secrets={"basic:alice": ["lab-a", "site-registry"]},
+        executor_image_pull_policy="Always",
+    )
+    task = make_task(FakeClock())
+    alice = render_pod_spec(msgspec.structs.replace(task, owner="basic:alice"), pod)
+    bob = render_pod_spec(msgspec.structs.replace(task, owner="basic:bob"), pod)
+    assert alice["imagePullSecrets"] == [{"name": "site-registry"}, {"name": "lab-a"}]
+    assert bob["imagePullSecrets"] == [{"name": "site-registry"}]
+    assert render_pod_spec(task, PodSettings()).get("imagePullSecrets") is None
+    executor = next(c for c in alice["initContainers"] if c["name"] == "executor-0")
+    assert executor["imagePullPolicy"] == "Always"
+    trec = next(c for c in alice["initContainers"] if c["name"] == "trec")
+    assert trec["imagePullPolicy"] == "IfNotPresent"

@@ -79,7 +79,8 @@ class TaskService:
             accepted = self._accept(body, now)
         await self._store.create(accepted.task, owner=owner, system_logs=accepted.warnings)
         try:
-            await self._cluster.submit(accepted.task)
+            # As the store gives it back (tctl submits from there): with its owner.
+            await self._cluster.submit(msgspec.structs.replace(accepted.task, owner=owner))
         except ClusterUnavailable as exc:
             log.warning("task %s stays QUEUED: cluster unavailable: %s", accepted.task.id, exc)
         except ClusterRefused as exc:

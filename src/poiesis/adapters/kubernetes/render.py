@@ -46,6 +46,17 @@ class PodSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     image: str = "ghcr.io/poiesis-tes/poiesis:latest"
     """The poiesis image: trec, setup (it holds /usr/local/bin/poiesis-launcher), filers, done."""
     image_pull_policy: str = "IfNotPresent"
+    """How the Poiesis image is pulled."""
+    image_pull_secrets: list[str] = []
+    """Secrets (in the task namespace, type kubernetes.io/dockerconfigjson) every task Pod pulls
+    its images with: the Poiesis image's and the executors' registries."""
+    owner_image_pull_secrets: dict[str, list[str]] = {}
+    """More pull Secrets for the tasks of one owner (the principal as the API records it, e.g.
+    `basic:alice`), so only that owner's tasks can pull that registry's images."""
+    executor_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
+    """How executors' images are pulled; unset, Kubernetes' default (IfNotPresent, Always for
+    `:latest`). `Always` makes the node ask the registry, with the task's own Secrets, on every
+    task: otherwise an image a node once pulled for an owner with a Secret runs for anyone."""
     ttl_seconds_after_finished: int = 3600
     default_disk_gb: float = 10.0
     storage_class: str | None = None
@@ -319,6 +330,8 @@ def _executor(
         ],
         "terminationMessagePolicy": "File",
     }
+    if settings.executor_image_pull_policy:
+        container["imagePullPolicy"] = settings.executor_image_pull_policy
     if executor.workdir:
         container["workingDir"] = executor.workdir
     if executor.env:
@@ -386,6 +399,12 @@ def _volumes(task: Task, settings: PodSettings, redirects: list[str]) -> list[di
     return volumes
 
 
+def _pull_secrets(task: Task, settings: PodSettings) -> dict[str, Any]:
+    own = settings.owner_image_pull_secrets.get(task.owner or "", []) if task.owner else []
+    names = list(dict.fromkeys([*settings.image_pull_secrets, *own]))
+    return {"imagePullSecrets": [{"name": n} for n in names]} if names else {}
+
+
 def _placement(task: Task, settings: PodSettings) -> Placement:
     given = task.resources.backend_parameters if task.resources else None
     return placement(given, settings.parameters) if given and settings.backend_parameters else Placement()
@@ -415,6 +434,7 @@ def render_pod_spec(task: Task, settings: PodSettings) -> dict[str, Any]:
         "initContainers": init,
         "containers": [done],
         "volumes": _volumes(task, settings, redirects),
+        **_pull_secrets(task, settings),
         **_scheduling(task, settings, placed),
     }
 
@@ -469,7 +489,8 @@ def render_config_map(task: Task, settings: PodSettings, job: dict[str, Any]) ->
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": meta,
-        "data": {"task.json": msgspec.json.encode(task).decode()},
+        # What the Pod's containers need: the task, not who sent it.
+        "data": {"task.json": msgspec.json.encode(msgspec.structs.replace(task, owner=None)).decode()},
     }
 
 
