@@ -9,10 +9,15 @@ import os
 import secrets
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import bcrypt
+import httpx
+import pytest
 
 from tests.support.postgres import free_port
 
@@ -81,3 +86,77 @@ def outside_packets() -> int:
         ).stdout
         total += sum(int(line.split()[0]) for line in listing.splitlines()[2:] if line.strip())
     return total
+
+
+def image_archive(prefix: str) -> Path:
+    """The archive `scripts/real-node images` built for an image (`busybox`, `python`, ...)."""
+    cache = Path(os.environ.get("POIESIS_K8S_CACHE") or Path.home() / ".cache" / "poiesis-k8s")
+    listed = (cache / "real-node-images" / "current.list").read_text().split()
+    return Path(next(p for p in listed if Path(p).name.startswith(prefix + "-")))
+
+
+@contextmanager
+def private_registry(work: Path, users: dict[str, str]) -> Iterator[str]:
+    """A registry (distribution's, as `scripts/real-node up` built it) on the namespace's loopback,
+    asking every caller for a user and password from `users`, and the node's containerd told to
+    reach it there by plain HTTP. Yields its address (host:port), the name in its images."""
+    binary = os.environ.get("POIESIS_REGISTRY_BINARY")
+    if not binary or not Path(binary).exists():
+        pytest.skip("no registry binary: scripts/real-node up builds it (POIESIS_REGISTRY_BINARY)")
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    htpasswd = work / "htpasswd"
+    htpasswd.write_text(
+        "".join(
+            f"{u}:{bcrypt.hashpw(p.encode(), bcrypt.gensalt(rounds=5)).decode()}\n" for u, p in users.items()
+        )
+    )
+    config = work / "registry.yml"
+    config.write_text(
+        "version: 0.1\nlog: {level: warn}\n"
+        f"storage: {{filesystem: {{rootdirectory: {work / 'data'}}}}}\n"
+        f"http: {{addr: {address}}}\n"
+        f"auth: {{htpasswd: {{realm: poiesis-test, path: {htpasswd}}}}}\n"
+    )
+    hosts = Path(os.environ["POIESIS_REAL_NODE_REGISTRIES"]) / address
+    hosts.mkdir(parents=True, exist_ok=True)
+    (hosts / "hosts.toml").write_text(
+        f'server = "http://{address}"\n[host."http://{address}"]\n  capabilities = ["pull", "resolve"]\n'
+    )
+    with (work / "registry.log").open("wb") as log:
+        process = subprocess.Popen([binary, "serve", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(100):
+            try:
+                if httpx.get(f"http://{address}/v2/", timeout=1).status_code == 401:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"the registry did not start: {(work / 'registry.log').read_text()[-2000:]}")
+        yield address
+    finally:
+        process.terminate()
+        process.wait(10)
+        (hosts / "hosts.toml").unlink()
+        hosts.rmdir()
+
+
+def push(archive: Path, reference: str, user: str, password: str) -> None:
+    """Push an image archive to a registry by plain HTTP, as `user`."""
+    subprocess.run(
+        [
+            "skopeo",
+            "copy",
+            "--quiet",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            f"{user}:{password}",
+            f"docker-archive:{archive}",
+            f"docker://{reference}",
+        ],
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )

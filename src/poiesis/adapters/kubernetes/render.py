@@ -51,8 +51,9 @@ class PodSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     """Secrets (in the task namespace, type kubernetes.io/dockerconfigjson) every task Pod pulls
     its images with: the Poiesis image's and the executors' registries."""
     owner_image_pull_secrets: dict[str, list[str]] = {}
-    """More pull Secrets for the tasks of one owner (the principal as the API records it, e.g.
-    `basic:alice`), so only that owner's tasks can pull that registry's images."""
+    """More pull Secrets for the tasks of one owner (the principal as the API records it: `alice`
+    with basic authentication alone, `basic#alice` beside OIDC, an OIDC principal claim's value),
+    so only that owner's tasks can pull that registry's images."""
     executor_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] | None = None
     """How executors' images are pulled; unset, Kubernetes' default (IfNotPresent, Always for
     `:latest`). `Always` makes the node ask the registry, with the task's own Secrets, on every
