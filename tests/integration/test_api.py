@@ -219,3 +219,22 @@ def test_a_reference_that_is_no_task_id_is_not_found_on_every_path(server: Serve
         assert r.status_code == 404, (method, path[:60], r.text[:200])
         assert r.json()["status_code"] == 404
         assert len(r.json()["msg"]) < 130
+
+
+def test_the_short_paths_nextflow_uses_by_default_serve_the_same_tasks(server: Server) -> None:
+    """nf-ga4gh's default endpoint is the server's root with `/v1/tasks` (Funnel's paths)."""
+    body = {"executors": [{"image": "alpine", "command": ["true"]}], "tags": {"via": "v1"}}
+    created = httpx.post(f"{server.url}/v1/tasks", json=body, timeout=10)
+    assert created.status_code == 200, created.text
+    task_id = created.json()["id"]
+    assert httpx.get(f"{server.tes}/tasks/{task_id}?view=BASIC", timeout=10).json()["tags"] == {"via": "v1"}
+    assert httpx.get(f"{server.url}/v1/tasks/{task_id}?view=MINIMAL", timeout=10).json()["id"] == task_id
+    listed = httpx.get(f"{server.url}/v1/tasks", params={"tag_key": "via", "tag_value": "v1"}, timeout=10)
+    assert task_id in [t["id"] for t in listed.json()["tasks"]]
+    assert httpx.get(f"{server.url}/v1/service-info", timeout=10).json()["type"]["artifact"] == "tes"
+    cancel = httpx.post(f"{server.url}/v1/tasks/{task_id}:cancel", timeout=10)
+    assert cancel.status_code == 200
+    assert httpx.get(f"{server.url}/v1/tasks/{task_id}", timeout=10).json()["state"] == "CANCELED"
+    assert httpx.get(f"{server.url}/v1x/tasks", timeout=10).status_code == 404
+    document = httpx.get(f"{server.url}/openapi/openapi.json", timeout=10).json()
+    assert all(path.startswith("/ga4gh/tes/v1/") for path in document["paths"]), "the canonical paths only"

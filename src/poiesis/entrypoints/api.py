@@ -63,6 +63,9 @@ log = logging.getLogger(__name__)
 audit = logging.getLogger("poiesis.audit")
 
 BASE = "/ga4gh/tes/v1"
+SHORT = "/v1"
+"""The TES routes are served under `/v1` too, where Funnel serves them and Nextflow's TES executor
+looks by default (`http://localhost:8000` + `/v1/tasks`); the OpenAPI document names only BASE."""
 
 _STATUS: dict[type[PoiesisError], int] = {
     InvalidRequest: 400,
@@ -277,6 +280,12 @@ class _MeasuredApp(Litestar):
             await super().__call__(scope, receive, send)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and (scope["path"] + "/").startswith(SHORT + "/"):
+            raw = scope.get("raw_path") or scope["path"].encode()
+            scope = scope | {
+                "path": BASE + scope["path"][len(SHORT) :],
+                "raw_path": BASE.encode() + raw[len(SHORT) :],
+            }
         metrics: ApiMetrics | None = getattr(self.state, "metrics", None)
         tracing: Tracing | None = getattr(self.state, "tracing", None)
         if scope["type"] != "http" or (metrics is None and tracing is None):
