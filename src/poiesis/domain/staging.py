@@ -25,8 +25,13 @@ def has_wildcard(path: str) -> bool:
     return any(c in WILDCARD_CHARS for c in path)
 
 
+def is_plain_path(url: str) -> bool:
+    """An absolute path given as a URL: the spec's `/path/to/my/file`, a `file://` URL."""
+    return url.startswith("/") and not url.startswith("//")
+
+
 def scheme_of(url: str) -> str:
-    return urlsplit(url).scheme.lower()
+    return "file" if is_plain_path(url) else urlsplit(url).scheme.lower()
 
 
 def join_url(base: str, relative: str) -> str:

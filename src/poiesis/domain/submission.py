@@ -11,13 +11,12 @@ from __future__ import annotations
 import math
 import posixpath
 from collections.abc import Iterable
-from urllib.parse import urlsplit
 
 import msgspec
 
 from poiesis.domain.errors import InvalidTask
 from poiesis.domain.parameters import Parameter
-from poiesis.domain.staging import covering_dir, data_dirs, has_wildcard, outermost
+from poiesis.domain.staging import covering_dir, data_dirs, has_wildcard, outermost, scheme_of
 from poiesis.domain.states import State
 from poiesis.domain.tes import Executor, FileType, Input, Output, Resources, Task
 
@@ -153,11 +152,13 @@ def _nothing_inside_files(task: Task) -> None:
 def _url(field: str, url: str, rules: Rules) -> None:
     _text(field, url)
     try:
-        scheme = urlsplit(url).scheme.lower()
+        scheme = scheme_of(url)
     except ValueError as exc:
         raise InvalidTask(field, f"is not a valid URL: {exc}") from exc
     if not scheme:
-        raise InvalidTask(field, f"{url!r} has no scheme (such as s3:// or https://)")
+        raise InvalidTask(
+            field, f"{url!r} has no scheme (such as s3:// or https://) and is not an absolute path"
+        )
     if rules.url_schemes and scheme not in rules.url_schemes:
         raise InvalidTask(
             field, f"scheme {scheme!r} is not supported; supported: {', '.join(sorted(rules.url_schemes))}"

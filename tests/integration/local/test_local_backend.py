@@ -260,3 +260,44 @@ def test_a_task_in_flight_when_the_server_is_killed_ends_as_system_error(env: En
         task = tes.HTTPClient(second.url, timeout=10).get_task(task_id, view="FULL")
     assert task.state == "SYSTEM_ERROR"
     assert "the server stopped while this task was running; its progress is lost" in task.logs[0].system_logs
+
+
+def test_a_nextflow_shaped_task_with_plain_paths_completes_in_its_work_dir(
+    client: tes.HTTPClient, env: Env
+) -> None:
+    """What Nextflow's TES executor sends without `-w s3://...`: the work dir as plain paths (the
+    spec's `/path/to/my/file`), inside `file_roots`, its `.command.run` run by bash."""
+    work = env.shared / "work" / "ab" / "cdef0123 with space%20"
+    work.mkdir(parents=True)
+    (work / ".command.sh").write_text("echo hello from nextflow > out.txt\n")
+    (work / ".command.run").write_text(
+        'cd "$(dirname "$0")"; sh .command.sh > .command.out; echo $? > .exitcode\n'
+    )
+    task = run(
+        client,
+        tes.Task(
+            inputs=[
+                tes.Input(path=f"{work}/.command.run", url=f"{work}/.command.run"),
+                tes.Input(path=f"{work}/.command.sh", url=f"{work}/.command.sh"),
+            ],
+            outputs=[
+                tes.Output(path=f"{work}/out.txt", url=f"{work}/out.txt"),
+                tes.Output(path=f"{work}/.exitcode", url=f"{work}/.exitcode"),
+            ],
+            executors=[tes.Executor(image="alpine", command=["sh", f"{work}/.command.run"])],
+        ),
+    )
+    assert task.state == "COMPLETE", task.logs[0].system_logs
+    assert (work / ".exitcode").read_text().strip() == "0"
+    assert (work / "out.txt").read_text() == "hello from nextflow\n"
+    assert {f.url for f in task.logs[0].outputs} == {f"{work}/out.txt", f"{work}/.exitcode"}
+    # A plain path outside file_roots is refused as a file:// URL is.
+    outside = run(
+        client,
+        tes.Task(
+            inputs=[tes.Input(path="/data/in/passwd", url="/etc/passwd")],
+            executors=[tes.Executor(image="alpine", command=["true"])],
+        ),
+    )
+    assert outside.state == "SYSTEM_ERROR"
+    assert any("outside the directories" in line for line in outside.logs[0].system_logs)

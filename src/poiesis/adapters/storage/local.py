@@ -13,6 +13,7 @@ import shutil
 from urllib.parse import unquote, urlsplit
 
 from poiesis.adapters.storage.errors import os_error, remove_quietly
+from poiesis.domain.staging import is_plain_path
 from poiesis.ports.storage import Reason, RemoteObject, StorageError
 
 
@@ -21,7 +22,8 @@ class LocalFiles:
         self.roots = [os.path.realpath(r) for r in roots]
 
     def _path(self, url: str) -> str:
-        path = unquote(urlsplit(url).path)
+        # A plain path is the file's own name, character for character; a URL's path is quoted.
+        path = url if is_plain_path(url) else unquote(urlsplit(url).path)
         if not self.roots:
             raise StorageError(Reason.ACCESS_DENIED, url, "file:// is not enabled on this server")
         real = os.path.realpath(path)
