@@ -15,8 +15,8 @@ import pytest
 import tes
 from kubernetes import client
 
+from tests.conftest import fresh_postgres_url_sync
 from tests.integration.realnode.test_taskpods import BUSYBOX, LABEL, Node, namespace, tctl
-from tests.support.postgres import fresh_postgres_url_sync
 from tests.support.realnode import database_secret, write_config
 from tests.support.server import running_server
 
@@ -35,14 +35,7 @@ def advertise(core: Any, count: int | None) -> None:
         ]
     else:
         patch = [{"op": "add", "path": f"/status/capacity/{key}", "value": str(count)}]
-    core.api_client.call_api(
-        f"/api/v1/nodes/{NODE}/status",
-        "PATCH",
-        body=patch,
-        header_params={"Content-Type": "application/json-patch+json"},
-        auth_settings=["BearerToken"],
-        response_type="object",
-    )
+    core.patch_node_status(NODE, patch)  # a list: a JSON patch
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         allocatable = core.read_node(NODE).status.allocatable or {}

@@ -17,8 +17,8 @@ import pytest
 import tes
 from kubernetes import client
 
+from tests.conftest import fresh_postgres_url_sync
 from tests.integration.realnode.test_taskpods import namespace, tctl
-from tests.support.postgres import fresh_postgres_url_sync
 from tests.support.realnode import database_secret, image_archive, private_registry, push, write_config
 from tests.support.server import add_users, running_server
 from tests.support.tasks import wait_ended
@@ -93,13 +93,13 @@ def lab(
 
 
 def echo(image: str) -> tes.Task:
-    return tes.Task(executors=[tes.Executor(image=image, command=["sh", "-c", "echo from the lab's image"])])
+    return tes.Task(executors=[tes.Executor(image=image, command=["sh", "-c", "echo from the lab image"])])
 
 
 def test_the_owner_with_the_secret_runs_the_private_image(lab: Lab) -> None:
     task = wait_ended(lab.alice, lab.alice.create_task(echo(lab.image)), 120, every=0.5)
-    assert task.state == "COMPLETE", task
-    assert task.logs[0].logs[0].stdout.strip() == "from the lab's image"
+    assert task.state == "COMPLETE", (task.logs[0].logs, task.logs[0].system_logs)
+    assert task.logs[0].logs[0].stdout.strip() == "from the lab image"
 
 
 def test_another_users_task_is_refused_by_the_registry_at_once(lab: Lab) -> None:
