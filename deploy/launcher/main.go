@@ -7,7 +7,9 @@
 //
 // stdin is read from F; stdout and stderr go both to the container's own streams (so the container
 // log holds them) and to F when given. The real exit code (128+n for signal n) is written to the
-// container's termination message as "exit_code=N", and PREFIX.stdout / PREFIX.stderr receive the
+// container's termination message as "exit_code=N started=T finished=T" (the launcher's own start
+// and end, RFC 3339 in UTC to the microsecond: the container status has whole seconds), and
+// PREFIX.stdout / PREFIX.stderr receive the
 // last 64 KiB of each stream. The launcher exits with the real code, or 0 with --ignore-error so that
 // the Pod goes on to the next executor. A command that cannot be started exits 127.
 package main
@@ -21,6 +23,7 @@ import (
 	"os/signal"
 	"sync"
 	"syscall"
+	"time"
 )
 
 const tailBytes = 64 * 1024
@@ -106,9 +109,15 @@ func output(own *os.File, path string, t *tail) (io.Writer, *os.File, error) {
 	return io.MultiWriter(own, f, t), f, nil
 }
 
+var started = time.Now()
+
+const micro = "2006-01-02T15:04:05.000000Z07:00"
+
 func finish(o options, code int, stdout, stderr *tail) {
 	if o.termination != "" {
-		_ = os.WriteFile(o.termination, []byte(fmt.Sprintf("exit_code=%d", code)), 0o644)
+		message := fmt.Sprintf("exit_code=%d started=%s finished=%s", code,
+			started.UTC().Format(micro), time.Now().UTC().Format(micro))
+		_ = os.WriteFile(o.termination, []byte(message), 0o644)
 	}
 	if o.status != "" {
 		_ = os.WriteFile(o.status+".stdout", stdout.bytes(), 0o644)

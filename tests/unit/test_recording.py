@@ -3,6 +3,7 @@ task's states and logs, each status seen new in one transaction, a status seen a
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from poiesis.adapters.kubernetes.recording import PodRecorder
 from poiesis.domain.states import State
 from poiesis.domain.submission import NewInput, NewOutput
 from poiesis.domain.tes import OutputFileLog, Task, View
+from poiesis.domain.times import parse_time, rfc3339
 from poiesis.ports.store import Moved, StoreUnavailable
 from tests.builders import make_task
 from tests.conftest import FakeClock
@@ -207,3 +209,36 @@ async def test_a_write_that_failed_is_made_again_on_the_next_pass(clock: FakeClo
     assert await rec.record(statuses[1]) is False
     shown = await store.get(task.id)
     assert [(e.exit_code, e.stdout) for e in (shown.logs or [])[0].logs] == [(0, "stdout of 0\n")]
+
+
+async def test_the_launchers_own_times_replace_the_container_statuses_whole_seconds(clock: FakeClock) -> None:
+    """The status says 12:00:00 for a start at 12:00:00.731: the executor's log holds the launcher's
+    microseconds, the task starts when the recorder did, and the times are in order."""
+    store, task = await stored(clock, executors=2)
+    since = clock.now()
+    rec = PodRecorder(store, task, clock.now, tails=tails, outputs=outputs, since=since)
+    started = [since.replace(microsecond=0) + timedelta(seconds=2, microseconds=731_000 + i) for i in (0, 1)]
+    message = [
+        f"exit_code=0 started={rfc3339(s)} finished={rfc3339(s + timedelta(milliseconds=250))}"
+        for s in started
+    ]
+    clock.advance(5)
+    t, r = terminated, running
+    await rec.record(pod(task.id, r("trec"), t("tif"), r("executor-0")))
+    await rec.record(
+        pod(
+            task.id,
+            r("trec"),
+            t("tif"),
+            t("executor-0", message=message[0]),
+            t("executor-1", message=message[1]),
+        )
+    )
+    full = await store.get(task.id, view=View.FULL)
+    attempt = full.logs[0]  # type: ignore[index]
+    assert [parse_time(e.start_time) for e in attempt.logs] == started  # type: ignore[arg-type]
+    assert [parse_time(e.end_time) for e in attempt.logs] == [  # type: ignore[arg-type]
+        s + timedelta(milliseconds=250) for s in started
+    ]
+    assert parse_time(attempt.start_time) == since  # type: ignore[arg-type]
+    assert parse_time(attempt.start_time) <= parse_time(attempt.logs[0].start_time)  # type: ignore[arg-type]

@@ -29,6 +29,8 @@ class ExecutorExited(msgspec.Struct, frozen=True, tag=True):
     index: int
     exit_code: int
     at: str
+    started: str | None = None
+    """When it started, as precisely as its end is known (it may refine what ExecutorStarted said)."""
 
 
 class OutputsUploaded(msgspec.Struct, frozen=True, tag=True):

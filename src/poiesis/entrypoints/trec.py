@@ -76,6 +76,8 @@ class Recorder:
         self.store = store
         self.api = api
         self.clock = clock or SystemClock()
+        self.since = self.clock.now()
+        """When this recorder started: before the Pod's other containers (a native sidecar)."""
         self.pod: PodRecorder | None = None
         self.recorded = False
 
@@ -119,7 +121,9 @@ class Recorder:
     async def reconcile(self, pod: dict[str, Any]) -> None:
         if self.pod is None:
             task = await self.store.get(self.cfg.task_id, view=View.FULL)
-            self.pod = PodRecorder(self.store, task, self.clock.now, tails=self._tail, outputs=self._outputs)
+            self.pod = PodRecorder(
+                self.store, task, self.clock.now, tails=self._tail, outputs=self._outputs, since=self.since
+            )
         if await self.pod.record(pod):
             self._mark_recorded()
 

@@ -84,7 +84,7 @@ def test_an_image_that_cannot_be_pulled(ctl: Backend) -> None:
     task = ctl.wait(task_id, timeout=90)
     assert task.state == "SYSTEM_ERROR"
     assert reason(task) == "ImagePullBackOff"
-    (line,) = log_of(task).system_logs
+    (line,) = log_of(task).system_logs  # stuck for less than the 5 s before a waiting note
     assert image in line
     assert "Job was removed" in line
     wait_until(lambda: not jobs(ctl, task_id), timeout=30, what="the Job removed")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Hashable
 from datetime import datetime
@@ -66,6 +67,10 @@ class ControllerSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unkno
     ever. Unset: `start_timeout_seconds`. Either way the scheduler's reason is in `system_logs`."""
     delete_orphans: bool = True
     """Remove Jobs and Pods labelled for a task the database does not know."""
+
+
+NOTE_AFTER_SECONDS = 5.0
+"""How long a Pod must have been unable to start before what it waits for goes to system_logs."""
 
 
 class Requeue(msgspec.Struct, frozen=True):
@@ -144,6 +149,8 @@ class Controller:
         self._clock = clock or SystemClock()
         self._ended_seen: dict[str, float] = {}
         self._stuck_seen: dict[str, float] = {}
+        self._noted: set[str] = set()
+        """Tasks whose wait to start is in their system_logs already."""
         self._closed: set[str] = set()
         """Tasks the cluster still holds objects for (a finished Job waits out its TTL) that a pass
         found terminal: a terminal state is final, so the orphan sweep need not look at them again.
@@ -216,21 +223,24 @@ class Controller:
     async def _pod_cannot_start(self, task: Task, found: Stuck | None) -> Decision:
         if found is None:
             self._stuck_seen.pop(task.id, None)
+            self._noted.discard(task.id)
             return None
-        first = self._stuck_seen.get(task.id)
-        if first is None:
-            first = self._stuck_seen[task.id] = self._monotonic()
-            if not found.final:
-                # What the task waits for, in its FULL view while it waits (once per controller).
-                await self.store.append_system_log(task.id, f"waiting: {found.line}")
+        first = self._stuck_seen.setdefault(task.id, self._monotonic())
+        stuck_for = self._monotonic() - first
+        if not found.final and task.id not in self._noted and stuck_for >= NOTE_AFTER_SECONDS:
+            # What the task waits for, in its FULL view while it waits (once per controller); not
+            # what passes in a moment (a claim being bound).
+            self._noted.add(task.id)
+            await self.store.append_system_log(task.id, f"waiting: {found.line}")
+        note_in = NOTE_AFTER_SECONDS - stuck_for if task.id not in self._noted else math.inf
         timeout = self.settings.start_timeout_seconds
         if found.reason == "Unschedulable" and self.settings.unschedulable_timeout_seconds is not None:
             timeout = self.settings.unschedulable_timeout_seconds
             if timeout == 0 and not found.final:
-                return Requeue(self.settings.resync_seconds)
-        wait = timeout - (self._monotonic() - first)
+                return Requeue(max(0.0, min(self.settings.resync_seconds, note_in)))
+        wait = timeout - stuck_for
         if wait > 0 and not found.final:
-            return Requeue(min(wait, self.settings.resync_seconds))
+            return Requeue(max(0.0, min(wait, self.settings.resync_seconds, note_in)))
         waited = "" if found.final else f" (for {timeout:g} s)"
         line = f"{found.line}{waited}; the task's Job was removed"
         await self.objects.remove(task.id)
@@ -321,6 +331,7 @@ class Controller:
     def _settled(self, task_id: str) -> None:
         self._ended_seen.pop(task_id, None)
         self._stuck_seen.pop(task_id, None)
+        self._noted.discard(task_id)
         self.objects.forget(task_id)
 
     # Running

@@ -39,13 +39,15 @@ def _seen(status: dict[str, Any]) -> ContainerSeen:
         t = state["terminated"] or {}
         message = (t.get("message") or "").strip() or None
         code = t.get("exitCode")
+        started, finished = t.get("startedAt") or t.get("finishedAt"), t.get("finishedAt")
         match = EXIT_CODE_MESSAGE.match(message or "")
         if match:
             code = int(match.group(1))
+            started, finished = match.group(2) or started, match.group(3) or finished
         return ContainerSeen(
             name=status["name"],
-            started=t.get("startedAt") or t.get("finishedAt"),
-            finished=t.get("finishedAt"),
+            started=started,
+            finished=finished,
             exit_code=code,
             reason=t.get("reason"),
             message=message,
@@ -83,7 +85,7 @@ def events(task: Task, pod: dict[str, Any]) -> list[lifecycle.Event]:
         found.append(lifecycle.ExecutorStarted(index, executor.started))
         if executor.finished is None or executor.exit_code is None:
             break
-        found.append(lifecycle.ExecutorExited(index, executor.exit_code, executor.finished))
+        found.append(lifecycle.ExecutorExited(index, executor.exit_code, executor.finished, executor.started))
     tof = seen.get(STAGE_OUT)
     if tof and tof.finished:
         if tof.exit_code == 0:

@@ -41,11 +41,14 @@ class PodRecorder:
         *,
         tails: Tails | None = None,
         outputs: Outputs | None = None,
+        since: datetime | None = None,
     ) -> None:
-        """`task` as stored (the FULL view): what it shows is not written again."""
+        """`task` as stored (the FULL view): what it shows is not written again. `since`: when the
+        recorder itself started, in the Pod (the task's start when it sees it begun)."""
         self.store = store
         self.task = task
         self._now = now
+        self._since = since
         self._tails = tails
         self._outputs = outputs
         attempt = task.logs[-1] if task.logs else None
@@ -69,21 +72,33 @@ class PodRecorder:
         for event in events:
             match event:
                 case lifecycle.StagingStarted() if planned is State.QUEUED:
-                    changes.append(Moved(target=State.INITIALIZING, at=self._now()))
+                    # The recorder starts before every other container of the Pod: the task's
+                    # start is then no later than any executor's.
+                    at = self._now() if self._since is None else min(self._since, self._now())
+                    changes.append(Moved(target=State.INITIALIZING, at=at))
                     planned = State.INITIALIZING
                 case lifecycle.ExecutorStarted(index=index, at=at):
                     if planned in (State.QUEUED, State.INITIALIZING):
-                        changes.append(Moved(target=State.RUNNING, at=_moment(at)))
+                        # The container status has whole seconds: never before the recorder began.
+                        began = _moment(at) if self._since is None else max(_moment(at), self._since)
+                        changes.append(Moved(target=State.RUNNING, at=began))
                         planned = State.RUNNING
                     if index not in self._started | self._pending_started:
                         changes.append(ExecutorRan(index=index, start_time=_moment(at)))
                         self._pending_started.add(index)
-                case lifecycle.ExecutorExited(index=index, exit_code=code, at=at) if index not in (
-                    self._ended | self._pending_ended
+                case lifecycle.ExecutorExited(index=index, exit_code=code, at=at, started=began) if (
+                    index not in self._ended | self._pending_ended
                 ):
                     out, err = await self._tails(index) if self._tails is not None else (None, None)
                     changes.append(
-                        ExecutorRan(index=index, end_time=_moment(at), exit_code=code, stdout=out, stderr=err)
+                        ExecutorRan(
+                            index=index,
+                            start_time=_moment(began) if began else None,
+                            end_time=_moment(at),
+                            exit_code=code,
+                            stdout=out,
+                            stderr=err,
+                        )
                     )
                     self._pending_ended.add(index)
         return planned

@@ -47,8 +47,9 @@ OUTPUTS_REPORT = "/.poiesis/outputs.json"
 RECORDED_MARK = f"{STATUS_DIR}/recorded"
 TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
-EXIT_CODE_MESSAGE = re.compile(r"^exit_code=(-?\d+)")
-"""The launcher's termination message: the executor's real exit code (0 under `ignore_error`)."""
+EXIT_CODE_MESSAGE = re.compile(r"^exit_code=(-?\d+)(?: started=(\S+) finished=(\S+))?")
+"""The launcher's termination message: the executor's real exit code (0 under `ignore_error`), and
+its own start and end to the microsecond (the container status has whole seconds)."""
 
 
 def job_name(task_id: str) -> str:
