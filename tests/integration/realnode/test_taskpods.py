@@ -242,6 +242,10 @@ def test_three_executors_with_s3_inputs_and_outputs(node: Node) -> None:
     for log in logs:
         assert log.start_time <= log.end_time
     assert logs[0].end_time <= logs[1].start_time <= logs[1].end_time <= logs[2].start_time
+    # The launcher's own times, to the microsecond, inside the task's.
+    assert any(t.microsecond for log in logs for t in (log.start_time, log.end_time)), logs
+    assert task.logs[0].start_time <= logs[0].start_time
+    assert logs[2].end_time <= task.logs[0].end_time
     result = s3.get_object(Bucket=node.bucket, Key="out/result.txt")["Body"].read()
     assert result == b"HELLO FROM S3!\n"
     sizes = {o.url.rsplit("/", 1)[1]: int(o.size_bytes) for o in task.logs[0].outputs}
