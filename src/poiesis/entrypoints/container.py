@@ -144,10 +144,11 @@ async def _cluster(settings: Settings, store: TaskStore, clock: SystemClock) -> 
         keep_workspaces=settings.keep_workspaces,
     )
     log.info(
-        "local backend: executors run with %s, %d task(s) at once; limits enforced: %s",
+        "local backend: executors run with %s, %d task(s) at once; limits enforced: %s; %s",
         cluster.runtime.name,
         settings.local_max_tasks,
         cluster.enforced,
+        cluster.network,
     )
     await cluster.start()
     try:
@@ -203,7 +204,8 @@ def _backend(settings: Settings, cluster: Cluster) -> str:
     if runtime is None:
         return cluster.name
     enforced = getattr(cluster, "enforced", "")
-    return f"{cluster.name}, executors run with {runtime.name}; limits enforced: {enforced}"
+    network = getattr(cluster, "network", "")
+    return f"{cluster.name}, executors run with {runtime.name}; limits enforced: {enforced}; {network}"
 
 
 def _metrics(settings: Settings, store: TaskStore, cluster: Cluster) -> ApiMetrics:

@@ -171,6 +171,10 @@ def test_the_task_cannot_reach_the_server_or_the_host(client: tes.HTTPClient, se
     assert task.state == "EXECUTOR_ERROR"
     assert "REACHED" not in logs(task)[0].stdout
     assert "ConnectionRefusedError" in logs(task)[0].stderr
+    # Why, where the user looks: the task's system_logs, service-info and the start-up line.
+    assert any("tasks have no network (local_network = none)" in x for x in task.logs[0].system_logs)
+    assert "tasks have no network" in client.get_service_info().description
+    assert "tasks have no network" in server.log.read_text()
 
 
 def test_a_planted_link_cannot_redirect_stdin_to_a_host_file(client: tes.HTTPClient, host: Path) -> None:

@@ -130,12 +130,20 @@ class LocalCluster:
             else "disk_gb only; ram_gb as an address-space limit (the sandbox's /tmp not counted); "
             "cpu_cores and the process count NOT enforced (this host gives no writable cgroups)"
         )
-        self._notice = (
-            None
+        self.network = (
+            "tasks share the host's network (local_network = host): they reach this server and "
+            "every service of the host"
+            if getattr(runtime, "host_network", False)
+            else "tasks have no network (local_network = none): a download, a package install or a "
+            "storage call from inside a task fails; the filers move inputs and outputs"
+        )
+        sandbox = (
+            ""
             if runtime.uses_images
             else "executors run in a bubblewrap sandbox on the server's own system directories; "
-            "the executor images are not used; limits enforced: " + self.enforced
+            "the executor images are not used; limits enforced: " + self.enforced + "; "
         )
+        self._notice = sandbox + self.network
 
     def _now(self) -> datetime:
         return self._clock.now()
