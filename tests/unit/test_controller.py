@@ -192,18 +192,16 @@ async def test_a_pod_that_cannot_pull_its_image_fails_after_the_start_timeout(h:
     assert "Job was removed" in log.system_logs[1]
 
 
-async def test_a_pod_stuck_for_a_moment_leaves_no_line(h: Harness) -> None:
+async def test_a_pod_waiting_for_its_claim_leaves_no_line(h: Harness) -> None:
     task = await h.task()
     claim = "0/2 nodes are available: pod has unbound immediate PersistentVolumeClaims"
     h.objects.pods[task.id] = (pod(task.id, phase="Pending", conditions=[unschedulable(claim)]), False)
-    decision = await h.controller.reconcile(task.id)
-    assert decision is not None
-    assert decision.seconds <= 5, "looked at again when a note would be due"
-    h.advance(2)
+    await h.controller.reconcile(task.id)
+    h.advance(20)
     await h.controller.reconcile(task.id)
     h.objects.pods[task.id] = (pod(task.id, running("trec"), phase="Pending"), False)
     await h.controller.reconcile(task.id)
-    assert not (await h.full(task.id)).logs, "nothing written for a claim bound in 2 s"
+    assert not (await h.full(task.id)).logs, "nothing written for a claim being bound"
 
 
 async def test_an_unschedulable_pod_that_becomes_schedulable_is_left_alone(h: Harness) -> None:

@@ -227,12 +227,13 @@ class Controller:
             return None
         first = self._stuck_seen.setdefault(task.id, self._monotonic())
         stuck_for = self._monotonic() - first
-        if not found.final and task.id not in self._noted and stuck_for >= NOTE_AFTER_SECONDS:
+        passing = "persistentvolumeclaim" in found.line.lower()  # a claim on its way to be bound
+        if not found.final and not passing and task.id not in self._noted and stuck_for >= NOTE_AFTER_SECONDS:
             # What the task waits for, in its FULL view while it waits (once per controller); not
-            # what passes in a moment (a claim being bound).
+            # what passes by itself (a claim being made and bound; the timeout still holds).
             self._noted.add(task.id)
             await self.store.append_system_log(task.id, f"waiting: {found.line}")
-        note_in = NOTE_AFTER_SECONDS - stuck_for if task.id not in self._noted else math.inf
+        note_in = NOTE_AFTER_SECONDS - stuck_for if task.id not in self._noted and not passing else math.inf
         timeout = self.settings.start_timeout_seconds
         if found.reason == "Unschedulable" and self.settings.unschedulable_timeout_seconds is not None:
             timeout = self.settings.unschedulable_timeout_seconds
