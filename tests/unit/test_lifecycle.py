@@ -116,12 +116,17 @@ events = st.one_of(
 )
 
 
-@given(st.lists(st.booleans(), min_size=1, max_size=4), st.booleans(), st.lists(events, max_size=40))
+@given(
+    st.lists(st.booleans(), min_size=1, max_size=4),
+    st.booleans(),
+    st.lists(events, max_size=40),
+    st.booleans(),
+)
 def test_any_event_sequence_gives_a_legal_history(
-    ignore: list[bool], has_outputs: bool, seq: list[Event]
+    ignore: list[bool], has_outputs: bool, seq: list[Event], deliver: bool
 ) -> None:
     execs = executors(*ignore)
-    progress = Progress()
+    progress = Progress(deliver_after_failure=deliver)
     for event in seq:
         after = apply(execs, has_outputs, progress, event)
         if after.state is not progress.state:
@@ -141,3 +146,20 @@ def test_any_event_sequence_gives_a_legal_history(
     step = next_step(execs, has_outputs, progress)
     if isinstance(step, Finish):
         assert step.state in TERMINAL
+
+
+def test_a_backend_that_delivers_after_a_failure_uploads_then_ends_in_executor_error() -> None:
+    execs = executors(False, False)
+    start = Progress(state=State.INITIALIZING, deliver_after_failure=True)
+    p = start
+    for event in [ExecutorStarted(0, AT), ExecutorExited(0, 1, AT)]:
+        p = apply(execs, True, p, event)
+    assert next_step(execs, True, p) == StageOut(after_failure=True)
+    assert p.state is State.RUNNING, "not ended before the outputs are uploaded"
+    p = apply(execs, True, p, OutputsUploaded())
+    assert p.state is State.EXECUTOR_ERROR
+    assert [r.exit_code for r in p.executors] == [1], "the second executor never ran"
+    # Without outputs, or on a backend that cannot, it ends at once.
+    assert apply(
+        execs, False, apply(execs, False, start, ExecutorStarted(0, AT)), ExecutorExited(0, 1, AT)
+    ).state is (State.EXECUTOR_ERROR)

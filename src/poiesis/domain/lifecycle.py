@@ -82,6 +82,9 @@ class Progress(msgspec.Struct, frozen=True, kw_only=True):
     state: State = State.QUEUED
     executors: tuple[ExecutorRecord, ...] = ()
     system_logs: tuple[str, ...] = ()
+    deliver_after_failure: bool = False
+    """After an executor error, upload the outputs that exist before the task ends (a workflow
+    engine's log files of a failed step); for backends that can still run the upload then."""
 
 
 class RunExecutor(msgspec.Struct, frozen=True, tag=True):
@@ -89,7 +92,8 @@ class RunExecutor(msgspec.Struct, frozen=True, tag=True):
 
 
 class StageOut(msgspec.Struct, frozen=True, tag=True):
-    pass
+    after_failure: bool = False
+    """An executor failed: upload what exists, an output that is missing is no error."""
 
 
 class Finish(msgspec.Struct, frozen=True, tag=True):
@@ -122,6 +126,8 @@ def next_step(executors: list[Executor], has_outputs: bool, progress: Progress) 
     if records and records[-1].exit_code is None:
         return Wait()
     if not _may_continue(executors, records):
+        if has_outputs and progress.deliver_after_failure:
+            return StageOut(after_failure=True)
         return Finish(State.EXECUTOR_ERROR)
     if len(records) < len(executors):
         return RunExecutor(len(records))
@@ -156,7 +162,7 @@ def apply(executors: list[Executor], has_outputs: bool, progress: Progress, even
             step = next_step(executors, has_outputs, progress)
             return _move(progress, step.state) if isinstance(step, Finish) else progress
         case OutputsUploaded():
-            if next_step(executors, has_outputs, progress) != StageOut():
+            if not isinstance(next_step(executors, has_outputs, progress), StageOut):
                 return progress
             return _move(progress, final_state(executors, progress.executors))
         case SystemFailure(reason=reason):

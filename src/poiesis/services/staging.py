@@ -111,7 +111,7 @@ class Stager:
         await _bounded(self._parallel, [download(t) for t in transfers])
         return staged + sum(sizes)
 
-    async def _expand(self, i: int, item: Output, workspace: Workspace) -> list[_Transfer]:
+    async def _expand(self, i: int, item: Output, workspace: Workspace, missing_ok: bool) -> list[_Transfer]:
         what = _label("output", i, item)
         if has_wildcard(item.path):
             transfers = []
@@ -121,16 +121,21 @@ class Stager:
                     transfers.append(_Transfer(what, url, f.path))
             return transfers  # a wildcard that matches nothing uploads nothing
         files = await workspace.files(item.path)
+        if files is None and missing_ok:
+            return []
         if files is None:
             missing = StorageError(Reason.NOT_FOUND, item.url, f"nothing at {item.path} to upload")
             raise _failure(what, item.url, missing)
         return [_Transfer(what, join_url(item.url, relative_to(f.path, item.path)), f.path) for f in files]
 
-    async def stage_out(self, task: Task, workspace: Workspace) -> list[OutputFileLog]:
-        """Upload every output; returns one log per uploaded file, in output then path order."""
+    async def stage_out(
+        self, task: Task, workspace: Workspace, *, missing_ok: bool = False
+    ) -> list[OutputFileLog]:
+        """Upload every output; returns one log per uploaded file, in output then path order.
+        `missing_ok`: an output that does not exist is skipped (after an executor failed)."""
         transfers: list[_Transfer] = []
         for i, item in enumerate(task.outputs or []):
-            transfers += await self._expand(i, item, workspace)
+            transfers += await self._expand(i, item, workspace, missing_ok)
         sizes: dict[int, int] = {}
 
         def upload(n: int, t: _Transfer) -> Callable[[], Awaitable[None]]:

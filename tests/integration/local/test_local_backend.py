@@ -301,3 +301,43 @@ def test_a_nextflow_shaped_task_with_plain_paths_completes_in_its_work_dir(
     )
     assert outside.state == "SYSTEM_ERROR"
     assert any("outside the directories" in line for line in outside.logs[0].system_logs)
+
+
+def test_a_failed_nextflow_step_still_delivers_its_logs_to_the_work_dir(
+    client: tes.HTTPClient, env: Env
+) -> None:
+    """The step exits 1: `.command.err`, `.command.out` and `.exitcode` still reach the work dir (what
+    Nextflow's error report shows), the output it never made is no error, the state stays
+    EXECUTOR_ERROR and the next executor does not run."""
+    work = env.shared / "work" / "fa" / "iled"
+    work.mkdir(parents=True)
+    script = 'cd "$(dirname "$0")"; echo partial; echo "no such sample" >&2; echo 1 > .exitcode; exit 1'
+    (work / ".command.run").write_text(script + "\n")
+    names = [".command.out", ".command.err", ".exitcode", "result.bam"]
+    task = run(
+        client,
+        tes.Task(
+            inputs=[tes.Input(path=f"{work}/.command.run", url=f"{work}/.command.run")],
+            outputs=[tes.Output(path=f"{work}/{n}", url=f"{work}/{n}") for n in names],
+            executors=[
+                tes.Executor(
+                    image="alpine",
+                    command=["sh", f"{work}/.command.run"],
+                    stdout=f"{work}/.command.out",
+                    stderr=f"{work}/.command.err",
+                ),
+                executor("touch", f"{work}/result.bam"),
+            ],
+        ),
+    )
+    assert task.state == "EXECUTOR_ERROR", task.logs[0].system_logs
+    assert [log.exit_code for log in task.logs[0].logs] == [1]
+    assert (work / ".command.err").read_text() == "no such sample\n"
+    assert (work / ".command.out").read_text() == "partial\n"
+    assert (work / ".exitcode").read_text() == "1\n"
+    assert not (work / "result.bam").exists()
+    assert sorted(f.url.rsplit("/", 1)[1] for f in task.logs[0].outputs) == [
+        ".command.err",
+        ".command.out",
+        ".exitcode",
+    ]

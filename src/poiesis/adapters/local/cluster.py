@@ -294,7 +294,8 @@ class LocalCluster:
             await asyncio.to_thread(beneath.give, str(root), owner)
         executors = task.executors
         has_outputs = bool(task.outputs)
-        progress = lifecycle.Progress(state=State.INITIALIZING)
+        # A failed executor's outputs (a workflow engine's logs) are still uploaded.
+        progress = lifecycle.Progress(state=State.INITIALIZING, deliver_after_failure=True)
         while True:
             if is_terminal(progress.state):
                 await self._patient.transition(task.id, progress.state, now=self._now())
@@ -303,12 +304,16 @@ class LocalCluster:
             match step:
                 case lifecycle.RunExecutor(index=index):
                     progress = await self._executor(task, index, workspace, mounts, progress)
-                case lifecycle.StageOut():
+                case lifecycle.StageOut(after_failure=after_failure):
                     try:
-                        files = await self._stager.stage_out(task, workspace)
+                        files = await self._stager.stage_out(task, workspace, missing_ok=after_failure)
                     except StagingFailed as exc:
-                        await self._fail(task.id, str(exc))
-                        return
+                        if not after_failure:
+                            await self._fail(task.id, str(exc))
+                            return
+                        # The executor's failure is the task's: the upload's is only noted.
+                        await self._patient.append_system_log(task.id, f"after the executor error: {exc}")
+                        files = []
                     await self._patient.add_output_files(task.id, files)
                     progress = lifecycle.apply(executors, has_outputs, progress, lifecycle.OutputsUploaded())
                 case lifecycle.Finish(state=state):
