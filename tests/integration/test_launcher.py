@@ -7,9 +7,13 @@ import hashlib
 import os
 import shutil
 import subprocess
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+
+from poiesis.adapters.kubernetes.taskpod import EXIT_CODE_MESSAGE
+from poiesis.domain.times import parse_time
 
 SOURCE = Path(__file__).resolve().parents[2] / "deploy" / "launcher"
 
@@ -66,6 +70,18 @@ def scratch(launcher: Path, work: Path, *argv: str) -> subprocess.CompletedProce
     )
 
 
+def termination(tmp_path: Path) -> int:
+    """The exit code in the launcher's termination message, whose start and end (to the
+    microsecond, in UTC) are in order and around now."""
+    message = (tmp_path / "termination").read_text()
+    match = EXIT_CODE_MESSAGE.fullmatch(message)
+    assert match, message
+    started, finished = (parse_time(match.group(g)) for g in (2, 3))
+    assert started <= finished <= datetime.now(UTC)
+    assert datetime.now(UTC) - started < timedelta(minutes=5)
+    return int(match.group(1))
+
+
 def test_no_shell_redirection_tails_and_real_exit_code(launcher: Path, tmp_path: Path) -> None:
     (tmp_path / "in.txt").write_text("from stdin\n")
     # The executor here is the launcher itself, started with a bad flag: it reads nothing, writes
@@ -88,7 +104,7 @@ def test_no_shell_redirection_tails_and_real_exit_code(launcher: Path, tmp_path:
         "--bogus",
     )
     assert result.returncode == 2
-    assert (tmp_path / "termination").read_text() == "exit_code=2"
+    assert termination(tmp_path) == 2
     assert b'unknown argument "--bogus"' in (tmp_path / "err.txt").read_bytes()
     assert (tmp_path / "err.txt").read_bytes() in result.stderr  # the container log has it too
     assert (tmp_path / "executor-0.stderr").read_bytes() == (tmp_path / "err.txt").read_bytes()
@@ -107,11 +123,11 @@ def test_ignore_error_exits_0_and_keeps_the_real_code(launcher: Path, tmp_path: 
         "--bogus",
     )
     assert result.returncode == 0
-    assert (tmp_path / "termination").read_text() == "exit_code=2"
+    assert termination(tmp_path) == 2
 
 
 def test_a_missing_program_exits_127_with_a_message(launcher: Path, tmp_path: Path) -> None:
     result = scratch(launcher, tmp_path, "--termination-log", "/work/termination", "--", "no-such-tool")
     assert result.returncode == 127
-    assert (tmp_path / "termination").read_text() == "exit_code=127"
+    assert termination(tmp_path) == 127
     assert b"cannot run no-such-tool" in result.stderr
