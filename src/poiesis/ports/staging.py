@@ -19,6 +19,9 @@ class TaskStager(Protocol):
         """Every input in place; the bytes written. Raises StagingFailed."""
         ...
 
-    async def stage_out(self, task: Task, workspace: Workspace) -> list[OutputFileLog]:
-        """Every output uploaded; their file logs, only once all succeeded. Raises StagingFailed."""
+    async def stage_out(
+        self, task: Task, workspace: Workspace, *, missing_ok: bool = False
+    ) -> list[OutputFileLog]:
+        """Every output uploaded; their file logs, only once all succeeded. Raises StagingFailed.
+        `missing_ok`: an output that does not exist is skipped (after an executor failed)."""
         ...
