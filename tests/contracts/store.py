@@ -19,7 +19,7 @@ from poiesis.domain.submission import NewInput, NewOutput
 from poiesis.domain.tes import FileType, OutputFileLog, Resources, Task, View
 from poiesis.domain.times import parse_time
 from poiesis.domain.views import encoded
-from poiesis.ports.store import Applied, ExecutorRan, Moved, OutputsRecorded, TaskStore
+from poiesis.ports.store import Applied, ExecutorRan, Moved, OpenTask, OutputsRecorded, TaskStore
 from tests.builders import make_executor, make_task
 from tests.conftest import FakeClock
 
@@ -442,6 +442,19 @@ async def test_ids_in_states(store: TaskStore, clock: FakeClock) -> None:
     await store.transition(b.id, State.RUNNING, now=NOW)
     assert await store.ids_in_states([State.RUNNING, State.INITIALIZING]) == [b.id]
     assert await store.ids_in_states([State.QUEUED, State.RUNNING]) == [a.id, b.id]
+
+
+async def test_open_tasks_name_their_owner_and_state_oldest_first(store: TaskStore, clock: FakeClock) -> None:
+    a, b, c = make_task(clock), make_task(clock), make_task(clock)
+    for task, owner in ((a, "ann"), (b, "bob"), (c, "ann")):
+        await store.create(task, owner=owner, system_logs=[])
+    await store.transition(b.id, State.INITIALIZING, now=NOW)
+    await store.transition(c.id, State.CANCELING, now=NOW)
+    await store.transition(c.id, State.CANCELED, now=NOW)
+    assert await store.open_tasks() == [
+        OpenTask(a.id, "ann", State.QUEUED),
+        OpenTask(b.id, "bob", State.INITIALIZING),
+    ]
 
 
 @pytest.mark.parametrize("view", [View.BASIC, View.FULL])

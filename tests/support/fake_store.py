@@ -17,7 +17,7 @@ from poiesis.domain.states import TERMINAL, State, can_transition
 from poiesis.domain.tes import ExecutorLog, OutputFileLog, Resources, Task, TaskLog, View
 from poiesis.domain.times import parse_time, rfc3339
 from poiesis.domain.views import encoded, encoded_page
-from poiesis.ports.store import Applied, Change, ExecutorRan, Moved, OutputsRecorded, Transition
+from poiesis.ports.store import Applied, Change, ExecutorRan, Moved, OpenTask, OutputsRecorded, Transition
 
 
 def _text(value: datetime | None) -> str | None:
@@ -242,6 +242,11 @@ class FakeTaskStore:
 
     async def ids_in_states(self, states: Collection[State]) -> list[str]:
         return sorted(i for i, r in self._rows.items() if r.state in states)
+
+    async def open_tasks(self) -> list[OpenTask]:
+        return [
+            OpenTask(i, r.owner, r.state) for i, r in sorted(self._rows.items()) if r.state not in TERMINAL
+        ]
 
     async def count_by_state(self, *, owner: str | None = None) -> dict[State, int]:
         counts: dict[State, int] = {}

@@ -161,6 +161,11 @@ class ApiMetrics:
         self.created = Counter(
             "poiesis_tasks_created", "Tasks this API process accepted.", registry=self.registry
         )
+        self.rate_limited = Counter(
+            "poiesis_tasks_rate_limited",
+            "Creates refused (429) because their user went past create_rate_per_user.",
+            registry=self.registry,
+        )
         self.submits = Histogram(
             "poiesis_task_submit_duration_seconds",
             "From an accepted task to its objects made in the cluster (Kubernetes: the Job "

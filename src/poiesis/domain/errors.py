@@ -8,10 +8,13 @@ PoiesisError
 ├── TaskNotFound        no task with that id is visible to the caller (404)
 ├── Conflict            a request that cannot apply to the task as it is now (409)
 ├── UnsupportedMediaType a body that is not JSON where JSON is required (415)
+├── TooManyRequests     the caller created tasks faster than its rate allows (429, Retry-After)
 └── Unavailable         a dependency (database, identity provider, cluster) cannot answer now (503)
 """
 
 from __future__ import annotations
+
+import math
 
 
 class PoiesisError(Exception):
@@ -51,6 +54,13 @@ class Conflict(PoiesisError):
 
 class UnsupportedMediaType(PoiesisError):
     pass
+
+
+class TooManyRequests(PoiesisError):
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"too many tasks created at once; retry after {max(1, math.ceil(retry_after))} s")
+        self.retry_after = max(1, math.ceil(retry_after))
+        """Whole seconds, as the Retry-After header gives them."""
 
 
 class Unavailable(PoiesisError):

@@ -35,6 +35,7 @@ from poiesis.domain.errors import (
     InvalidRequest,
     PoiesisError,
     TaskNotFound,
+    TooManyRequests,
     Unauthenticated,
     Unavailable,
     UnsupportedMediaType,
@@ -73,6 +74,7 @@ _STATUS: dict[type[PoiesisError], int] = {
     Forbidden: 403,
     TaskNotFound: 404,
     Conflict: 409,
+    TooManyRequests: 429,
     UnsupportedMediaType: 415,
     Unavailable: 503,
 }
@@ -116,6 +118,8 @@ def error_parts(exc: Exception, access: Access, scope: Any) -> tuple[int, bytes,
             str(scope.get("path", "")),
             str(exc),
         )
+    if isinstance(exc, TooManyRequests):
+        headers.append((b"retry-after", str(exc.retry_after).encode()))
     if isinstance(exc, Unauthenticated):
         sent = any(name == b"authorization" and value for name, value in scope.get("headers", ()))
         headers.append((b"www-authenticate", access.challenges(refused=sent).encode("latin-1")))

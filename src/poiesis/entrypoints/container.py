@@ -24,6 +24,7 @@ from poiesis.adapters.sqlalchemy.engine import create_engine, is_sqlite, migrate
 from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore
 from poiesis.adapters.sqlalchemy.threaded import ThreadedSqlite
 from poiesis.adapters.unattached import UnattachedCluster
+from poiesis.domain.fairness import CreateRate
 from poiesis.domain.staging import SCHEMES
 from poiesis.domain.submission import Rules
 from poiesis.domain.tes import Organization, ServiceInfo, ServiceType
@@ -237,6 +238,24 @@ def _service_info(settings: Settings, cluster: Cluster) -> ServiceInfo:
     )
 
 
+def _tasks(
+    settings: Settings,
+    store: TaskStore,
+    cluster: Cluster,
+    clock: SystemClock,
+    rules: Rules,
+    metrics: ApiMetrics,
+) -> TaskService:
+    return TaskService(
+        store=store,
+        cluster=cluster,
+        clock=clock,
+        rules=rules,
+        rate=CreateRate(settings.create_rate_per_user, settings.create_burst_per_user),
+        on_rate_limited=metrics.rate_limited.inc,
+    )
+
+
 def _supported_parameters(settings: Settings) -> list[str] | None:
     keys = list(settings.backend_parameters)
     if settings.backend == "kubernetes":
@@ -260,4 +279,4 @@ class ApiContainer(containers.DeclarativeContainer):
     access = providers.Resource(_access, settings)
     metrics = providers.Singleton(_metrics, settings, store, cluster)
     timed_cluster = providers.Singleton(TimedCluster, cluster, metrics)
-    tasks = providers.Singleton(TaskService, store=store, cluster=timed_cluster, clock=clock, rules=rules)
+    tasks = providers.Singleton(_tasks, settings, store, timed_cluster, clock, rules, metrics)

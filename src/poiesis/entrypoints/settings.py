@@ -17,6 +17,7 @@ import msgspec
 from poiesis.adapters.auth.oidc import OidcIssuer, check_issuer
 from poiesis.adapters.kubernetes.controller import ControllerSettings
 from poiesis.adapters.kubernetes.render import PodSettings
+from poiesis.domain.fairness import Caps
 from poiesis.domain.hosts import is_loopback
 from poiesis.domain.submission import Rules
 
@@ -68,6 +69,18 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     otherwise the bubblewrap sandbox."""
     local_max_tasks: int = max(1, os.cpu_count() or 1)
     """Tasks the local backend runs at once; the rest wait QUEUED."""
+    max_active_tasks_per_user: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """Tasks one user may have in flight (past QUEUED) at once, on either backend; the rest are
+    accepted and held QUEUED, then released in fair order across users (0: no cap)."""
+    max_active_tasks: Annotated[int, msgspec.Meta(ge=0)] = 0
+    """Tasks in flight at once in all, released in the same fair order (0: no cap; the local
+    backend also holds to `local_max_tasks`)."""
+    create_rate_per_user: Annotated[float, msgspec.Meta(ge=0)] = 0.0
+    """Creates per second one user may sustain; past it (and its burst) CreateTask answers 429
+    with Retry-After. 0: no limit. Counted in each API process."""
+    create_burst_per_user: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    """Creates one user may make at once before `create_rate_per_user` paces them (a workflow
+    engine's burst)."""
     local_workspaces: str = msgspec.field(default_factory=lambda: default_workspaces())
     """Where the local backend keeps each running task's volume. The sandbox's user must be able to
     pass through every directory above it (the default as root: /var/lib/poiesis/workspaces)."""
@@ -167,6 +180,11 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
 
+    @property
+    def caps(self) -> Caps:
+        """The caps on tasks in flight (Kubernetes: tctl releases the tasks held by them)."""
+        return Caps(per_owner=self.max_active_tasks_per_user or None, total=self.max_active_tasks or None)
+
 
 _JSON = {"oidc"}
 """Settings whose environment variable holds JSON (lists of tables)."""
@@ -231,6 +249,12 @@ def load(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings
     values |= _from_env(env)
     values |= {k: v for k, v in overrides.items() if v is not None}
     try:
-        return msgspec.convert(values, Settings, strict=False)
+        settings = msgspec.convert(values, Settings, strict=False)
     except msgspec.ValidationError as exc:
         raise SettingsError(f"invalid setting: {exc}") from exc
+    if settings.caps.any and settings.kubernetes.kueue_queue:
+        raise SettingsError(
+            "max_active_tasks_per_user and max_active_tasks cannot be combined with "
+            "kubernetes.kueue_queue: Kueue releases the Jobs, and its queues' quotas are the caps"
+        )
+    return settings

@@ -75,6 +75,12 @@ class OutputsRecorded(msgspec.Struct, frozen=True, kw_only=True):
 Change = Moved | ExecutorRan | OutputsRecorded
 
 
+class OpenTask(msgspec.Struct, frozen=True, array_like=True):
+    id: str
+    owner: str
+    state: State
+
+
 class Step(msgspec.Struct, frozen=True):
     change: Change
     state: State
@@ -177,6 +183,10 @@ class TaskStore(TaskRecords, Protocol):
     async def history(self, task_id: str) -> list[Transition]: ...
 
     async def ids_in_states(self, states: Collection[State]) -> list[str]: ...
+
+    async def open_tasks(self) -> list[OpenTask]:
+        """Every task not in a terminal state, with its owner and state, oldest first."""
+        ...
 
     async def count_by_state(self, *, owner: str | None = None) -> dict[State, int]:
         """How many tasks are in each state (states with none may be left out). Of every owner: cheap

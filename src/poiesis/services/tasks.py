@@ -1,8 +1,9 @@
 """The TES use cases behind the REST API: create, get, list and cancel a task.
 
-Create commits the task before it hands it to the cluster. If the cluster cannot take it now, the
-task stays QUEUED (the Task Controller submits it again later), so an accepted task is never lost
-and the client never sees an error for a task that was stored.
+Create counts against its owner's create rate first (a create past it is refused, 429, before
+anything is read or stored). It commits the task before it hands it to the cluster. If the cluster
+cannot take it now, the task stays QUEUED (the Task Controller submits it again later), so an
+accepted task is never lost and the client never sees an error for a task that was stored.
 """
 
 from __future__ import annotations
@@ -10,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Callable
 from datetime import datetime
 from typing import cast
 
 import msgspec
 
-from poiesis.domain.errors import InvalidRequest, TaskNotFound
+from poiesis.domain.errors import InvalidRequest, TaskNotFound, TooManyRequests
+from poiesis.domain.fairness import CreateRate
 from poiesis.domain.identity import encode_page_token, is_task_id, new_task_id
 from poiesis.domain.listing import TaskQuery
 from poiesis.domain.states import State, is_terminal
@@ -64,13 +67,31 @@ def _known(task_id: str) -> str:
 
 
 class TaskService:
-    def __init__(self, *, store: TaskStore, cluster: Cluster, clock: Clock, rules: Rules) -> None:
+    def __init__(
+        self,
+        *,
+        store: TaskStore,
+        cluster: Cluster,
+        clock: Clock,
+        rules: Rules,
+        rate: CreateRate | None = None,
+        on_rate_limited: Callable[[], None] | None = None,
+    ) -> None:
         self._store = store
         self._cluster = cluster
         self._clock = clock
         self._rules = rules
+        self._rate = rate if rate is not None and rate.enabled else None
+        self._on_rate_limited = on_rate_limited
 
     async def create(self, body: bytes, *, owner: str) -> str:
+        if self._rate is not None:
+            try:
+                self._rate.take(owner, self._clock.monotonic())
+            except TooManyRequests:
+                if self._on_rate_limited is not None:
+                    self._on_rate_limited()
+                raise
         now = self._clock.now()
         if len(body) > _LARGE_BODY:
             # Decoding and checking a large task takes long enough to be felt by every other request.

@@ -68,6 +68,7 @@ from poiesis.ports.store import (
     Change,
     ExecutorRan,
     Moved,
+    OpenTask,
     OutputsRecorded,
     Transition,
     outcome,
@@ -623,6 +624,17 @@ class SqlAlchemyTaskStore:
     async def ids_in_states(self, states: Collection[State]) -> list[str]:
         query = sa.select(t.task.c.id).where(t.task.c.state.in_(list(states))).order_by(t.task.c.id)
         return await self._read(lambda conn: list(conn.execute(query).scalars()))
+
+    @once_more_if_lost
+    async def open_tasks(self) -> list[OpenTask]:
+        task = t.task
+        query = (
+            sa.select(task.c.id, task.c.owner, task.c.state)
+            .where(task.c.state.not_in([s.value for s in TERMINAL]))
+            .order_by(task.c.id)
+        )
+        rows = await self._read(lambda conn: conn.execute(query).all())
+        return [OpenTask(r.id, r.owner, State(r.state)) for r in rows]
 
     @once_more_if_lost
     async def count_by_state(self, *, owner: str | None = None) -> dict[State, int]:
