@@ -13,8 +13,10 @@ import pytest
 from poiesis.adapters.kubernetes import diagnose, observe
 from poiesis.adapters.kubernetes.controller import Controller, ControllerSettings, Requeue, WorkQueue
 from poiesis.domain import lifecycle
+from poiesis.domain.fairness import Caps
 from poiesis.domain.states import State
 from poiesis.domain.tes import Task, View
+from poiesis.ports.cluster import ClusterRefused
 from poiesis.ports.store import Applied, Change, ExecutorRan, Moved, StoreUnavailable, TaskStore
 from poiesis.ports.taskobjects import JobSeen, PodSeen, Verdict
 from tests.builders import make_task
@@ -36,6 +38,8 @@ class FakeTaskObjects:
         self.removed: list[str] = []
         self.events: list[tuple[str, str]] = []
         self.kueue = False
+        self.released: list[str] = []
+        self.on_release: Any = None
 
     def pod(self, task_id: str) -> PodSeen | None:
         seen = self.pods.get(task_id)
@@ -63,6 +67,12 @@ class FakeTaskObjects:
         self.submitted.append(task.id)
         self.jobs[task.id] = {"spec": {"suspend": False}, "status": {}}
 
+    async def release(self, task: Task) -> None:
+        if self.on_release is not None:
+            await self.on_release(task)
+        self.released.append(task.id)
+        self.jobs[task.id] = {"spec": {"suspend": False}, "status": {}}
+
     async def remove(self, task_id: str) -> bool:
         self.removed.append(task_id)
         self.jobs.pop(task_id, None)
@@ -83,9 +93,9 @@ class Harness:
     def advance(self, seconds: float) -> None:
         self.clock.advance(seconds)
 
-    async def task(self, state: State = State.QUEUED, **fields: Any) -> Task:
+    async def task(self, state: State = State.QUEUED, owner: str = "a", **fields: Any) -> Task:
         task = make_task(self.clock, **fields)
-        await self.store.create(task, owner="a", system_logs=[])
+        await self.store.create(task, owner=owner, system_logs=[])
         if state is not State.QUEUED:
             assert await self.store.transition(task.id, state, now=self.clock.now())
         return task
@@ -569,3 +579,84 @@ async def test_an_image_the_registry_says_does_not_exist_fails_at_once(h: Harnes
     assert " s)" not in log.system_logs[0], "no start timeout was waited"
     await h.controller.reconcile(task.id)
     assert (await h.full(task.id)).logs[0].system_logs == log.system_logs  # type: ignore[index]
+
+
+# Caps on the tasks in flight: the releaser
+
+
+def capped(store: TaskStore, clock: FakeClock, **caps: int) -> Harness:
+    harness = Harness(store, clock)
+    harness.controller = Controller(store, harness.objects, SETTINGS, clock=clock, caps=Caps(**caps))
+    return harness
+
+
+async def test_held_tasks_are_released_fairly_within_the_caps(store: TaskStore, clock: FakeClock) -> None:
+    h = capped(store, clock, per_owner=2, total=3)
+    releaser = h.controller.releaser
+    assert releaser is not None
+    flood = [await h.task(owner="flooder") for _ in range(5)]
+    small = [await h.task(owner="small") for _ in range(2)]
+    assert await releaser.pass_once() == [flood[0].id, small[0].id, flood[1].id]
+    assert releaser.held == 4
+    # Released, no Pod shown yet: still in flight, so a second pass lets nobody in.
+    assert await releaser.pass_once() == []
+    for task in (flood[0], small[0], flood[1]):
+        h.objects.pods[task.id] = (pod(task.id, running("tif")), False)
+    assert await releaser.pass_once() == []
+    await h.store.transition(flood[0].id, State.INITIALIZING, now=h.clock.now())
+    await h.store.transition(flood[0].id, State.SYSTEM_ERROR, now=h.clock.now())
+    # One of the flooder's slots is free; both have one in flight, the flooder's next is older.
+    assert await releaser.pass_once() == [flood[2].id]
+    await h.store.transition(small[0].id, State.CANCELING, now=h.clock.now())
+    await h.store.transition(small[0].id, State.CANCELED, now=h.clock.now())
+    h.objects.pods.pop(small[0].id)
+    assert await releaser.pass_once() == [small[1].id], "the small user's turn: fewer in flight"
+    assert h.objects.released == [flood[0].id, small[0].id, flood[1].id, flood[2].id, small[1].id]
+    assert "released" in {a.split(":")[0] for _, a in h.controller.actions}
+
+
+async def test_a_held_task_is_the_releasers_not_the_reconcilers(store: TaskStore, clock: FakeClock) -> None:
+    h = capped(store, clock, per_owner=1)
+    first, second = await h.task(), await h.task()
+    assert h.controller.releaser is not None
+    await h.controller.releaser.pass_once()
+    h.advance(SETTINGS.queued_grace_seconds + 1)
+    await h.controller.reconcile(second.id)
+    assert h.objects.submitted == []
+    assert h.objects.released == [first.id]
+    assert await h.store.state(second.id) is State.QUEUED
+
+
+async def test_a_task_cancelled_while_it_is_released_has_its_objects_removed(
+    store: TaskStore, clock: FakeClock
+) -> None:
+    h = capped(store, clock, total=5)
+    task = await h.task()
+
+    async def cancel_meanwhile(released: Task) -> None:
+        await h.store.transition(released.id, State.CANCELING, now=h.clock.now())
+
+    h.objects.on_release = cancel_meanwhile
+    assert h.controller.releaser is not None
+    await h.controller.releaser.pass_once()
+    assert h.objects.removed == [task.id]
+    assert task.id not in h.objects.jobs
+
+
+async def test_a_task_the_cluster_refuses_at_release_ends_system_error(
+    store: TaskStore, clock: FakeClock
+) -> None:
+    h = capped(store, clock, total=1)
+    refused, after = await h.task(), await h.task()
+
+    async def refuse(released: Task) -> None:
+        if released.id == refused.id:
+            raise ClusterRefused("Kubernetes refused the task's objects: 422 bad")
+
+    h.objects.on_release = refuse
+    assert h.controller.releaser is not None
+    assert await h.controller.releaser.pass_once() == [refused.id]
+    seen = await h.full(refused.id)
+    assert seen.state is State.SYSTEM_ERROR
+    assert seen.logs[0].system_logs[-1] == "Kubernetes refused the task's objects: 422 bad"  # type: ignore[index]
+    assert await h.controller.releaser.pass_once() == [after.id], "its slot was not kept"

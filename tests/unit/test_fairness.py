@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from poiesis.adapters.local.gate import FairGate
 from poiesis.domain.errors import TooManyRequests
 from poiesis.domain.fairness import Caps, CreateRate, release_order
 
@@ -131,3 +133,63 @@ def test_a_zero_rate_is_off() -> None:
     rate = CreateRate(rate=0.0, burst=1)
     for _ in range(100):
         rate.take("ann", 0.0)
+
+
+async def _hold(gate: FairGate, task_id: str, owner: str, order: list[str], go: asyncio.Event) -> None:
+    async with gate.slot(task_id, owner):
+        order.append(task_id)
+        await go.wait()
+
+
+async def test_the_local_gate_lets_tasks_in_fairly_and_a_cancelled_waiter_leaves() -> None:
+    gate = FairGate(Caps(per_owner=2, total=3))
+    order: list[str] = []
+    done = {t: asyncio.Event() for t in ("a1", "a2", "a3", "a4", "b1", "b2")}
+    runs = {}
+    for task_id in ("a1", "a2", "a3", "a4"):  # the flooder's, all older
+        runs[task_id] = asyncio.create_task(_hold(gate, task_id, "flooder", order, done[task_id]))
+    await asyncio.sleep(0)
+    assert order == ["a1", "a2"] and gate.waiting == 2  # the per-owner cap, though a slot is free
+    for task_id in ("b1", "b2"):
+        runs[task_id] = asyncio.create_task(_hold(gate, task_id, "small", order, done[task_id]))
+    await asyncio.sleep(0)
+    assert order == ["a1", "a2", "b1"] and gate.in_flight == 3
+    runs["a3"].cancel()  # a waiter cancelled leaves without a slot
+    await asyncio.sleep(0)
+    assert gate.waiting == 2 and gate.in_flight == 3
+    done["a1"].set()
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    # Each has one in flight: the older of their next tasks goes first.
+    assert order[-1] == "a4"
+    done["b1"].set()
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert order[-1] == "b2"
+    for event in done.values():
+        event.set()
+    await asyncio.gather(*runs.values(), return_exceptions=True)
+    assert gate.in_flight == 0 and gate.waiting == 0
+
+
+async def test_a_task_cancelled_as_it_is_let_in_gives_its_slot_back() -> None:
+    gate = FairGate(Caps(total=1))
+    never = asyncio.Event()
+    order: list[str] = []
+    second: asyncio.Task[None] | None = None
+
+    async def first() -> None:
+        async with gate.slot("t1", "ann"):
+            order.append("t1")
+            await asyncio.sleep(0)
+        # t2 has just been let in and has not run yet: cancel it now.
+        assert second is not None and gate.waiting == 0
+        second.cancel()
+
+    one = asyncio.create_task(first())
+    second = asyncio.create_task(_hold(gate, "t2", "ann", order, never))
+    await asyncio.gather(one, second, return_exceptions=True)
+    assert second.cancelled() and gate.in_flight == 0
+    never.set()
+    await _hold(gate, "t3", "ann", order, never)
+    assert order == ["t1", "t3"]

@@ -267,6 +267,12 @@ class ControllerMetrics:
         self.actions = Counter(
             "poiesis_tctl_actions", "Actions taken on tasks, by kind.", ["action"], registry=self.registry
         )
+        self.held = Gauge(
+            "poiesis_tctl_tasks_held",
+            "Tasks held QUEUED by the caps on tasks in flight (max_active_tasks_per_user, "
+            "max_active_tasks), as the leader's last pass counted them.",
+            registry=self.registry,
+        )
         self.state_times = StateTimes(self.registry)
         self.errors = Counter(
             "poiesis_tctl_errors",

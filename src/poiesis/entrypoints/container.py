@@ -103,9 +103,15 @@ async def _kubernetes(settings: Settings) -> AsyncIterator[Cluster]:
     from poiesis.adapters.kubernetes.cluster import KubernetesCluster, api_client
 
     api = api_client(settings.kubeconfig)
-    cluster = KubernetesCluster(api, settings.kubernetes)
+    cluster = KubernetesCluster(api, settings.kubernetes, held=settings.caps.any)
     cluster.start()
-    log.info("kubernetes backend: task Jobs in namespace %s", settings.kubernetes.namespace)
+    log.info(
+        "kubernetes backend: task Jobs in namespace %s%s",
+        settings.kubernetes.namespace,
+        "; tasks are held QUEUED until tctl releases them under the caps on tasks in flight"
+        if settings.caps.any
+        else "",
+    )
     try:
         yield cluster
     finally:
@@ -140,14 +146,16 @@ async def _cluster(settings: Settings, store: TaskStore, clock: SystemClock) -> 
         reconcile_seconds=settings.local_reconcile_seconds,
         clock=clock,
         workspaces=settings.local_workspaces,
-        max_tasks=settings.local_max_tasks,
+        max_tasks=min(settings.local_max_tasks, settings.max_active_tasks or settings.local_max_tasks),
+        max_tasks_per_owner=settings.caps.per_owner,
         tail_bytes=settings.executor_log_tail_bytes,
         keep_workspaces=settings.keep_workspaces,
     )
     log.info(
-        "local backend: executors run with %s, %d task(s) at once; limits enforced: %s; %s",
+        "local backend: executors run with %s, %d task(s) at once%s; limits enforced: %s; %s",
         cluster.runtime.name,
-        settings.local_max_tasks,
+        cluster.max_tasks,
+        f", {settings.max_active_tasks_per_user} per user" if settings.max_active_tasks_per_user else "",
         cluster.enforced,
         cluster.network,
     )

@@ -38,10 +38,10 @@ async def run(settings: Settings, name: str | None = None) -> int:
     engine = create_engine(settings.database_url, writer=True, pool_size=cfg.workers + 2)
     store = SqlAlchemyTaskStore(engine, reader=engine)
     api = api_client(settings.kubeconfig)
-    cluster = KubernetesCluster(api, settings.kubernetes)
+    cluster = KubernetesCluster(api, settings.kubernetes, held=settings.caps.any)
     objects = KubeTaskObjects(cluster, api, admitted_elsewhere=bool(settings.kubernetes.kueue_queue))
     metrics = ControllerMetrics()
-    controller = Controller(store, objects, cfg, metrics=metrics)
+    controller = Controller(store, objects, cfg, metrics=metrics, caps=settings.caps)
     server = None
     if settings.metrics:
         # Prometheus's own server in a thread, on the `host` and `port` the API would use.
@@ -56,7 +56,7 @@ async def run(settings: Settings, name: str | None = None) -> int:
     loop = asyncio.get_running_loop()
 
     def notify(task_id: str) -> None:
-        loop.call_soon_threadsafe(controller.queue.add, task_id)
+        loop.call_soon_threadsafe(controller.notice, task_id)
 
     objects.start(notify)
     stopping = asyncio.Event()

@@ -72,6 +72,11 @@ class TaskObjects(Protocol):
 
     async def submit(self, task: Task) -> None: ...
 
+    async def release(self, task: Task) -> None:
+        """Make the task's objects and let its Pod start (a task held by the caps on tasks in
+        flight); idempotent."""
+        ...
+
     async def remove(self, task_id: str) -> bool:
         """Delete the task's objects; True once no Pod of the task is left."""
         ...

@@ -7,6 +7,9 @@
    with it, by Kubernetes);
 3. the Job released (`suspend: false`), unless Kueue is configured, which releases it on admission.
 
+With caps on the tasks in flight (`held`), `submit` makes nothing: the task stays QUEUED in the
+database until tctl's releaser calls `release`, which makes the same objects.
+
 Once the Job controller has created the Pod, `grant` gives the task's ServiceAccount read access to
 that one Pod and its log (a Role naming it). `watch_grants` does this for every task Pod in the
 namespace; it runs in the API process and is idempotent, so any number of replicas may run it.
@@ -196,7 +199,12 @@ class KubernetesCluster:
     name = "kubernetes"
 
     def __init__(
-        self, api: client.ApiClient, settings: PodSettings, *, cancel_grace_seconds: int = 5
+        self,
+        api: client.ApiClient,
+        settings: PodSettings,
+        *,
+        cancel_grace_seconds: int = 5,
+        held: bool = False,
     ) -> None:
         self._api = api
         # Typed as Any: the manifests are plain dicts, which the client accepts as bodies.
@@ -205,6 +213,8 @@ class KubernetesCluster:
         self._rbac: Any = client.RbacAuthorizationV1Api(api)
         self.settings = settings
         self._grace = cancel_grace_seconds
+        self.held = held
+        """Tasks wait in the database for tctl's releaser (caps on the tasks in flight)."""
         self._stop = threading.Event()
         self._watcher: threading.Thread | None = None
         self._granted: set[str] = set()
@@ -251,6 +261,11 @@ class KubernetesCluster:
             self._batch.patch_namespaced_job(name, ns, {"spec": {"suspend": False}})
 
     async def submit(self, task: Task) -> None:
+        if not self.held:
+            await self.call(lambda: self._submit(task))
+
+    async def release(self, task: Task) -> None:
+        """Make the task's objects now, held or not."""
         await self.call(lambda: self._submit(task))
 
     def _cancel(self, task_id: str) -> bool:

@@ -26,6 +26,7 @@ import msgspec
 from poiesis.adapters.clock import SystemClock
 from poiesis.adapters.kubernetes.recording import PodRecorder
 from poiesis.domain.errors import TaskNotFound
+from poiesis.domain.fairness import Caps
 from poiesis.domain.states import State, is_terminal
 from poiesis.domain.tes import Task, View
 from poiesis.domain.times import parse_time
@@ -33,6 +34,7 @@ from poiesis.ports.clock import Clock
 from poiesis.ports.cluster import ClusterRefused, ClusterUnavailable
 from poiesis.ports.store import Moved, StoreUnavailable, TaskStore
 from poiesis.ports.taskobjects import Stuck, TaskObjects, Verdict
+from poiesis.services.release import FairReleaser
 
 if TYPE_CHECKING:
     from poiesis.adapters.metrics import ControllerMetrics
@@ -67,6 +69,9 @@ class ControllerSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unkno
     ever. Unset: `start_timeout_seconds`. Either way the scheduler's reason is in `system_logs`."""
     delete_orphans: bool = True
     """Remove Jobs and Pods labelled for a task the database does not know."""
+    release_seconds: float = 1.0
+    """With caps on the tasks in flight: how often the held tasks are looked at besides when a
+    task's Pod ends (how long at most a new task waits for a free slot)."""
 
 
 NOTE_AFTER_SECONDS = 5.0
@@ -134,6 +139,7 @@ class Controller:
         *,
         clock: Clock | None = None,
         metrics: ControllerMetrics | None = None,
+        caps: Caps | None = None,
     ) -> None:
         self.store = store
         self.objects = objects
@@ -155,6 +161,20 @@ class Controller:
         """Tasks the cluster still holds objects for (a finished Job waits out its TTL) that a pass
         found terminal: a terminal state is final, so the orphan sweep need not look at them again.
         Kept only while the cluster shows them (each resync drops the rest)."""
+        self.releaser: FairReleaser | None = None
+        """With caps on the tasks in flight: what lets held tasks into the cluster."""
+        if caps is not None and caps.any:
+            self.releaser = FairReleaser(
+                store,
+                objects,
+                caps,
+                self._clock,
+                interval=settings.release_seconds,
+                refused=self._refused,
+                on_release=lambda task_id: self._act(task_id, "released: a slot is free", "released"),
+            )
+            releaser = self.releaser
+            self.metrics.held.set_function(lambda: releaser.held)
         self.actions: list[tuple[str, str]] = []
         """(task id, action) in the order taken, the latest ACTIONS_KEPT of them (the metrics count
         them all), for tests and benchmarks."""
@@ -251,6 +271,8 @@ class Controller:
     async def _queued_without_pod(self, task: Task) -> Decision:
         if task.state is not State.QUEUED:  # moved on since the state was read: look again
             return Requeue(0.0)
+        if self.releaser is not None and not self.releaser.released(task.id):
+            return None  # held: the releaser makes its objects when a slot is free
         now = self._now()
         created = parse_time(task.creation_time) if task.creation_time else now
         age = (now - created).total_seconds()
@@ -291,6 +313,11 @@ class Controller:
         self._act(task_id, "removed the objects of a task the database does not know", "orphan_removed")
         self.objects.forget(task_id)
         return None
+
+    async def _refused(self, task_id: str, line: str) -> None:
+        await self._write(
+            await self.store.get(task_id, view=View.MINIMAL), Verdict(State.SYSTEM_ERROR, "Refused", line)
+        )
 
     # Writes
 
@@ -336,6 +363,12 @@ class Controller:
         self.objects.forget(task_id)
 
     # Running
+
+    def notice(self, task_id: str) -> None:
+        """A task's Pod changed in a way worth a pass (and, under caps, a slot may be free)."""
+        self.queue.add(task_id)
+        if self.releaser is not None:
+            self.releaser.wake()
 
     async def worker(self) -> None:
         while True:
@@ -411,6 +444,8 @@ class Controller:
         try:
             async with asyncio.TaskGroup() as group:
                 group.create_task(self.resync())
+                if self.releaser is not None:
+                    group.create_task(self.releaser.run())
                 for _ in range(self.settings.workers):
                     group.create_task(self.worker())
         finally:

@@ -235,6 +235,9 @@ class KubeTaskObjects:
     async def submit(self, task: Task) -> None:
         await self.cluster.submit(task)
 
+    async def release(self, task: Task) -> None:
+        await self.cluster.release(task)
+
     async def remove(self, task_id: str) -> bool:
         return await self.cluster.cancel(task_id)
 

@@ -3,7 +3,8 @@
 It runs the same plan the Kubernetes backend renders (stage in, executors in order, stage out) on
 this machine, recording every step through the TaskStore as it happens:
 
-- at most `max_tasks` tasks at once; the rest stay QUEUED in submission order;
+- at most `max_tasks` tasks at once, and `max_tasks_per_owner` of one owner; the rest stay QUEUED
+  and go on in fair order (`gate`: the owner with the fewest in flight first, oldest first);
 - each task gets a workspace directory holding its volume (`<workspaces>/<task id>/volume`);
   executors see it at the task's directories (`domain.staging.mount_dirs`);
 - `lifecycle.apply`/`next_step` decide what runs next, so an executor exiting non-zero stops the
@@ -38,10 +39,12 @@ from pathlib import Path
 from typing import Any
 
 from poiesis.adapters.local import beneath
+from poiesis.adapters.local.gate import FairGate
 from poiesis.adapters.local.limits import CgroupLimits
 from poiesis.adapters.local.sandbox import Launch, Outcome, Runtime
 from poiesis.adapters.storage.workspace import LocalWorkspace
 from poiesis.domain import lifecycle
+from poiesis.domain.fairness import Caps
 from poiesis.domain.staging import mount_dirs
 from poiesis.domain.states import State, is_terminal
 from poiesis.domain.tes import Task, View
@@ -95,6 +98,7 @@ class LocalCluster:
         clock: Clock,
         workspaces: str,
         max_tasks: int = 4,
+        max_tasks_per_owner: int | None = None,
         tail_bytes: int = 64 * 1024,
         keep_workspaces: bool = False,
         limits: CgroupLimits | None = None,
@@ -111,11 +115,11 @@ class LocalCluster:
         self.runtime = runtime
         self._clock = clock
         self._workspaces = Path(workspaces)
-        self._slots = asyncio.Semaphore(max(1, max_tasks))
+        self._gate = FairGate(Caps(per_owner=max_tasks_per_owner, total=max(1, max_tasks)))
         self._tail_bytes = tail_bytes
         self._keep = keep_workspaces
         self._running: dict[str, asyncio.Task[None]] = {}
-        self._max_tasks = max(1, max_tasks)
+        self.max_tasks = max(1, max_tasks)
         self._holding = 0
         self.on_end: Callable[[str], Awaitable[None]] | None = None
         """Called with a task's id once it ran to its end (not when canceled)."""
@@ -236,10 +240,10 @@ class LocalCluster:
 
     def load(self) -> tuple[int, int, int]:
         """Tasks running (holding a slot), tasks waiting for one, and the slots."""
-        return self._holding, len(self._running) - self._holding, self._max_tasks
+        return self._holding, len(self._running) - self._holding, self.max_tasks
 
     async def _run(self, task: Task) -> None:
-        async with self._slots:
+        async with self._gate.slot(task.id, task.owner or ""):
             self._holding += 1
             try:
                 await self._plan(task)
