@@ -131,10 +131,11 @@ def backend(
     work: Path,
     recorders: type[Recorders] | type[InProcessRecorders] | None = Recorders,
     tctl: dict[str, Any] | None = None,
+    env: dict[str, str] | None = None,
     **pods: Any,
 ) -> Iterator[Backend]:
     """The API (and with it the trec grants), a recorder per Pod (unless `recorders` is None), and,
-    given `tctl` settings, two `poiesis tctl` replicas."""
+    given `tctl` settings, two `poiesis tctl` replicas; `env`: more settings for the API and tctl."""
     settings = {
         "namespace": namespace,
         "storage_class": "kwok-volume",
@@ -152,7 +153,7 @@ def backend(
         )
         + ("[tctl]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in tctl.items()) if tctl else "")
     )
-    env = {"POIESIS_CONFIG": str(config), "POIESIS_LOG_FORMAT": "text"}
+    env = {"POIESIS_CONFIG": str(config), "POIESIS_LOG_FORMAT": "text"} | (env or {})
     with (
         running_server("api", database_url, work, env) as server,
         (
