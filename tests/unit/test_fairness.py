@@ -149,14 +149,17 @@ async def test_the_local_gate_lets_tasks_in_fairly_and_a_cancelled_waiter_leaves
     for task_id in ("a1", "a2", "a3", "a4"):  # the flooder's, all older
         runs[task_id] = asyncio.create_task(_hold(gate, task_id, "flooder", order, done[task_id]))
     await asyncio.sleep(0)
-    assert order == ["a1", "a2"] and gate.waiting == 2  # the per-owner cap, though a slot is free
+    assert order == ["a1", "a2"]
+    assert gate.waiting == 2
     for task_id in ("b1", "b2"):
         runs[task_id] = asyncio.create_task(_hold(gate, task_id, "small", order, done[task_id]))
     await asyncio.sleep(0)
-    assert order == ["a1", "a2", "b1"] and gate.in_flight == 3
+    assert order == ["a1", "a2", "b1"]
+    assert gate.in_flight == 3
     runs["a3"].cancel()  # a waiter cancelled leaves without a slot
     await asyncio.sleep(0)
-    assert gate.waiting == 2 and gate.in_flight == 3
+    assert gate.waiting == 2
+    assert gate.in_flight == 3
     done["a1"].set()
     await asyncio.sleep(0)
     await asyncio.sleep(0)
@@ -169,7 +172,8 @@ async def test_the_local_gate_lets_tasks_in_fairly_and_a_cancelled_waiter_leaves
     for event in done.values():
         event.set()
     await asyncio.gather(*runs.values(), return_exceptions=True)
-    assert gate.in_flight == 0 and gate.waiting == 0
+    assert gate.in_flight == 0
+    assert gate.waiting == 0
 
 
 async def test_a_task_cancelled_as_it_is_let_in_gives_its_slot_back() -> None:
@@ -183,13 +187,15 @@ async def test_a_task_cancelled_as_it_is_let_in_gives_its_slot_back() -> None:
             order.append("t1")
             await asyncio.sleep(0)
         # t2 has just been let in and has not run yet: cancel it now.
-        assert second is not None and gate.waiting == 0
+        assert second is not None
+        assert gate.waiting == 0
         second.cancel()
 
     one = asyncio.create_task(first())
     second = asyncio.create_task(_hold(gate, "t2", "ann", order, never))
     await asyncio.gather(one, second, return_exceptions=True)
-    assert second.cancelled() and gate.in_flight == 0
+    assert second.cancelled()
+    assert gate.in_flight == 0
     never.set()
     await _hold(gate, "t3", "ann", order, never)
     assert order == ["t1", "t3"]

@@ -25,6 +25,7 @@ import msgspec
 
 from poiesis.adapters.clock import SystemClock
 from poiesis.adapters.kubernetes.recording import PodRecorder
+from poiesis.adapters.kubernetes.release import FairReleaser
 from poiesis.domain.errors import TaskNotFound
 from poiesis.domain.fairness import Caps
 from poiesis.domain.states import State, is_terminal
@@ -34,7 +35,6 @@ from poiesis.ports.clock import Clock
 from poiesis.ports.cluster import ClusterRefused, ClusterUnavailable
 from poiesis.ports.store import Moved, StoreUnavailable, TaskStore
 from poiesis.ports.taskobjects import Stuck, TaskObjects, Verdict
-from poiesis.services.release import FairReleaser
 
 if TYPE_CHECKING:
     from poiesis.adapters.metrics import ControllerMetrics
