@@ -3,7 +3,8 @@
 // An init container copies this static binary into a shared emptyDir; each executor container then
 // runs it as its entrypoint:
 //
-//	launcher [--stdin F] [--stdout F] [--stderr F] [--ignore-error] [--status PREFIX] -- cmd args...
+//	launcher [--stdin F] [--stdout F] [--stderr F] [--ignore-error] [--status PREFIX]
+//	         [--failed-mark M] -- cmd args...
 //
 // stdin is read from F; stdout and stderr go both to the container's own streams (so the container
 // log holds them) and to F when given. The real exit code (128+n for signal n) is written to the
@@ -12,6 +13,10 @@
 // PREFIX.stdout / PREFIX.stderr receive the
 // last 64 KiB of each stream. The launcher exits with the real code, or 0 with --ignore-error so that
 // the Pod goes on to the next executor. A command that cannot be started exits 127.
+//
+// With --failed-mark, a failure (a non-zero code without --ignore-error) writes M and exits 0 too,
+// so that the Pod goes on to upload the outputs that exist; a launcher that finds M already there
+// runs nothing, writes "skipped: ..." as its termination message and exits 0.
 package main
 
 import (
@@ -53,9 +58,9 @@ func (t *tail) bytes() []byte {
 }
 
 type options struct {
-	stdin, stdout, stderr, status, termination string
-	ignoreError                                bool
-	command                                    []string
+	stdin, stdout, stderr, status, termination, failedMark string
+	ignoreError                                            bool
+	command                                                []string
 }
 
 func parse(args []string) (options, error) {
@@ -80,6 +85,8 @@ func parse(args []string) (options, error) {
 			o.status, err = value()
 		case "--termination-log":
 			o.termination, err = value()
+		case "--failed-mark":
+			o.failedMark, err = value()
 		case "--ignore-error":
 			o.ignoreError = true
 		case "--":
@@ -126,6 +133,11 @@ func finish(o options, code int, stdout, stderr *tail) {
 	if o.ignoreError {
 		os.Exit(0)
 	}
+	if code != 0 && o.failedMark != "" {
+		if err := os.WriteFile(o.failedMark, []byte(fmt.Sprintf("%d\n", code)), 0o644); err == nil {
+			os.Exit(0)
+		}
+	}
 	os.Exit(code)
 }
 
@@ -134,6 +146,14 @@ func main() {
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "launcher: %v\n", err)
 		os.Exit(2)
+	}
+	if o.failedMark != "" {
+		if _, err := os.Lstat(o.failedMark); err == nil {
+			if o.termination != "" {
+				_ = os.WriteFile(o.termination, []byte("skipped: an earlier executor failed"), 0o644)
+			}
+			os.Exit(0)
+		}
 	}
 	stdoutTail, stderrTail := &tail{}, &tail{}
 	fail := func(format string, args ...any) {

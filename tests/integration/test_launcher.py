@@ -131,3 +131,43 @@ def test_a_missing_program_exits_127_with_a_message(launcher: Path, tmp_path: Pa
     assert result.returncode == 127
     assert termination(tmp_path) == 127
     assert b"cannot run no-such-tool" in result.stderr
+
+
+def test_a_failure_with_a_failed_mark_lets_the_pod_go_on_and_the_next_executor_is_skipped(
+    launcher: Path, tmp_path: Path
+) -> None:
+    mark = ["--failed-mark", "/work/failed", "--termination-log", "/work/termination"]
+    ok = scratch(launcher, tmp_path, *mark, "--", "/tes/bin/launcher", "--", "/tes/bin/launcher", "--bogus")
+    # The inner launcher (no mark) exits 2; its caller with the mark records that as a failure.
+    assert ok.returncode == 0
+    assert termination(tmp_path) == 2
+    assert (tmp_path / "failed").read_text() == "2\n"
+    # The next executor's launcher finds the mark: nothing runs (it would create /work/ran).
+    skipped = scratch(
+        launcher, tmp_path, *mark, "--", "/tes/bin/launcher", "--stdout", "/work/ran", "--", "x"
+    )
+    assert skipped.returncode == 0
+    assert (tmp_path / "termination").read_text() == "skipped: an earlier executor failed"
+    assert not (tmp_path / "ran").exists()
+
+
+def test_a_success_with_a_failed_mark_writes_no_mark(launcher: Path, tmp_path: Path) -> None:
+    done = scratch(
+        launcher,
+        tmp_path,
+        "--failed-mark",
+        "/work/failed",
+        "--termination-log",
+        "/work/termination",
+        "--",
+        "/tes/bin/launcher",
+        "--ignore-error",
+        "--termination-log",
+        "",
+        "--",
+        "/tes/bin/launcher",
+        "--bogus",
+    )
+    assert done.returncode == 0
+    assert termination(tmp_path) == 0
+    assert not (tmp_path / "failed").exists()

@@ -163,3 +163,17 @@ def test_a_backend_that_delivers_after_a_failure_uploads_then_ends_in_executor_e
     assert apply(
         execs, False, apply(execs, False, start, ExecutorStarted(0, AT)), ExecutorExited(0, 1, AT)
     ).state is (State.EXECUTOR_ERROR)
+
+
+def test_an_upload_that_fails_after_an_executor_error_leaves_the_executors_error() -> None:
+    execs = executors(False)
+    p = Progress(state=State.INITIALIZING, deliver_after_failure=True)
+    for event in [ExecutorStarted(0, AT), ExecutorExited(0, 2, AT), SystemFailure("output 0: 403")]:
+        p = apply(execs, True, p, event)
+    assert p.state is State.EXECUTOR_ERROR
+    assert p.system_logs == ("after the executor error: output 0: 403",)
+    # The same failure of an upload after every executor succeeded is the system's.
+    ok = Progress(state=State.INITIALIZING, deliver_after_failure=True)
+    for event in [ExecutorStarted(0, AT), ExecutorExited(0, 0, AT), SystemFailure("output 0: 403")]:
+        ok = apply(execs, True, ok, event)
+    assert ok.state is State.SYSTEM_ERROR

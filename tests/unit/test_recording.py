@@ -242,3 +242,69 @@ async def test_the_launchers_own_times_replace_the_container_statuses_whole_seco
     ]
     assert parse_time(attempt.start_time) == since  # type: ignore[arg-type]
     assert parse_time(attempt.start_time) <= parse_time(attempt.logs[0].start_time)  # type: ignore[arg-type]
+
+
+def _failed_then_skipped(task_id: str, *tof: dict[str, Any]) -> dict[str, Any]:
+    """executor-0 failed (its launcher exits 0 with the real code, so the Pod goes on), executor-1
+    was skipped, and `tof` as given."""
+    failed = terminated("executor-0", 0, message="exit_code=3")
+    skipped = terminated("executor-1", 0, message="skipped: an earlier executor failed")
+    return pod(task_id, running("trec"), terminated("tif"), failed, skipped, *tof)
+
+
+async def test_a_failed_executors_outputs_are_uploaded_before_the_task_ends(clock: FakeClock) -> None:
+    store, task = await stored(clock, executors=2)
+    rec = recorder(store, task, clock)
+    assert await rec.record(_failed_then_skipped(task.id, running("tof"))) is False
+    assert (await store.get(task.id)).state is State.RUNNING, "not ended before the upload"
+    assert await rec.record(_failed_then_skipped(task.id, terminated("tof"))) is True
+    shown = await store.get(task.id)
+    assert shown.state is State.EXECUTOR_ERROR
+    log = (shown.logs or [])[0]
+    assert [e.exit_code for e in log.logs] == [3], "the skipped executor did not run"
+    assert log.outputs == FILES
+
+
+async def test_a_failed_upload_after_an_executor_error_is_noted(clock: FakeClock) -> None:
+    store, task = await stored(clock, executors=2)
+    rec = recorder(store, task, clock)
+    tof = terminated("tof", 1, message="uploading the outputs failed: 403 s3://b/out")
+    assert await rec.record(_failed_then_skipped(task.id, tof)) is True
+    shown = await store.get(task.id)
+    assert shown.state is State.EXECUTOR_ERROR
+    assert (shown.logs or [])[0].system_logs == [
+        "after the executor error: uploading the outputs failed: 403 s3://b/out"
+    ]
+
+
+async def test_an_executor_skipped_though_none_failed_is_a_system_error(clock: FakeClock) -> None:
+    store, task = await stored(clock, executors=2)
+    rec = recorder(store, task, clock)
+    # executor-0 wrote the failed mark itself and exited 0.
+    forged = pod(
+        task.id,
+        running("trec"),
+        terminated("tif"),
+        terminated("executor-0", 0, message="exit_code=0"),
+        terminated("executor-1", 0, message="skipped: an earlier executor failed"),
+        terminated("tof"),
+    )
+    assert await rec.record(forged) is True
+    shown = await store.get(task.id)
+    assert shown.state is State.SYSTEM_ERROR
+    assert (shown.logs or [])[0].system_logs == ["executor 1 was skipped, yet no executor failed"]
+
+
+async def test_an_executor_killed_for_its_memory_still_delivers_its_outputs(clock: FakeClock) -> None:
+    store, task = await stored(clock, executors=1)
+    rec = recorder(store, task, clock)
+    killed = terminated("executor-0", 0, reason="OOMKilled", message="exit_code=137")
+    assert await rec.record(pod(task.id, running("trec"), terminated("tif"), killed, running("tof"))) is False
+    assert (
+        await rec.record(pod(task.id, running("trec"), terminated("tif"), killed, terminated("tof"))) is True
+    )
+    shown = await store.get(task.id)
+    assert shown.state is State.EXECUTOR_ERROR
+    log = (shown.logs or [])[0]
+    assert log.metadata == {"termination_reason": "OOMKilled"}
+    assert log.outputs == FILES

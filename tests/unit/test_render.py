@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from poiesis.adapters.kubernetes.render import PodSettings, render_pod_spec
+from poiesis.adapters.kubernetes.taskpod import FAILED_MARK, STATUS_DIR
+from poiesis.domain.submission import NewOutput
 from poiesis.domain.tes import Resources
 from tests.builders import make_task
 from tests.conftest import FakeClock
@@ -39,3 +41,18 @@ def test_host_network_and_an_explicit_api_server_for_clusters_without_kube_proxy
     trec = next(c for c in spec["initContainers"] if c["name"] == "trec")
     assert {"name": "POIESIS_TREC_API_SERVER", "value": "https://127.0.0.1:6443"} in trec["env"]
     assert "hostNetwork" not in render_pod_spec(make_task(FakeClock()), PodSettings())
+
+
+def test_with_outputs_a_failed_executor_lets_the_pod_go_on_to_upload_them(clock: FakeClock) -> None:
+    task = make_task(clock, executors=2, outputs=[NewOutput(path="/data/out", url="s3://b/out")])
+    init = {c["name"]: c for c in render_pod_spec(task, PodSettings())["initContainers"]}
+    for name in ("executor-0", "executor-1"):
+        command = init[name]["command"]
+        assert command[command.index("--failed-mark") + 1] == FAILED_MARK
+        assert command.index("--failed-mark") < command.index("--")
+    tof = init["tof"]
+    assert tof["command"][tof["command"].index("--after-failure-mark") + 1] == FAILED_MARK
+    assert {"name": "status", "mountPath": STATUS_DIR, "readOnly": True} in tof["volumeMounts"]
+    # Without outputs there is nothing to deliver: a failure stops the Pod at once, as before.
+    bare = render_pod_spec(make_task(clock), PodSettings())["initContainers"]
+    assert all("--failed-mark" not in c["command"] for c in bare)

@@ -166,6 +166,12 @@ def apply(executors: list[Executor], has_outputs: bool, progress: Progress, even
                 return progress
             return _move(progress, final_state(executors, progress.executors))
         case SystemFailure(reason=reason):
+            if next_step(executors, has_outputs, progress) == StageOut(after_failure=True):
+                # The upload after an executor error failed: the task's failure is the executor's.
+                moved = _move(progress, State.EXECUTOR_ERROR)
+                return replace(
+                    moved, system_logs=(*progress.system_logs, f"after the executor error: {reason}")
+                )
             moved = _move(progress, State.SYSTEM_ERROR)
             if moved is progress:
                 return progress

@@ -193,6 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     filer.add_argument("--root", required=True, help="the task volume")
     filer.add_argument("--report", help="write the result as JSON here")
     filer.add_argument("--termination-log", help="write a failure's message here")
+    filer.add_argument(
+        "--after-failure-mark",
+        help="stage-out: if this file exists (an executor failed), upload the outputs that exist",
+    )
     sub.add_parser(
         "task", help="a client: submit, list, get, logs, cancel and wait for tasks", add_help=False
     )
@@ -244,7 +248,13 @@ def main(argv: list[str] | None = None) -> int:
         from poiesis.entrypoints import filer as filer_process
 
         code = filer_process.main(
-            settings, args.direction, args.task, args.root, args.report, args.termination_log
+            settings,
+            args.direction,
+            args.task,
+            args.root,
+            args.report,
+            args.termination_log,
+            after_failure_mark=args.after_failure_mark,
         )
         _exit_now(code)
     if args.command == "migrate":

@@ -3,7 +3,9 @@
 The task comes as a JSON file (in a Pod, the task's ConfigMap); the task volume is `--root`. On
 success the filer writes a JSON report (`--report`; for stage-out, the output file logs) and exits 0.
 On failure it writes the `system_logs` line to stderr, to the report and to `--termination-log` (a
-Pod's termination message, which the recorder reads from the Pod status), and exits 1.
+Pod's termination message, which the recorder reads from the Pod status), and exits 1. Given
+`--after-failure-mark` that exists (an executor failed), stage-out uploads the outputs that exist
+and skips the missing ones.
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ def router(settings: Settings) -> StorageRouter:
     )
 
 
-async def stage(settings: Settings, direction: str, task: Task, root: str) -> FilerReport:
+async def stage(
+    settings: Settings, direction: str, task: Task, root: str, *, missing_ok: bool = False
+) -> FilerReport:
     workspace = LocalWorkspace(root)
     started = time.monotonic()
     async with router(settings) as storage:
@@ -47,7 +51,7 @@ async def stage(settings: Settings, direction: str, task: Task, root: str) -> Fi
             if direction == "stage-in":
                 size = await stager.stage_in(task, workspace)
                 return FilerReport(direction, True, bytes=size, seconds=time.monotonic() - started)
-            outputs = await stager.stage_out(task, workspace)
+            outputs = await stager.stage_out(task, workspace, missing_ok=missing_ok)
             size = sum(int(o.size_bytes) for o in outputs)
             return FilerReport(
                 direction, True, bytes=size, seconds=time.monotonic() - started, outputs=outputs
@@ -57,7 +61,13 @@ async def stage(settings: Settings, direction: str, task: Task, root: str) -> Fi
 
 
 def main(
-    settings: Settings, direction: str, task_file: str, root: str, report: str | None, termination: str | None
+    settings: Settings,
+    direction: str,
+    task_file: str,
+    root: str,
+    report: str | None,
+    termination: str | None,
+    after_failure_mark: str | None = None,
 ) -> int:
     try:
         task = msgspec.json.decode(Path(task_file).read_bytes(), type=Task)
@@ -67,7 +77,11 @@ def main(
     # What is staged belongs to the Pod's fsGroup (the task volume's group) and stays writable by
     # that group, so an executor running as another user of the Pod can still write it.
     os.umask(0o002)
-    result = asyncio.run(stage(settings, direction, task, root))
+    # An executor failed (its launcher left the mark): what exists is uploaded, the rest skipped.
+    after_failure = bool(after_failure_mark) and os.path.lexists(after_failure_mark or "")
+    if after_failure:
+        log.info("an executor of task %s failed: uploading the outputs that exist", task.id)
+    result = asyncio.run(stage(settings, direction, task, root, missing_ok=after_failure))
     if report:
         Path(report).parent.mkdir(parents=True, exist_ok=True)
         Path(report).write_bytes(msgspec.json.encode(result))

@@ -127,6 +127,7 @@ class PodRecorder:
         events = observe.events(self.task, pod)
         await self._steps(events, changes, self.state)
         now = self._now()
+        progress = observe.fold(self.task, events, delivers=observe.goes_on(pod))
         # In the order they happened; the store skips a move the state has gone past.
         for event in events:
             match event:
@@ -135,9 +136,20 @@ class PodRecorder:
                     changes.append(OutputsRecorded(files=files))
                     self._pending_outputs = True
                 case lifecycle.SystemFailure(reason=reason):
-                    changes.append(Moved(target=State.SYSTEM_ERROR, at=now, reason=reason))
+                    # A failed upload after an executor error leaves the executor's error (the fold
+                    # says so, and why); any other failure is the system's.
+                    if progress.state is State.EXECUTOR_ERROR and progress.system_logs:
+                        changes.append(Moved(target=progress.state, at=now, reason=progress.system_logs[-1]))
+                    else:
+                        changes.append(Moved(target=State.SYSTEM_ERROR, at=now, reason=reason))
         override = diagnose.overriding(self.task, pod)
-        progress = observe.fold(self.task, events)
+        if (
+            override is not None
+            and override.state is State.EXECUTOR_ERROR
+            and not is_terminal(progress.state)
+        ):
+            # An executor's own failure (its memory): the outputs that exist go up first.
+            override = None
         if override is not None:
             changes.append(
                 Moved(

@@ -21,6 +21,7 @@ from poiesis.adapters.kubernetes.security import (
 from poiesis.adapters.kubernetes.taskpod import (
     BIN_DIR,
     DONE,
+    FAILED_MARK,
     OUTPUTS_REPORT,
     RECORDED_MARK,
     SETUP,
@@ -173,8 +174,10 @@ def _resources(task: Task, settings: PodSettings, placed: Placement) -> dict[str
     return {"requests": requests | extended, **({"limits": extended} if extended else {})}
 
 
-def _launcher(executor: Executor, index: int) -> list[str]:
+def _launcher(executor: Executor, index: int, deliver_after_failure: bool) -> list[str]:
     args = [f"{BIN_DIR}/launcher", "--status", executor_status(index)]
+    if deliver_after_failure:
+        args += ["--failed-mark", FAILED_MARK]
     for flag, value in (
         ("--stdin", executor.stdin),
         ("--stdout", executor.stdout),
@@ -227,12 +230,14 @@ def _filer(name: str, direction: str, task: Task, settings: PodSettings) -> dict
         "--termination-log",
         "/dev/termination-log",
     ]
-    if direction == "stage-out":
-        command += ["--report", VOLUME_ROOT + OUTPUTS_REPORT]
     mounts = [
         {"name": "task", "mountPath": TASK_DIR, "readOnly": True},
         {"name": "task-volume", "mountPath": VOLUME_ROOT},
     ]
+    if direction == "stage-out":
+        # After an executor failed, the outputs that exist are uploaded and missing ones skipped.
+        command += ["--report", VOLUME_ROOT + OUTPUTS_REPORT, "--after-failure-mark", FAILED_MARK]
+        mounts.append({"name": "status", "mountPath": STATUS_DIR, "readOnly": True})
     env = [{"name": k, "value": v} for k, v in sorted(settings.filer_env.items())]
     if settings.storage_secret:
         mounts.append({"name": "storage", "mountPath": "/tes/storage", "readOnly": True})
@@ -316,7 +321,7 @@ def _executor(
     container: dict[str, Any] = {
         "name": executor_container(index),
         "image": executor.image,
-        "command": _launcher(executor, index),
+        "command": _launcher(executor, index, bool(task.outputs)),
         "securityContext": executor_context(
             restricted=settings.restricted,
             capabilities=settings.executor_capabilities,

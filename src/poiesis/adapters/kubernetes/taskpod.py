@@ -8,8 +8,10 @@ One task is one Job wrapping one Pod:
     init  setup        copies the static launcher into a shared emptyDir
     init  tif          stages the inputs (left out when there are none)
     init  executor-N   the user's images, in order, through the launcher: redirection without a
-                       shell, the real exit code in the termination message
-    init  tof          uploads the outputs (left out when there are none)
+                       shell, the real exit code in the termination message; after one failed,
+                       the rest are skipped (FAILED_MARK)
+    init  tof          uploads the outputs (left out when there are none); after an executor
+                       failed, those that exist (a workflow engine's logs)
     main  done         waits until trec has recorded the end, so the Job completes after it
 
 Every object carries `TASK_LABEL=<task id>`. Pure names and types: no I/O, no framework.
@@ -45,6 +47,11 @@ STATUS_DIR = "/tes/status"
 OUTPUTS_REPORT = "/.poiesis/outputs.json"
 """Where on the task volume `tof` writes its FilerReport (relative to VOLUME_ROOT)."""
 RECORDED_MARK = f"{STATUS_DIR}/recorded"
+FAILED_MARK = f"{STATUS_DIR}/failed"
+"""Written by the launcher of an executor that failed (in a task with outputs): it exits 0 so that
+the Pod goes on, the later executors' launchers skip them, and `tof` uploads what exists."""
+SKIPPED = "skipped"
+"""How a skipped executor's termination message begins."""
 TOKEN_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 EXIT_CODE_MESSAGE = re.compile(r"^exit_code=(-?\d+)(?: started=(\S+) finished=(\S+))?")
