@@ -405,3 +405,56 @@ def test_trecs_projected_token_reads_its_own_pod_and_nothing_else(
         api.close()
     for task_id in ids:
         node.client.cancel_task(task_id)
+
+
+def test_a_failed_nextflow_step_still_delivers_its_logs(node: Node) -> None:
+    """Nextflow's shape: a work dir whose .command.* and .exitcode files are outputs. The step
+    exits 1; its log files reach the work dir (a missing output is skipped), the next executor is
+    skipped, and the task is EXECUTOR_ERROR."""
+    s3 = node.s3.client()
+    work = f"s3://{node.bucket}/work/ab/cdef"
+    script = (
+        "echo running > /work/.command.log; echo 'boom: no such sample' >&2; echo 1 > /work/.exitcode; exit 1"
+    )
+    task_id = node.client.create_task(
+        tes.Task(
+            name="nf-step",
+            outputs=[
+                tes.Output(path=f"/work/{name}", url=f"{work}/{name}")
+                for name in (".command.err", ".command.log", ".exitcode", "result.bam")
+            ],
+            executors=[
+                tes.Executor(image=BUSYBOX, command=["sh", "-c", script], stderr="/work/.command.err"),
+                tes.Executor(image=BUSYBOX, command=["sh", "-c", "echo never > /work/never"]),
+            ],
+            volumes=["/work"],
+        )
+    )
+    task = node.wait(task_id)
+    assert task.state == "EXECUTOR_ERROR", (task.logs[0].system_logs, node.describe(task_id))
+    assert [log.exit_code for log in task.logs[0].logs] == [1], "the second executor was skipped"
+    got = {o.url.rsplit("/", 1)[1] for o in task.logs[0].outputs}
+    assert got == {".command.err", ".command.log", ".exitcode"}, "result.bam was never made"
+    read = lambda key: s3.get_object(Bucket=node.bucket, Key=f"work/ab/cdef/{key}")["Body"].read()  # noqa: E731
+    assert read(".command.err") == b"boom: no such sample\n"
+    assert read(".exitcode") == b"1\n"
+    assert task.logs[0].logs[0].stderr == "boom: no such sample\n"
+
+
+def test_an_executor_killed_for_its_memory_still_delivers_what_it_wrote(node: Node) -> None:
+    task_id = node.client.create_task(
+        tes.Task(
+            outputs=[tes.Output(path="/work/partial.txt", url=f"s3://{node.bucket}/oom/partial.txt")],
+            executors=[
+                tes.Executor(image=BUSYBOX, command=["sh", "-c", "echo half > /work/partial.txt"]),
+                tes.Executor(image=NOSHELL, command=["/ptool", "alloc", "400"]),
+            ],
+            resources=tes.Resources(ram_gb=0.1),
+            volumes=["/work"],
+        )
+    )
+    task = node.wait(task_id)
+    assert task.state == "EXECUTOR_ERROR", (task.logs[0].system_logs, node.describe(task_id))
+    assert [log.exit_code for log in task.logs[0].logs] == [0, 137]
+    assert task.logs[0].metadata.get("termination_reason") == "OOMKilled", node.describe(task_id)
+    assert [o.url for o in task.logs[0].outputs] == [f"s3://{node.bucket}/oom/partial.txt"]
