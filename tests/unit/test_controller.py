@@ -625,6 +625,12 @@ async def test_a_held_task_is_the_releasers_not_the_reconcilers(store: TaskStore
     assert h.objects.submitted == []
     assert h.objects.released == [first.id]
     assert await h.store.state(second.id) is State.QUEUED
+    # Held for a while: its FULL view says why it waits, once.
+    await h.controller.releaser.pass_once()
+    for _ in range(2):
+        await h.controller.releaser.pass_once()
+    note = "waiting: the caps on tasks in flight are reached (max_active_tasks_per_user = 1)"
+    assert [line.split(";")[0] for line in (await h.full(second.id)).logs[0].system_logs] == [note]  # type: ignore[index]
 
 
 async def test_a_task_cancelled_while_it_is_released_has_its_objects_removed(

@@ -65,6 +65,20 @@ def release_order(active: Mapping[str, int], waiting: Iterable[tuple[str, str]],
     return released
 
 
+def held_note(caps: Caps, total: str = "max_active_tasks") -> str:
+    """The `system_logs` line of a task held by the caps, so its FULL view says why it waits;
+    `total`: the setting that holds the total cap."""
+    named = [
+        f"{name} = {value}"
+        for name, value in (("max_active_tasks_per_user", caps.per_owner), (total, caps.total))
+        if value is not None
+    ]
+    return (
+        f"waiting: the caps on tasks in flight are reached ({', '.join(named)}); "
+        "held tasks go in fair order as slots free"
+    )
+
+
 class CreateRate:
     """A token bucket per owner: `burst` creates at once, refilled at `rate` per second. Owners
     not seen for long are forgotten (at most `owners` kept), which costs them nothing: a full

@@ -125,6 +125,14 @@ def test_held_tasks_wait_with_nothing_in_the_cluster_and_go_in_fair_order(capped
             assert owner_task(capped, task_id).state == "QUEUED"
             assert not has_job(capped, task_id), f"{task_id} is held: nothing in the cluster"
         wait_until(lambda: held_gauge(capped) == 7, timeout=30, what="the held gauge at 7")
+        note = "caps on tasks in flight are reached (max_active_tasks_per_user = 2, max_active_tasks = 3)"
+        wait_until(
+            lambda: any(
+                note in line for line in flooder.get_task(flood[6], view="FULL").logs[0].system_logs or []
+            ),
+            timeout=30,
+            what="why the held task waits, in its FULL view",
+        )
 
         # A held task's cancel is at once: it has nothing in the cluster.
         started = time.monotonic()

@@ -130,6 +130,11 @@ def test_a_flood_does_not_hold_back_a_small_users_few_tasks(fair: Server) -> Non
     assert sampler.peak["flooder"] == PER_USER, "the flooder used its whole share, and no more"
     assert sampler.peak["small"] <= PER_USER
     assert sampler.peak_total <= SLOTS
+    # The last of the flood waited long for a slot: its FULL view says why.
+    assert (
+        "caps on tasks in flight are reached (max_active_tasks_per_user = 2, local_max_tasks = 3)"
+        in flooder.get_task(flood[-1], view="FULL").logs[0].system_logs[0]
+    )
 
 
 def test_a_create_loop_past_its_burst_is_answered_429_and_others_are_not(tmp_path: Path) -> None:

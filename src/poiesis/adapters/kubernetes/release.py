@@ -8,8 +8,10 @@ a Pod, or was released and has no Pod yet, and releases the held ones `domain.fa
 (making the task's objects; `TaskObjects.release`). A pass runs when woken (a task Pod ended or
 went, so a slot may be free) and every `interval` seconds (new tasks).
 
-A task cancelled while held has nothing in the cluster: its cancel is at once. One cancelled while
-it is being released is looked at again once its objects are made, and they are removed.
+A task held for a few seconds gets a `system_logs` line saying why it waits (once; again after a
+leader change). A task cancelled while held has nothing in the cluster: its cancel is at once. One
+cancelled while it is being released is looked at again once its objects are made, and they are
+removed.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable
 
-from poiesis.domain.fairness import Caps, release_order
+from poiesis.domain.fairness import Caps, held_note, release_order
 from poiesis.domain.states import State, is_terminal
 from poiesis.domain.tes import View
 from poiesis.ports.clock import Clock
@@ -29,6 +31,10 @@ from poiesis.ports.store import TaskStore
 from poiesis.ports.taskobjects import TaskObjects
 
 log = logging.getLogger("poiesis.tctl.release")
+
+NOTE_AFTER_SECONDS = 5.0
+"""How long a task must have been held before its system_logs say why."""
+NOTES_PER_PASS = 200
 
 
 class FairReleaser:
@@ -54,6 +60,10 @@ class FairReleaser:
         self._wake = asyncio.Event()
         self._released: set[str] = set()
         """Tasks released by this process whose Pod the cluster does not show yet."""
+        self._first_held: dict[str, float] = {}
+        """When this process first saw each task held (monotonic seconds)."""
+        self._noted: set[str] = set()
+        """Held tasks whose system_logs say why they wait."""
         self.held = 0
         """Tasks waiting for a slot, as the last pass counted them."""
         self.in_flight = 0
@@ -96,7 +106,19 @@ class FairReleaser:
             await self._release(task_id)
         self.held -= len(chosen)
         self.in_flight += len(chosen)
+        await self._note([task_id for task_id, _ in waiting if task_id not in set(chosen)])
         return chosen
+
+    async def _note(self, held: list[str]) -> None:
+        """Say why in the system_logs of each task held for `NOTE_AFTER_SECONDS`, once, at most
+        `NOTES_PER_PASS` a pass (oldest first), after the releases."""
+        now = self._clock.monotonic()
+        self._first_held = {t: self._first_held.get(t, now) for t in held}
+        self._noted &= set(held)
+        due = [t for t in held if t not in self._noted and now - self._first_held[t] >= NOTE_AFTER_SECONDS]
+        for task_id in due[:NOTES_PER_PASS]:
+            await self._store.append_system_log(task_id, held_note(self.caps))
+            self._noted.add(task_id)
 
     async def _release(self, task_id: str) -> None:
         task = await self._store.get(task_id, view=View.FULL)

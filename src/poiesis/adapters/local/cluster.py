@@ -44,7 +44,7 @@ from poiesis.adapters.local.limits import CgroupLimits
 from poiesis.adapters.local.sandbox import Launch, Outcome, Runtime
 from poiesis.adapters.storage.workspace import LocalWorkspace
 from poiesis.domain import lifecycle
-from poiesis.domain.fairness import Caps
+from poiesis.domain.fairness import Caps, held_note
 from poiesis.domain.staging import mount_dirs
 from poiesis.domain.states import State, is_terminal
 from poiesis.domain.tes import Task, View
@@ -56,6 +56,8 @@ from poiesis.ports.store import StoreUnavailable, TaskStore
 log = logging.getLogger("poiesis.local")
 
 IN_FLIGHT = (State.INITIALIZING, State.RUNNING)
+HELD_NOTE_SECONDS = 5.0
+"""How long a task waits for a slot before its system_logs say why."""
 _LOST = "the local backend lost this task's run (its store failed while it ran); its progress is lost"
 
 
@@ -121,6 +123,7 @@ class LocalCluster:
         self._running: dict[str, asyncio.Task[None]] = {}
         self.max_tasks = max(1, max_tasks)
         self._holding = 0
+        self._notes: set[asyncio.Task[None]] = set()
         self.on_end: Callable[[str], Awaitable[None]] | None = None
         """Called with a task's id once it ran to its end (not when canceled)."""
         self._canceled: set[str] = set()
@@ -243,32 +246,52 @@ class LocalCluster:
         return self._holding, len(self._running) - self._holding, self.max_tasks
 
     async def _run(self, task: Task) -> None:
-        async with self._gate.slot(task.id, task.owner or ""):
-            self._holding += 1
-            try:
-                await self._plan(task)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                log.exception("task %s failed in the local backend", task.id)
-                try:
-                    await self._fail(task.id, f"the local backend failed: {type(exc).__name__}: {exc}")
-                except Exception:  # noqa: BLE001 - the store is failing too: the reconciler ends it
-                    log.warning(
-                        "task %s: its failure could not be written; the reconciler will end it", task.id
-                    )
-                    self._wake.set()
-            finally:
-                # A cancel removes the workspace itself once the task has stopped; every other
-                # ending (a failed input included) removes it here.
-                self._holding -= 1
-                if task.id not in self._canceled:
-                    await asyncio.shield(self._remove_workspace(task.id))
+        note = asyncio.get_running_loop().call_later(HELD_NOTE_SECONDS, self._note_held, task.id)
+        try:
+            async with self._gate.slot(task.id, task.owner or ""):
+                note.cancel()
+                await self._hold_slot(task)
+        finally:
+            note.cancel()
         if self.on_end is not None:
             try:
                 await self.on_end(task.id)
             except Exception:  # a metric is not worth failing a task for
                 log.warning("task %s: its state times were not observed", task.id, exc_info=True)
+
+    def _note_held(self, task_id: str) -> None:
+        """The task has waited for a slot long enough to say why in its system_logs."""
+        noting = asyncio.create_task(self._append_held_note(task_id))
+        self._notes.add(noting)
+        noting.add_done_callback(self._notes.discard)
+
+    async def _append_held_note(self, task_id: str) -> None:
+        try:
+            await self._patient.append_system_log(
+                task_id, held_note(self._gate.caps, total="local_max_tasks")
+            )
+        except Exception:  # a note is not worth failing a task for
+            log.warning("task %s: why it waits could not be noted", task_id, exc_info=True)
+
+    async def _hold_slot(self, task: Task) -> None:
+        self._holding += 1
+        try:
+            await self._plan(task)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("task %s failed in the local backend", task.id)
+            try:
+                await self._fail(task.id, f"the local backend failed: {type(exc).__name__}: {exc}")
+            except Exception:  # noqa: BLE001 - the store is failing too: the reconciler ends it
+                log.warning("task %s: its failure could not be written; the reconciler will end it", task.id)
+                self._wake.set()
+        finally:
+            # A cancel removes the workspace itself once the task has stopped; every other
+            # ending (a failed input included) removes it here.
+            self._holding -= 1
+            if task.id not in self._canceled:
+                await asyncio.shield(self._remove_workspace(task.id))
 
     async def _fail(self, task_id: str, line: str) -> None:
         await self._patient.transition(task_id, State.SYSTEM_ERROR, now=self._now(), reason=line)
