@@ -60,6 +60,9 @@ class FakeTaskObjects:
         job = self.jobs.get(task_id)
         return None if job is None else diagnose.job_seen(job, admitted_elsewhere=self.kueue)
 
+    async def admission(self, task_id: str) -> str:
+        return "Kueue: couldn't assign flavors to pod set main: insufficient quota for cpu"
+
     async def known(self) -> set[str]:
         return set(self.pods) | set(self.jobs)
 
@@ -281,7 +284,11 @@ async def test_a_job_left_suspended_is_released_unless_kueue_holds_it(h: Harness
     h.objects.kueue = True
     h.advance(SETTINGS.queued_grace_seconds)
     await h.controller.reconcile(task.id)
+    await h.controller.reconcile(task.id)
     assert h.objects.submitted == []
+    assert (await h.full(task.id)).logs[0].system_logs == [  # type: ignore[index]
+        "waiting: Kueue: couldn't assign flavors to pod set main: insufficient quota for cpu"
+    ], "why Kueue holds it, once"
     h.objects.kueue = False
     await h.controller.reconcile(task.id)
     assert h.objects.submitted == [task.id]

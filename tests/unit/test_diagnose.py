@@ -218,3 +218,25 @@ def test_a_pull_error_that_says_the_image_cannot_exist_is_final(
     assert found.final is final
     assert message in found.line
     assert ("restricted runs no image as root" in found.line) is ("runAsNonRoot" in message)
+
+
+def test_why_kueue_holds_a_job_comes_from_its_workloads_conditions() -> None:
+    held = {
+        "status": {
+            "conditions": [
+                {
+                    "type": "QuotaReserved",
+                    "status": "False",
+                    "reason": "Pending",
+                    "message": "couldn't assign flavors to pod set main: insufficient unused quota for cpu",
+                },
+            ]
+        }
+    }
+    assert diagnose.admission([held], "lab-a") == (
+        "Kueue: couldn't assign flavors to pod set main: insufficient unused quota for cpu"
+    )
+    assert (
+        diagnose.admission([], "lab-a") == "Kueue has made no Workload for the task's Job yet (queue lab-a)"
+    )
+    assert diagnose.admission([{"status": {}}], "lab-a") == "Kueue has not admitted the task's Job yet"

@@ -6,7 +6,8 @@ domain's terms (the Kubernetes adapter reads its Pods and Jobs; the controller n
 - `end_of(task)` and `steps(task)`: what that Pod's status says of the task: the end to write when
   the recorder did not (None: nothing to write), and the lifecycle events it shows so far.
 - `job(task_id)`: whether the task's Job failed without a Pod to show why, and whether it still
-  waits to be released; None when there is no Job.
+  waits to be released (by Poiesis, or by Kueue: `admission` says why it waits); None when there is
+  no Job.
 """
 
 from __future__ import annotations
@@ -51,6 +52,8 @@ class JobSeen(msgspec.Struct, frozen=True, kw_only=True):
     """The Job failed without a Pod to show why (e.g. its deadline passed before one started)."""
     needs_release: bool = False
     """Still suspended, and no admission controller (Kueue) will release it."""
+    held: bool = False
+    """Still suspended, waiting for the admission controller (Kueue) to admit it."""
 
 
 class TaskObjects(Protocol):
@@ -65,6 +68,10 @@ class TaskObjects(Protocol):
         ...
 
     async def job(self, task_id: str) -> JobSeen | None: ...
+
+    async def admission(self, task_id: str) -> str:
+        """Why the admission controller (Kueue) holds the task's Job, in its own words."""
+        ...
 
     async def known(self) -> set[str]:
         """Every task id the cluster holds a Job or Pod for."""

@@ -282,8 +282,11 @@ class Controller:
         if job is not None:
             if job.failed is not None:
                 await self._write(task, job.failed)
+                return None
+            if job.held:
+                return await self._admission_awaited(task)
             if not job.needs_release:
-                return None  # its Pod is on the way (or Kueue holds the Job)
+                return None  # its Pod is on the way
         try:
             await self.objects.submit(task)
         except ClusterRefused as exc:
@@ -292,6 +295,14 @@ class Controller:
         what = "created the missing Job" if job is None else "released the Job left suspended"
         self._act(task.id, what, "job_created" if job is None else "job_released")
         await self.objects.event(task.id, "JobSubmitted", f"the Task Controller {what}", warning=False)
+        return None
+
+    async def _admission_awaited(self, task: Task) -> Decision:
+        """Kueue holds the task's Job: say why in its system_logs (once per controller), and look
+        again at each resync (the Job's admission comes as its Pod)."""
+        if task.id not in self._noted:
+            self._noted.add(task.id)
+            await self.store.append_system_log(task.id, f"waiting: {await self.objects.admission(task.id)}")
         return None
 
     async def _finish_cancel(self, task: Task) -> Decision:

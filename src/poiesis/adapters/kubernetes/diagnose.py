@@ -235,4 +235,22 @@ def job_seen(job: dict[str, Any], *, admitted_elsewhere: bool) -> JobSeen:
     """The TaskObjects port's view of a task Job; `admitted_elsewhere`: an admission controller
     (Kueue) releases suspended Jobs, not Poiesis."""
     suspended = bool((job.get("spec") or {}).get("suspend"))
-    return JobSeen(failed=job_failed(job), needs_release=suspended and not admitted_elsewhere)
+    return JobSeen(
+        failed=job_failed(job),
+        needs_release=suspended and not admitted_elsewhere,
+        held=suspended and admitted_elsewhere,
+    )
+
+
+_WAITING = ("QuotaReserved", "Admitted")
+
+
+def admission(workloads: list[dict[str, Any]], queue: str | None) -> str:
+    """Why Kueue has not admitted a Job, from its Workloads (as the Kueue API gives them)."""
+    if not workloads:
+        return f"Kueue has made no Workload for the task's Job yet (queue {queue or 'unset'})"
+    for kind in _WAITING:
+        for cond in _status(workloads[0]).get("conditions") or []:
+            if cond.get("type") == kind and cond.get("status") == "False" and cond.get("message"):
+                return f"Kueue: {cond['message']}"
+    return "Kueue has not admitted the task's Job yet"

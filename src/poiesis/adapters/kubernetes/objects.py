@@ -81,6 +81,7 @@ class KubeTaskObjects:
         self.namespace = cluster.namespace
         self._core: Any = client.CoreV1Api(api)
         self._batch: Any = client.BatchV1Api(api)
+        self._custom: Any = client.CustomObjectsApi(api)
         self._pods: dict[str, tuple[dict[str, Any], bool]] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -218,6 +219,24 @@ class KubeTaskObjects:
     async def job(self, task_id: str) -> JobSeen | None:
         job = await kube_call(lambda: self._job(task_id))
         return None if job is None else diagnose.job_seen(job, admitted_elsewhere=self._admitted_elsewhere)
+
+    def _admission(self, task_id: str) -> str:
+        job = self._job(task_id)
+        if job is None:
+            return "the task's Job is gone"
+        meta = job.get("metadata") or {}
+        found = self._custom.list_namespaced_custom_object(
+            "kueue.x-k8s.io",
+            "v1beta2",
+            self.namespace,
+            "workloads",
+            label_selector=f"kueue.x-k8s.io/job-uid={meta.get('uid')}",
+        )
+        queue = (meta.get("labels") or {}).get("kueue.x-k8s.io/queue-name")
+        return diagnose.admission(list(found.get("items") or []), queue)
+
+    async def admission(self, task_id: str) -> str:
+        return await kube_call(lambda: self._admission(task_id))
 
     def _job_task_ids(self) -> set[str]:
         """The task ids of the task Jobs, from their metadata alone (the apiserver leaves out each

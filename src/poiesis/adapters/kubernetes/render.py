@@ -83,6 +83,9 @@ class PodSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     runtime_class: str | None = None
     kueue_queue: str | None = None
     """Kueue LocalQueue: the Job is created suspended with the queue-name label, Kueue admits it."""
+    owner_kueue_queues: dict[str, str] = {}
+    """The LocalQueue of each owner's tasks instead of `kueue_queue` (a queue per group or user,
+    so that its ClusterQueue's quota applies to them); needs `kueue_queue` for everyone else."""
     zone_label: str = "topology.kubernetes.io/zone"
     tail_bytes: int = 64 * 1024
     filer_env: dict[str, str] = {}
@@ -136,6 +139,8 @@ class PodSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
                 problems.append(
                     f"backend_parameters.{key}: a task's Kueue queue needs kueue_queue (the default queue)"
                 )
+        if self.owner_kueue_queues and not self.kueue_queue:
+            problems.append("owner_kueue_queues: needs kueue_queue, the queue of everyone else's tasks")
         if problems:
             raise ValueError("; ".join(problems))
 
@@ -456,7 +461,8 @@ def _metadata(task: Task, settings: PodSettings, name: str) -> dict[str, Any]:
 def render_job(task: Task, settings: PodSettings) -> dict[str, Any]:
     name = job_name(task.id)
     meta = _metadata(task, settings, name)
-    queue = _placement(task, settings).kueue_queue or settings.kueue_queue
+    own = settings.owner_kueue_queues.get(task.owner or "") if task.owner else None
+    queue = _placement(task, settings).kueue_queue or own or settings.kueue_queue
     if queue:
         meta["labels"]["kueue.x-k8s.io/queue-name"] = queue
     template_meta = {
