@@ -1,6 +1,6 @@
 """Kueue (sigs.k8s.io/kueue, built by `scripts/test-cluster kueue`) as a process beside the test
 cluster: its CRDs installed, its controller manager pointed at the cluster's kubeconfig, listening
-on 127.0.0.1 only (webhook server and health probe; metrics off).
+on 127.0.0.1 only (webhook server and health probe; metrics and the visibility API server off).
 
 The apiserver is told of no Kueue webhook (Poiesis creates its Jobs suspended itself, so none is
 needed); the webhook server still starts, with a self-signed certificate. The manager also reads
@@ -59,7 +59,9 @@ def kueue_dir() -> Path | None:
 
 def unavailable_reason() -> str | None:
     if kueue_dir() is None:
-        return "Kueue is not built: run scripts/test (or scripts/test-cluster kueue and set POIESIS_KUEUE_DIR)"
+        return (
+            "Kueue is not built: run scripts/test (or scripts/test-cluster kueue and set POIESIS_KUEUE_DIR)"
+        )
     if os.geteuid() != 0 or shutil.which("unshare") is None:
         return "Kueue runs in a mount namespace of its own here: that needs root and unshare"
     return None
@@ -78,7 +80,9 @@ def _certificate(directory: Path) -> None:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+        )
         .sign(key, hashes.SHA256())
     )
     (directory / "tls.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
@@ -118,7 +122,10 @@ def running_kueue(kubeconfig: str, work: Path) -> Iterator[None]:
     health = free_port()
     config = work / "kueue.yaml"
     config.write_text(CONFIG.format(health=health, webhook=free_port(), certs=work / "webhook-certs"))
-    command = f"mount --bind {etc} /etc && exec {home / 'kueue'} --config={config} --kubeconfig={kubeconfig}"
+    command = (
+        f"mount --bind {etc} /etc && exec {home / 'kueue'} --config={config} --kubeconfig={kubeconfig}"
+        " --feature-gates=VisibilityOnDemand=false"
+    )
     with (work / "kueue.log").open("wb") as log:
         process = subprocess.Popen(
             ["unshare", "--mount", "--propagation", "private", "sh", "-c", command],

@@ -147,7 +147,13 @@ def backend(
         f'backend = "kubernetes"\nkubeconfig = "{kubeconfig}"\n[kubernetes]\n'
         + "".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items() if not isinstance(v, dict))
         + "".join(
-            f"[kubernetes.{k}]\n" + "".join(f"{kk} = {json.dumps(vv)}\n" for kk, vv in v.items())
+            f"[kubernetes.{k}]\n"
+            + "".join(f"{kk} = {json.dumps(vv)}\n" for kk, vv in v.items() if not isinstance(vv, dict))
+            + "".join(
+                f"[kubernetes.{k}.{kk}]\n" + "".join(f"{n} = {json.dumps(x)}\n" for n, x in vv.items())
+                for kk, vv in v.items()
+                if isinstance(vv, dict)
+            )
             for k, v in settings.items()
             if isinstance(v, dict)
         )
