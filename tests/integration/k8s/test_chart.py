@@ -251,6 +251,14 @@ def test_the_settings_file_is_read_by_poiesis_as_the_values_say(tmp_path: Path) 
     lease_rule = next(r for r in tctl_role["rules"] if r["resources"] == ["leases"])
     assert lease_rule["resourceNames"] == ["tes-poiesis-tctl"]
     assert "create" not in lease_rule["verbs"]
+    # With Kueue, tctl reads Workloads (why a Job is held); without, it may not.
+    assert {
+        "apiGroups": ["kueue.x-k8s.io"],
+        "resources": ["workloads"],
+        "verbs": ["get", "list"],
+    } in tctl_role["rules"]
+    plain = next(r for r in by_kind(render(MINIMAL), "Role") if r["metadata"]["name"].endswith("-tctl"))
+    assert all("kueue.x-k8s.io" not in r["apiGroups"] for r in plain["rules"])
 
 
 def test_a_changed_setting_rolls_the_pods_and_nothing_else_does() -> None:
