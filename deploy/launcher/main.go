@@ -17,6 +17,11 @@
 // With --failed-mark, a failure (a non-zero code without --ignore-error) writes M and exits 0 too,
 // so that the Pod goes on to upload the outputs that exist; a launcher that finds M already there
 // runs nothing, writes "skipped: ..." as its termination message and exits 0.
+//
+// After an OOM kill in its container the launcher always exits non-zero (the code, or 137 if the
+// code was 0), --ignore-error and --failed-mark notwithstanding: the kubelet fails an init container
+// the runtime reports OOMKilled whatever its exit code, and a Pod whose launcher exited 0 then stays
+// Pending for ever. Where the container's cgroup cannot be read, a SIGKILL counts as one.
 package main
 
 import (
@@ -26,6 +31,8 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -118,6 +125,38 @@ func output(own *os.File, path string, t *tail) (io.Writer, *os.File, error) {
 
 var started = time.Now()
 
+// oomKills is how many processes the kernel's OOM killer has killed in this container's memory
+// cgroup (v2: memory.events, v1: memory.oom_control), or -1 when neither can be read.
+func oomKills() int {
+	for _, path := range []string{"/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control"} {
+		data, err := os.ReadFile(path)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			fields := strings.Fields(line)
+			if len(fields) == 2 && fields[0] == "oom_kill" {
+				if n, err := strconv.Atoi(fields[1]); err == nil {
+					return n
+				}
+			}
+		}
+	}
+	return -1
+}
+
+var oomAtStart = oomKills()
+
+// oomKilled tells whether the OOM killer struck in this container while the command ran: true,
+// false, or unknown (the cgroup cannot be read).
+func oomKilled() (killed, known bool) {
+	now := oomKills()
+	if now < 0 || oomAtStart < 0 {
+		return false, false
+	}
+	return now > oomAtStart, true
+}
+
 const micro = "2006-01-02T15:04:05.000000Z07:00"
 
 func finish(o options, code int, stdout, stderr *tail) {
@@ -130,10 +169,19 @@ func finish(o options, code int, stdout, stderr *tail) {
 		_ = os.WriteFile(o.status+".stdout", stdout.bytes(), 0o644)
 		_ = os.WriteFile(o.status+".stderr", stderr.bytes(), 0o644)
 	}
+	killed, known := oomKilled()
+	if killed {
+		// The kubelet fails this container whatever it exits with: make the exit say so.
+		if code == 0 {
+			code = 128 + int(syscall.SIGKILL)
+		}
+		os.Exit(code)
+	}
 	if o.ignoreError {
 		os.Exit(0)
 	}
-	if code != 0 && o.failedMark != "" {
+	sigkilled := code == 128+int(syscall.SIGKILL)
+	if code != 0 && o.failedMark != "" && (known || !sigkilled) {
 		if err := os.WriteFile(o.failedMark, []byte(fmt.Sprintf("%d\n", code)), 0o644); err == nil {
 			os.Exit(0)
 		}
