@@ -143,13 +143,6 @@ class PodRecorder:
                     else:
                         changes.append(Moved(target=State.SYSTEM_ERROR, at=now, reason=reason))
         override = diagnose.overriding(self.task, pod)
-        if (
-            override is not None
-            and override.state is State.EXECUTOR_ERROR
-            and not is_terminal(progress.state)
-        ):
-            # An executor's own failure (its memory): the outputs that exist go up first.
-            override = None
         if override is not None:
             changes.append(
                 Moved(
