@@ -106,7 +106,8 @@ class FairReleaser:
             await self._release(task_id)
         self.held -= len(chosen)
         self.in_flight += len(chosen)
-        await self._note([task_id for task_id, _ in waiting if task_id not in set(chosen)])
+        let_in = set(chosen)
+        await self._note([task_id for task_id, _ in waiting if task_id not in let_in])
         return chosen
 
     async def _note(self, held: list[str]) -> None:
