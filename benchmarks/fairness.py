@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
+from benchmarks.local import percentile  # noqa: E402
 from tests.support.server import add_users, local_serve  # noqa: E402
 
 USERS = {"flooder": "flooder-secret-1", "small": "small-secret-22"}
@@ -46,11 +47,6 @@ def wait_done(client: httpx.Client, task_id: str) -> float:
         if state not in ("QUEUED", "INITIALIZING", "RUNNING"):
             raise SystemExit(f"task {task_id} ended {state}")
         time.sleep(0.02)
-
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def scenario(args: argparse.Namespace, flood: int, per_user: int) -> tuple[list[float], float]:
