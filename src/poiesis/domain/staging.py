@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import posixpath
+from collections.abc import Collection
 from urllib.parse import urlsplit, urlunsplit
 
 from poiesis.domain.tes import FileType, Task
@@ -89,10 +90,15 @@ def data_dirs(task: Task) -> list[str]:
     return dirs
 
 
-def mount_dirs(task: Task) -> list[str]:
+def mount_dirs(task: Task, elsewhere: Collection[str] = ()) -> list[str]:
     """The smallest set of directories covering every input, output and volume, none nested in
-    another, sorted. Mounting the task volume at each shows every TES path where the task expects it."""
-    return outermost(data_dirs(task))
+    another, sorted. Mounting the task volume at each shows every TES path where the task expects it.
+    Paths inside `elsewhere` (directories mounted from another volume) need none."""
+
+    def inside(d: str) -> bool:
+        return any(d == e or d.startswith(e + "/") for e in elsewhere)
+
+    return outermost([d for d in data_dirs(task) if not inside(d)])
 
 
 def outermost(dirs: list[str]) -> list[str]:

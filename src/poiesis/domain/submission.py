@@ -14,6 +14,7 @@ from collections.abc import Iterable
 
 import msgspec
 
+from poiesis.domain.areas import Area, in_place_problems, is_file_url, url_problem
 from poiesis.domain.errors import InvalidTask
 from poiesis.domain.parameters import Parameter
 from poiesis.domain.staging import covering_dir, data_dirs, has_wildcard, outermost, scheme_of
@@ -73,6 +74,9 @@ class Rules(msgspec.Struct, kw_only=True, frozen=True):
     """The largest `ram_gb` and `disk_gb` (a petabyte)."""
     url_schemes: frozenset[str] = frozenset()
     """URL schemes the filers can stage, lower-cased; empty accepts any."""
+    file_areas: tuple[Area, ...] | None = None
+    """Where `file://` URLs and plain paths may point (`domain.areas`); None leaves them to the
+    filers."""
 
 
 class Accepted(msgspec.Struct, kw_only=True, frozen=True):
@@ -149,7 +153,7 @@ def _nothing_inside_files(task: Task) -> None:
                 raise InvalidTask(field, f"{path!r} is inside {file!r}, which {owner} makes a FILE")
 
 
-def _url(field: str, url: str, rules: Rules) -> None:
+def _url(field: str, url: str, rules: Rules, *, writes: bool = False, owner: str | None = None) -> None:
     _text(field, url)
     try:
         scheme = scheme_of(url)
@@ -163,6 +167,10 @@ def _url(field: str, url: str, rules: Rules) -> None:
         raise InvalidTask(
             field, f"scheme {scheme!r} is not supported; supported: {', '.join(sorted(rules.url_schemes))}"
         )
+    if rules.file_areas is not None and is_file_url(url):
+        problem = url_problem(url, writes=writes, owner=owner, areas=rules.file_areas)
+        if problem:
+            raise InvalidTask(field, problem)
 
 
 def _unique_paths(field: str, paths: Iterable[str]) -> None:
@@ -195,7 +203,7 @@ def _executor(i: int, e: Executor, rules: Rules) -> Executor:
     return e
 
 
-def _input(i: int, new: NewInput, rules: Rules) -> Input:
+def _input(i: int, new: NewInput, rules: Rules, owner: str | None) -> Input:
     f = f"inputs[{i}]"
     _data_path(f"{f}.path", new.path, new.type)
     if new.content:
@@ -209,7 +217,7 @@ def _input(i: int, new: NewInput, rules: Rules) -> Input:
     elif not new.url:
         raise InvalidTask(f"{f}.url", "is required unless content is set")
     else:
-        _url(f"{f}.url", new.url, rules)
+        _url(f"{f}.url", new.url, rules, owner=owner)
     return Input(
         path=new.path,
         type=new.type,
@@ -221,12 +229,12 @@ def _input(i: int, new: NewInput, rules: Rules) -> Input:
     )
 
 
-def _output(i: int, new: NewOutput, rules: Rules) -> Output:
+def _output(i: int, new: NewOutput, rules: Rules, owner: str | None) -> Output:
     f = f"outputs[{i}]"
     _data_path(f"{f}.path", new.path, new.type)
     if not new.url:
         raise InvalidTask(f"{f}.url", "must not be empty")
-    _url(f"{f}.url", new.url, rules)
+    _url(f"{f}.url", new.url, rules, writes=True, owner=owner)
     if has_wildcard(new.path):
         if not new.path_prefix:
             raise InvalidTask(f"{f}.path_prefix", "is required when path contains wildcards")
@@ -295,8 +303,11 @@ def _resources(r: Resources | None, rules: Rules) -> tuple[Resources | None, lis
     return msgspec.structs.replace(r, backend_parameters=params), warnings
 
 
-def accept(new: NewTask, *, task_id: str, creation_time: str, rules: Rules) -> Accepted:
-    """Apply the TES rules to a submission. Raises InvalidTask naming the first field at fault."""
+def accept(
+    new: NewTask, *, task_id: str, creation_time: str, rules: Rules, owner: str | None = None
+) -> Accepted:
+    """Apply the TES rules to `owner`'s submission. Raises InvalidTask naming the first field at
+    fault."""
     if not new.executors:
         raise InvalidTask("executors", "at least one executor is required")
     if len(new.executors) > rules.max_executors:
@@ -306,8 +317,8 @@ def accept(new: NewTask, *, task_id: str, creation_time: str, rules: Rules) -> A
     _at_most("volumes", new.volumes, rules.max_volumes)
     _at_most("tags", new.tags, rules.max_tags)
     executors = [_executor(i, e, rules) for i, e in enumerate(new.executors)]
-    inputs = [_input(i, x, rules) for i, x in enumerate(new.inputs or [])]
-    outputs = [_output(i, x, rules) for i, x in enumerate(new.outputs or [])]
+    inputs = [_input(i, x, rules, owner) for i, x in enumerate(new.inputs or [])]
+    outputs = [_output(i, x, rules, owner) for i, x in enumerate(new.outputs or [])]
     _unique_paths("inputs", (x.path for x in inputs))
     volumes = [_data_path(f"volumes[{i}]", v, FileType.DIRECTORY) for i, v in enumerate(new.volumes or [])]
     resources, warnings = _resources(new.resources, rules)
@@ -328,6 +339,8 @@ def accept(new: NewTask, *, task_id: str, creation_time: str, rules: Rules) -> A
         tags=new.tags or None,
     )
     _nothing_inside_files(task)
+    if rules.file_areas and (found := in_place_problems(task, rules.file_areas)):
+        raise InvalidTask(*found)
     directories = len(outermost(data_dirs(task)))
     if directories > rules.max_directories:
         raise InvalidTask(

@@ -7,6 +7,8 @@ database engines, migrations) on start and shuts them down on stop.
 from __future__ import annotations
 
 import logging
+import os
+import posixpath
 import ssl
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -24,6 +26,7 @@ from poiesis.adapters.sqlalchemy.engine import create_engine, is_sqlite, migrate
 from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore
 from poiesis.adapters.sqlalchemy.threaded import ThreadedSqlite
 from poiesis.adapters.unattached import UnattachedCluster
+from poiesis.domain.areas import Area
 from poiesis.domain.fairness import CreateRate
 from poiesis.domain.staging import SCHEMES
 from poiesis.domain.submission import Rules
@@ -86,6 +89,17 @@ async def _threads(settings: Settings) -> AsyncIterator[ThreadedSqlite | None]:
         await threads.close()
 
 
+def _file_areas(settings: Settings) -> tuple[Area, ...]:
+    """Where file URLs may point: the shared volumes on Kubernetes, else `file_roots` (as given and
+    with their links resolved; the filers check each file's real path again)."""
+    if settings.backend == "kubernetes":
+        return settings.kubernetes.areas
+    roots = {posixpath.normpath(r) for r in settings.file_roots} | {
+        os.path.realpath(r) for r in settings.file_roots
+    }
+    return tuple(Area(path=r) for r in sorted(roots))
+
+
 def _rules(settings: Settings) -> Rules:
     # The caps (max_*) are settings of the same name; the rest is derived.
     caps = {name: getattr(settings, name) for name in Rules.__struct_fields__ if name.startswith("max_")}
@@ -95,6 +109,7 @@ def _rules(settings: Settings) -> Rules:
         backend_parameters=frozenset(k.lower() for k in settings.backend_parameters) | frozenset(mapped),
         parameters=mapped,
         url_schemes=SCHEMES,
+        file_areas=_file_areas(settings),
         **caps,
     )
 

@@ -157,7 +157,8 @@ class Settings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fields=
     storage_endpoints_file: str | None = None
     """TOML file giving storage endpoints their own credentials and options (see the README)."""
     file_roots: list[str] = []
-    """Directories `file://` inputs and outputs may use; empty disables `file://`."""
+    """Embedded mode: directories `file://` URLs and plain paths may name; empty disables them (on
+    Kubernetes, `kubernetes.shared_volumes` are those directories)."""
     filer_parallel: int = 8
     """Transfers at once per task."""
     filer_retry_seconds: float = 10.0
@@ -256,5 +257,10 @@ def load(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings
         raise SettingsError(
             "max_active_tasks_per_user and max_active_tasks cannot be combined with "
             "kubernetes.kueue_queue: Kueue releases the Jobs, and its queues' quotas are the caps"
+        )
+    if settings.backend == "kubernetes" and settings.file_roots:
+        raise SettingsError(
+            "file_roots: on Kubernetes, file:// URLs and plain paths name the operator's shared "
+            "volumes (kubernetes.shared_volumes)"
         )
     return settings

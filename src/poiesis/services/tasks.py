@@ -95,9 +95,9 @@ class TaskService:
         now = self._clock.now()
         if len(body) > _LARGE_BODY:
             # Decoding and checking a large task takes long enough to be felt by every other request.
-            accepted = await asyncio.to_thread(self._accept, body, now)
+            accepted = await asyncio.to_thread(self._accept, body, now, owner)
         else:
-            accepted = self._accept(body, now)
+            accepted = self._accept(body, now, owner)
         await self._store.create(accepted.task, owner=owner, system_logs=accepted.warnings)
         try:
             # As the store gives it back (tctl submits from there): with its owner.
@@ -111,9 +111,13 @@ class TaskService:
             )
         return accepted.task.id
 
-    def _accept(self, body: bytes, now: datetime) -> Accepted:
+    def _accept(self, body: bytes, now: datetime, owner: str) -> Accepted:
         return accept(
-            decode_task(body), task_id=new_task_id(now), creation_time=rfc3339(now), rules=self._rules
+            decode_task(body),
+            task_id=new_task_id(now),
+            creation_time=rfc3339(now),
+            rules=self._rules,
+            owner=owner,
         )
 
     async def get(self, task_id: str, *, view: View, owner: str | None) -> Task | TaskMinimal:

@@ -10,6 +10,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import tes
 
@@ -291,16 +292,26 @@ def test_a_nextflow_shaped_task_with_plain_paths_completes_in_its_work_dir(
     assert (work / ".exitcode").read_text().strip() == "0"
     assert (work / "out.txt").read_text() == "hello from nextflow\n"
     assert {f.url for f in task.logs[0].outputs} == {f"{work}/out.txt", f"{work}/.exitcode"}
-    # A plain path outside file_roots is refused as a file:// URL is.
-    outside = run(
+    # A plain path outside file_roots is refused at the door, as a file:// URL is.
+    for url in ("/etc/passwd", "file:///etc/passwd", f"file://{env.shared}/../../etc/passwd"):
+        body = {
+            "inputs": [{"path": "/data/in/passwd", "url": url}],
+            "executors": [{"image": "alpine", "command": ["true"]}],
+        }
+        outside = httpx.post(f"{client.url}/ga4gh/tes/v1/tasks", json=body, timeout=10)
+        assert outside.status_code == 400, (url, outside.text)
+        assert outside.json()["field"] == "inputs[0].url"
+    # A link inside the root that leaves it passes the door (a name) and is refused where it is followed.
+    (env.shared / "to-etc").symlink_to("/etc")
+    linked = run(
         client,
         tes.Task(
-            inputs=[tes.Input(path="/data/in/passwd", url="/etc/passwd")],
+            inputs=[tes.Input(path="/data/in/passwd", url=f"{env.shared}/to-etc/passwd")],
             executors=[tes.Executor(image="alpine", command=["true"])],
         ),
     )
-    assert outside.state == "SYSTEM_ERROR"
-    assert any("outside the directories" in line for line in outside.logs[0].system_logs)
+    assert linked.state == "SYSTEM_ERROR"
+    assert any("outside the directories" in line for line in linked.logs[0].system_logs)
 
 
 def test_a_failed_nextflow_step_still_delivers_its_logs_to_the_work_dir(

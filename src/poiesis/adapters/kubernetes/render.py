@@ -18,6 +18,14 @@ from poiesis.adapters.kubernetes.security import (
     pod_context,
     poiesis_context,
 )
+from poiesis.adapters.kubernetes.shared import (
+    SharedVolume,
+    executor_mounts,
+    filer_mounts,
+    pod_volume,
+    used,
+)
+from poiesis.adapters.kubernetes.shared import problems as shared_problems
 from poiesis.adapters.kubernetes.taskpod import (
     BIN_DIR,
     DONE,
@@ -37,6 +45,7 @@ from poiesis.adapters.kubernetes.taskpod import (
     executor_status,
     job_name,
 )
+from poiesis.domain.areas import Area
 from poiesis.domain.parameters import Parameter, Placement, lower_keys, mapping_problems, placement
 from poiesis.domain.staging import mount_dirs
 from poiesis.domain.tes import Executor, Task
@@ -119,6 +128,9 @@ class PodSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     """`resources.backend_parameters` keys this cluster honours and what each becomes on the Pod: an
     extended resource with a count (GPUs), a node label, a PriorityClass or a Kueue queue, each
     among values the operator allows (`poiesis.domain.parameters`)."""
+    shared_volumes: list[SharedVolume] = []
+    """Existing claims and NFS exports that `file://` URLs and plain paths under their `path` name,
+    mounted into the tasks that use them (`adapters.kubernetes.shared`)."""
 
     def __post_init__(self) -> None:
         check_capabilities(self.executor_capabilities)
@@ -130,7 +142,7 @@ class PodSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
                 raise ValueError(f"{name}: {value} is not a user or group id")
         if self.poiesis_user == 0:
             raise ValueError("poiesis_user: Poiesis's own containers never run as root")
-        problems = mapping_problems(self.backend_parameters)
+        problems = mapping_problems(self.backend_parameters) + shared_problems(self.shared_volumes)
         lower_keys(self.backend_parameters)
         for key, parameter in self.backend_parameters.items():
             if parameter.to == "node_label" and parameter.name in self.node_selector:
@@ -147,6 +159,11 @@ class PodSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
     @property
     def restricted(self) -> bool:
         return self.executor_security == "restricted"
+
+    @property
+    def areas(self) -> tuple[Area, ...]:
+        """Where `file://` URLs and plain paths may point: the shared volumes."""
+        return tuple(v.area() for v in self.shared_volumes)
 
     @property
     def parameters(self) -> dict[str, Parameter]:
@@ -195,13 +212,19 @@ def _launcher(executor: Executor, index: int, deliver_after_failure: bool) -> li
     return [*args, "--", *executor.command]
 
 
-def _data_mounts(task: Task) -> list[dict[str, Any]]:
-    return [{"name": "task-volume", "mountPath": d, "subPath": sub_path(d)} for d in mount_dirs(task)]
+def _in_place(shared: list[SharedVolume]) -> list[str]:
+    """The directories the executors see from a shared volume rather than the task volume."""
+    return [v.path for v in shared if v.mode == "mount"]
 
 
-def _redirect_dirs(task: Task) -> list[str]:
+def _data_mounts(task: Task, shared: list[SharedVolume]) -> list[dict[str, Any]]:
+    dirs = mount_dirs(task, _in_place(shared))
+    return [{"name": "task-volume", "mountPath": d, "subPath": sub_path(d)} for d in dirs]
+
+
+def _redirect_dirs(task: Task, shared: list[SharedVolume]) -> list[str]:
     """Directories of redirections that are not on a task directory: they get an emptyDir each."""
-    covered = mount_dirs(task)
+    covered = mount_dirs(task, _in_place(shared)) + _in_place(shared)
     extra: set[str] = set()
     for e in task.executors:
         for path in (e.stdout, e.stderr):
@@ -223,7 +246,9 @@ def _poiesis(name: str, settings: PodSettings, command: list[str], **extra: Any)
     return container
 
 
-def _filer(name: str, direction: str, task: Task, settings: PodSettings) -> dict[str, Any]:
+def _filer(
+    name: str, direction: str, task: Task, settings: PodSettings, shared: list[SharedVolume]
+) -> dict[str, Any]:
     command = [
         "poiesis",
         "filer",
@@ -243,7 +268,10 @@ def _filer(name: str, direction: str, task: Task, settings: PodSettings) -> dict
         # After an executor failed, the outputs that exist are uploaded and missing ones skipped.
         command += ["--report", VOLUME_ROOT + OUTPUTS_REPORT, "--after-failure-mark", FAILED_MARK]
         mounts.append({"name": "status", "mountPath": STATUS_DIR, "readOnly": True})
+    mounts += filer_mounts(shared, writes=direction == "stage-out")
     env = [{"name": k, "value": v} for k, v in sorted(settings.filer_env.items())]
+    # The filers open file:// URLs and plain paths on the shared volumes this task uses, no others.
+    env.append({"name": "POIESIS_FILE_ROOTS", "value": ",".join(v.path for v in shared)})
     if settings.storage_secret:
         mounts.append({"name": "storage", "mountPath": "/tes/storage", "readOnly": True})
         env.append({"name": "POIESIS_STORAGE_ENDPOINTS_FILE", "value": "/tes/storage/endpoints.toml"})
@@ -322,6 +350,7 @@ def _executor(
     resources: dict[str, Any],
     redirects: list[str],
     settings: PodSettings,
+    shared: list[SharedVolume],
 ) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": executor_container(index),
@@ -336,7 +365,8 @@ def _executor(
         "volumeMounts": [
             {"name": "bin", "mountPath": BIN_DIR, "readOnly": True},
             {"name": "status", "mountPath": STATUS_DIR},
-            *_data_mounts(task),
+            *_data_mounts(task, shared),
+            *executor_mounts(shared),
             *({"name": f"redirect-{n}", "mountPath": d} for n, d in enumerate(redirects)),
         ],
         "terminationMessagePolicy": "File",
@@ -378,7 +408,9 @@ def _task_volume(task: Task, settings: PodSettings) -> dict[str, Any]:
     }
 
 
-def _volumes(task: Task, settings: PodSettings, redirects: list[str]) -> list[dict[str, Any]]:
+def _volumes(
+    task: Task, settings: PodSettings, redirects: list[str], shared: list[SharedVolume]
+) -> list[dict[str, Any]]:
     volumes: list[dict[str, Any]] = [
         _task_volume(task, settings),
         {"name": "task", "configMap": {"name": job_name(task.id)}},
@@ -404,6 +436,7 @@ def _volumes(task: Task, settings: PodSettings, redirects: list[str]) -> list[di
             },
         },
         *({"name": f"redirect-{n}", "emptyDir": {}} for n in range(len(redirects))),
+        *(pod_volume(v) for v in shared),
     ]
     if settings.storage_secret:
         volumes.append({"name": "storage", "secret": {"secretName": settings.storage_secret}})
@@ -422,15 +455,18 @@ def _placement(task: Task, settings: PodSettings) -> Placement:
 
 
 def render_pod_spec(task: Task, settings: PodSettings) -> dict[str, Any]:
-    redirects = _redirect_dirs(task)
+    shared = used(task, settings.shared_volumes)
+    redirects = _redirect_dirs(task, shared)
     placed = _placement(task, settings)
     resources = _resources(task, settings, placed)
     init: list[dict[str, Any]] = [_trec(task, settings), _setup(settings)]
     if task.inputs:
-        init.append(_filer(STAGE_IN, "stage-in", task, settings))
-    init += [_executor(task, i, e, resources, redirects, settings) for i, e in enumerate(task.executors)]
+        init.append(_filer(STAGE_IN, "stage-in", task, settings, shared))
+    init += [
+        _executor(task, i, e, resources, redirects, settings, shared) for i, e in enumerate(task.executors)
+    ]
     if task.outputs:
-        init.append(_filer(STAGE_OUT, "stage-out", task, settings))
+        init.append(_filer(STAGE_OUT, "stage-out", task, settings, shared))
     done = _done(settings)
     if settings.task_volume == "empty-dir":
         # The scheduler places the Pod where the node's disk has room for the task volume.
@@ -444,7 +480,7 @@ def render_pod_spec(task: Task, settings: PodSettings) -> dict[str, Any]:
         **({"hostUsers": False} if settings.user_namespaces else {}),
         "initContainers": init,
         "containers": [done],
-        "volumes": _volumes(task, settings, redirects),
+        "volumes": _volumes(task, settings, redirects, shared),
         **_pull_secrets(task, settings),
         **_scheduling(task, settings, placed),
     }

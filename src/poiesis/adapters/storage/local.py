@@ -3,6 +3,9 @@
 A task must not read the server's own files (nor write over them), so a `file://` URL is accepted
 only when its real path, with every symbolic link resolved, lies inside one of `roots`. No roots
 means `file://` is off.
+
+A file that is already where it is to go (a shared volume seen at both the URL and the task path:
+the same file) is not copied.
 """
 
 from __future__ import annotations
@@ -15,6 +18,13 @@ from urllib.parse import unquote, urlsplit
 from poiesis.adapters.storage.errors import os_error, remove_quietly
 from poiesis.domain.staging import is_plain_path
 from poiesis.ports.storage import Reason, RemoteObject, StorageError
+
+
+def _same(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 class LocalFiles:
@@ -35,6 +45,8 @@ class LocalFiles:
         source = self._path(url)
 
         def run() -> int:
+            if _same(source, dest):
+                return os.path.getsize(dest)
             try:
                 shutil.copyfile(source, dest)
             except IsADirectoryError as exc:
@@ -50,6 +62,8 @@ class LocalFiles:
         target = self._path(url)
 
         def run() -> int:
+            if _same(src, target):
+                return os.path.getsize(target)
             try:
                 os.makedirs(os.path.dirname(target), exist_ok=True)
                 shutil.copyfile(src, target)
