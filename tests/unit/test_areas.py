@@ -234,13 +234,15 @@ def test_without_shared_volumes_the_filers_open_no_file_urls() -> None:
             "overlaps",
         ),
         ([{"name": "a", "path": "/x", "claim": "c"}, {"name": "a", "path": "/y", "claim": "d"}], "also"),
+        ([{"name": "a", "path": "/x", "nfs": {"server": "s", "path": "/e"}}], "restricted Pod Security"),
     ],
 )
 def test_shared_volumes_that_cannot_work_are_refused_at_start(
     volumes: list[dict[str, Any]], words: str
 ) -> None:
+    security = "restricted" if "restricted" in words else "default"
     with pytest.raises(msgspec.ValidationError, match=words):
-        msgspec.convert({"shared_volumes": volumes}, PodSettings)
+        msgspec.convert({"shared_volumes": volumes, "executor_security": security}, PodSettings)
 
 
 # The filers: a file already where it is to go

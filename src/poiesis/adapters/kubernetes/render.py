@@ -151,6 +151,11 @@ class PodSettings(msgspec.Struct, kw_only=True, frozen=True, forbid_unknown_fiel
                 problems.append(
                     f"backend_parameters.{key}: a task's Kueue queue needs kueue_queue (the default queue)"
                 )
+        if self.restricted and any(v.nfs for v in self.shared_volumes):
+            problems.append(
+                "shared_volumes: an nfs volume is not allowed at the restricted Pod Security level "
+                "(executor_security = restricted); use a claim bound to an NFS PersistentVolume"
+            )
         if self.owner_kueue_queues and not self.kueue_queue:
             problems.append("owner_kueue_queues: needs kueue_queue, the queue of everyone else's tasks")
         if problems:
