@@ -11,7 +11,8 @@ import random
 import msgspec
 import pytest
 
-from poiesis.domain.errors import Conflict, TaskNotFound
+from poiesis.domain.errors import Conflict, KeyReused, TaskNotFound
+from poiesis.domain.idempotency import Key
 from poiesis.domain.identity import new_task_id
 from poiesis.domain.listing import TaskQuery
 from poiesis.domain.states import TERMINAL, State, can_transition
@@ -91,6 +92,38 @@ async def test_creating_an_id_twice_conflicts_and_keeps_the_first(store: TaskSto
     with pytest.raises(Conflict):
         await store.create(task, owner="b", system_logs=[])
     assert (await store.get(task.id)).name == "first"
+
+
+async def test_a_create_retried_with_its_idempotency_key_makes_one_task(
+    store: TaskStore, clock: FakeClock
+) -> None:
+    first, retry = make_task(clock, name="first"), make_task(clock, name="first")
+    key = Key("retry-1", "f" * 64)
+    assert await store.create_once(first, owner="a", system_logs=["note"], key=key) == first.id
+    assert await store.create_once(retry, owner="a", system_logs=["note"], key=key) == first.id
+    with pytest.raises(TaskNotFound):
+        await store.get(retry.id)
+    # Another body under the key is refused, naming the task the key made; nothing is stored.
+    other = make_task(clock, name="other")
+    with pytest.raises(KeyReused) as caught:
+        await store.create_once(other, owner="a", system_logs=[], key=Key("retry-1", "0" * 64))
+    assert caught.value.task_id == first.id
+    with pytest.raises(TaskNotFound):
+        await store.get(other.id)
+    # A key is its owner's: another owner's same key makes their own task.
+    theirs = make_task(clock, name="theirs")
+    assert await store.create_once(theirs, owner="b", system_logs=[], key=key) == theirs.id
+    assert (await store.get(first.id)).logs[0].system_logs == ["note"]  # type: ignore[index]
+
+
+async def test_concurrent_creates_with_one_key_make_one_task(store: TaskStore, clock: FakeClock) -> None:
+    tasks = [make_task(clock, name=f"t{i}") for i in range(8)]
+    key = Key("burst", "a" * 64)
+    ids = await asyncio.gather(*(store.create_once(t, owner="a", system_logs=[], key=key) for t in tasks))
+    assert len(set(ids)) == 1
+    (made,) = [t for t in tasks if t.id == ids[0]]
+    stored = [t.id for t in (await store.list_tasks(TaskQuery(owner="a", page_size=100))).tasks]
+    assert stored == [made.id]
 
 
 async def test_creates_arriving_together_are_each_stored_and_a_taken_id_conflicts_alone(

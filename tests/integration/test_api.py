@@ -238,3 +238,28 @@ def test_the_short_paths_nextflow_uses_by_default_serve_the_same_tasks(server: S
     assert httpx.get(f"{server.url}/v1x/tasks", timeout=10).status_code == 404
     document = httpx.get(f"{server.url}/openapi/openapi.json", timeout=10).json()
     assert all(path.startswith("/ga4gh/tes/v1/") for path in document["paths"]), "the canonical paths only"
+
+
+@pytest.mark.parametrize("path", ["/ga4gh/tes/v1/tasks", "/v1/tasks"])
+def test_a_create_retried_with_its_idempotency_key_answers_the_first_task(server: Server, path: str) -> None:
+    """Both doors (the fast route and the framework's) keep the key: a retry with the same body
+    names the first task and makes none; another body under the key is a 422; a bad key a 400."""
+    body = {"name": f"idem-{uuid.uuid4().hex}", "executors": [{"image": "alpine", "command": ["true"]}]}
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    first = httpx.post(server.url + path, json=body, headers=key, timeout=10)
+    again = httpx.post(server.url + path, json=body, headers=key, timeout=10)
+    assert first.status_code == again.status_code == 200, (first.text, again.text)
+    assert first.json() == again.json()
+    listed = httpx.get(f"{server.tes}/tasks", params={"name_prefix": body["name"]}).json()["tasks"]
+    assert [t["id"] for t in listed] == [first.json()["id"]]
+    other = httpx.post(server.url + path, json=body | {"description": "changed"}, headers=key, timeout=10)
+    assert other.status_code == 422
+    assert other.json()["field"] == "Idempotency-Key"
+    assert first.json()["id"] in other.json()["msg"]
+    for bad in (b"", b"x" * 256, "caf\u00e9".encode(), b"a\tb"):
+        refused = httpx.post(server.url + path, json=body, headers={b"Idempotency-Key": bad}, timeout=10)
+        assert refused.status_code == 400, bad
+        assert refused.json()["field"] == "Idempotency-Key"
+    # Without a key, each create is its own task.
+    plain = [httpx.post(server.url + path, json=body, timeout=10).json()["id"] for _ in range(2)]
+    assert len(set(plain)) == 2

@@ -11,7 +11,8 @@ from typing import Any
 
 import msgspec
 
-from poiesis.domain.errors import Conflict, TaskNotFound
+from poiesis.domain.errors import Conflict, KeyReused, TaskNotFound
+from poiesis.domain.idempotency import Key
 from poiesis.domain.listing import DocumentPage, TaskPage, TaskQuery
 from poiesis.domain.states import TERMINAL, State, can_transition
 from poiesis.domain.tes import ExecutorLog, OutputFileLog, Resources, Task, TaskLog, View
@@ -52,10 +53,22 @@ class _Row:
 class FakeTaskStore:
     def __init__(self) -> None:
         self._rows: dict[str, _Row] = {}
+        self._keys: dict[tuple[str, str], Key] = {}
+        """(owner, key) -> Key(id of the task it made, its request's fingerprint)."""
         self.transactions = 0
         """Write transactions made (each single write and each `apply` is one)."""
 
     # --- writes -------------------------------------------------------------------------------
+
+    async def create_once(self, task: Task, *, owner: str, system_logs: list[str], key: Key) -> str:
+        taken = self._keys.get((owner, key.value))
+        if taken is not None:
+            if taken.fingerprint != key.fingerprint:
+                raise KeyReused(taken.value)
+            return taken.value
+        await self.create(task, owner=owner, system_logs=system_logs)
+        self._keys[(owner, key.value)] = Key(task.id, key.fingerprint)  # the task's id, its request
+        return task.id
 
     async def create(self, task: Task, *, owner: str, system_logs: list[str]) -> None:
         if task.id in self._rows:

@@ -27,7 +27,7 @@ class FakeTasks:
         self.calls.append(("document", (task_id, view, owner)))
         return b'{"id": "t"}'
 
-    async def create(self, body: bytes, *, owner: str) -> str:
+    async def create(self, body: bytes, *, owner: str, idempotency_key: str | None = None) -> str:
         self.calls.append(("create", (body, owner)))
         return "01arz3ndektsv4rrffq69g5fav"
 

@@ -2,7 +2,8 @@
 
 PoiesisError
 ├── InvalidRequest      the client sent something unacceptable (400); names the field
-│   └── InvalidTask     a submitted task broke a TES rule
+│   ├── InvalidTask     a submitted task broke a TES rule
+│   └── KeyReused       an Idempotency-Key already used for another request (422)
 ├── Unauthenticated     no credential, or one that does not prove who the caller is (401)
 ├── Forbidden           the caller is known but may not do this (403)
 ├── TaskNotFound        no task with that id is visible to the caller (404)
@@ -30,6 +31,16 @@ class InvalidRequest(PoiesisError):
 
 class InvalidTask(InvalidRequest):
     pass
+
+
+class KeyReused(InvalidRequest):
+    def __init__(self, task_id: str) -> None:
+        super().__init__(
+            "Idempotency-Key",
+            f"was already used by your request that created task {task_id}, with another body; "
+            "a retry must send the same request",
+        )
+        self.task_id = task_id
 
 
 class Unauthenticated(PoiesisError):

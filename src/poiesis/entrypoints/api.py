@@ -33,6 +33,7 @@ from poiesis.domain.errors import (
     Conflict,
     Forbidden,
     InvalidRequest,
+    KeyReused,
     PoiesisError,
     TaskNotFound,
     TooManyRequests,
@@ -69,6 +70,7 @@ SHORT = "/v1"
 looks by default (`http://localhost:8000` + `/v1/tasks`); the OpenAPI document names only BASE."""
 
 _STATUS: dict[type[PoiesisError], int] = {
+    KeyReused: 422,
     InvalidRequest: 400,
     Unauthenticated: 401,
     Forbidden: 403,
@@ -190,7 +192,9 @@ async def create_task(
     request: Request[Any, Any, Any],
     principal: NamedDependency[SkipValidation[Principal]],
 ) -> CreateTaskResponse:
-    task_id = await _tasks(request).create(await request.body(), owner=principal.name)
+    task_id = await _tasks(request).create(
+        await request.body(), owner=principal.name, idempotency_key=request.headers.get("idempotency-key")
+    )
     _audit("create", task_id, principal, request)
     metrics: ApiMetrics | None = getattr(request.app.state, "metrics", None)
     if metrics is not None:

@@ -79,7 +79,9 @@ class HotRoutes:
         if declared is not None and declared.isdigit() and int(declared) > self._max_body:
             raise _too_large()
         body = await _body(receive, self._max_body)
-        task_id = await self._app.state.tasks.create(body, owner=principal.name)
+        task_id = await self._app.state.tasks.create(
+            body, owner=principal.name, idempotency_key=headers.get("idempotency-key")
+        )
         audit_line("create", task_id, principal, _client(scope))
         metrics = getattr(self._app.state, "metrics", None)
         if metrics is not None:

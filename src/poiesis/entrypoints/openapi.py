@@ -53,6 +53,8 @@ _ERRORS = {
     404: "no such task visible to the caller",
     413: "the body is larger than the server accepts",
     415: "the body is not application/json",
+    422: "the Idempotency-Key was already used with another request body",
+    429: "the caller created tasks faster than its rate allows; retry after the Retry-After seconds",
     503: "the database (or the identity provider) cannot answer now; retry",
 }
 
@@ -73,6 +75,14 @@ _VIEW = _query(
     {"type": "string", "enum": ["MINIMAL", "BASIC", "FULL"], "default": "MINIMAL"},
     "How much of each task to return.",
 )
+_IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^[ -~]+$"},
+    "description": "Poiesis extension: a retry of a create with the same key and body answers the "
+    "task the first one made (the key is the caller's own; it lives as long as that task).",
+}
 _ID = {
     "name": "id",
     "in": "path",
@@ -139,8 +149,9 @@ def document(*, security: list[str]) -> dict[str, Any]:
             "post": {
                 "operationId": "CreateTask",
                 "summary": "CreateTask",
+                "parameters": [_IDEMPOTENCY_KEY],
                 "requestBody": {"required": True} | _json(_ref("NewTask")),
-                "responses": _responses(_ref("CreateTaskResponse"), 403, 413, 415),
+                "responses": _responses(_ref("CreateTaskResponse"), 403, 413, 415, 422, 429),
             },
         },
         f"{tes}/tasks/{{id}}": {

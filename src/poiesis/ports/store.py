@@ -31,6 +31,7 @@ from typing import Protocol
 import msgspec
 
 from poiesis.domain.errors import Unavailable
+from poiesis.domain.idempotency import Key
 from poiesis.domain.listing import DocumentPage, TaskPage, TaskQuery
 from poiesis.domain.states import TERMINAL, State, can_transition
 from poiesis.domain.tes import OutputFileLog, Task, View
@@ -137,6 +138,13 @@ class TaskRecords(Protocol):
 
 class TaskStore(TaskRecords, Protocol):
     async def create(self, task: Task, *, owner: str, system_logs: list[str]) -> None: ...
+
+    async def create_once(self, task: Task, *, owner: str, system_logs: list[str], key: Key) -> str:
+        """`create` under an idempotency key of `owner`'s: the task's id, or, when that key is
+        taken, the id of the task made with it (nothing stored then). Raises KeyReused when the
+        key came with another request (`key.fingerprint`). Concurrent creates with one key make
+        one task."""
+        ...
 
     async def list_tasks(self, query: TaskQuery) -> TaskPage: ...
 

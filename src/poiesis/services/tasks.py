@@ -19,6 +19,7 @@ import msgspec
 
 from poiesis.domain.errors import InvalidRequest, TaskNotFound, TooManyRequests
 from poiesis.domain.fairness import CreateRate
+from poiesis.domain.idempotency import key
 from poiesis.domain.identity import encode_page_token, is_task_id, new_task_id
 from poiesis.domain.listing import TaskQuery
 from poiesis.domain.states import State, is_terminal
@@ -84,7 +85,10 @@ class TaskService:
         self._rate = rate if rate is not None and rate.enabled else None
         self._on_rate_limited = on_rate_limited
 
-    async def create(self, body: bytes, *, owner: str) -> str:
+    async def create(self, body: bytes, *, owner: str, idempotency_key: str | None = None) -> str:
+        """Accept and store the task, then hand it to the cluster; its id. With an idempotency key
+        already used by this owner, the id of the task that key made (nothing new)."""
+        given = key(idempotency_key, body)
         if self._rate is not None:
             try:
                 self._rate.take(owner, self._clock.monotonic())
@@ -98,7 +102,15 @@ class TaskService:
             accepted = await asyncio.to_thread(self._accept, body, now, owner)
         else:
             accepted = self._accept(body, now, owner)
-        await self._store.create(accepted.task, owner=owner, system_logs=accepted.warnings)
+        if given is None:
+            await self._store.create(accepted.task, owner=owner, system_logs=accepted.warnings)
+        else:
+            first = await self._store.create_once(
+                accepted.task, owner=owner, system_logs=accepted.warnings, key=given
+            )
+            if first != accepted.task.id:
+                log.info("task %s: a retried create (Idempotency-Key) of %s", first, owner)
+                return first
         try:
             # As the store gives it back (tctl submits from there): with its owner.
             await self._cluster.submit(msgspec.structs.replace(accepted.task, owner=owner))

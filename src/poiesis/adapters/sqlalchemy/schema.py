@@ -273,3 +273,15 @@ state_transition = sa.Table(
     sa.Index(None, "task_id", "id"),
 )
 """The history of each task's state: every guarded transition that took effect, in order."""
+
+idempotency_key = sa.Table(
+    "idempotency_key",
+    metadata,
+    sa.Column("owner", sa.Text, nullable=False),
+    sa.Column("key", sa.Text, nullable=False),
+    sa.Column("task_id", ID, _task_fk(), nullable=False),
+    sa.Column("fingerprint", sa.Text, nullable=False),
+    sa.PrimaryKeyConstraint("owner", "key"),
+)
+"""The `Idempotency-Key` of each create that came with one (`domain.idempotency`): the owner's key,
+the task it made and its request's SHA-256. It goes with its task."""

@@ -58,7 +58,8 @@ from poiesis.adapters.sqlalchemy.translation import (
     once_more_if_lost,
     uninterrupted,
 )
-from poiesis.domain.errors import Conflict, TaskNotFound
+from poiesis.domain.errors import Conflict, KeyReused, TaskNotFound
+from poiesis.domain.idempotency import Key
 from poiesis.domain.listing import DocumentPage, TaskPage, TaskQuery
 from poiesis.domain.states import TERMINAL, State
 from poiesis.domain.tes import OutputFileLog, Task, View
@@ -121,6 +122,10 @@ class _Create:
         )
 
 
+class _KeyTaken(Exception):
+    """An idempotency key another create holds: its transaction is rolled back."""
+
+
 class SqlAlchemyTaskStore:
     def __init__(
         self,
@@ -160,6 +165,53 @@ class SqlAlchemyTaskStore:
                 await self._create(task, owner=owner, system_logs=system_logs)
             except Conflict:
                 log.info("task %s: committed before its connection was lost", task.id)
+
+    @uninterrupted
+    async def create_once(self, task: Task, *, owner: str, system_logs: list[str], key: Key) -> str:
+        try:
+            return await self._create_once(task, owner=owner, system_logs=system_logs, key=key)
+        except ConnectionLost:
+            # Once more on a fresh connection: if the first try committed, its key is taken by
+            # this very task now, and its id comes back.
+            return await self._create_once(task, owner=owner, system_logs=system_logs, key=key)
+
+    async def _create_once(self, task: Task, *, owner: str, system_logs: list[str], key: Key) -> str:
+        row = task_row(task, owner, document=not system_logs)
+        create = _Create(row, children(task), f"task {task.id} already exists")
+        keys = t.idempotency_key
+        claim = (postgresql.insert(keys) if self._postgres else sqlite.insert(keys)).values(
+            owner=owner, key=key.value, task_id=task.id, fingerprint=key.fingerprint
+        )
+        try:
+            async with self._engine.begin(conflict=create.conflict) as conn:
+                await conn.run_sync(self._insert, [create])
+                if system_logs:
+                    await self._ensure_log(conn, task.id)
+                    await conn.execute(
+                        sa.insert(t.system_log),
+                        [{"task_id": task.id, "attempt": ATTEMPT, "line": line} for line in system_logs],
+                    )
+                    await self._refresh(conn, task.id)
+                # A concurrent create with the key waits here for the first one's commit (or
+                # rollback); the loser claims nothing and its task is rolled back with it.
+                claimed = await conn.execute(
+                    claim.on_conflict_do_nothing(index_elements=["owner", "key"]).returning(keys.c.task_id)
+                )
+                if claimed.first() is None:
+                    raise _KeyTaken
+        except _KeyTaken:
+            async with self._reader.connect() as conn:
+                first = (
+                    await conn.execute(
+                        sa.select(keys.c.task_id, keys.c.fingerprint).where(
+                            keys.c.owner == owner, keys.c.key == key.value
+                        )
+                    )
+                ).one()
+            if first.fingerprint != key.fingerprint:
+                raise KeyReused(first.task_id) from None
+            return str(first.task_id)
+        return task.id
 
     async def _create(self, task: Task, *, owner: str, system_logs: list[str]) -> None:
         row = task_row(task, owner, document=not system_logs)
