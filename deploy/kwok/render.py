@@ -73,6 +73,10 @@ def main(bin_dir: str) -> None:
             },
         ],
     }
+    if os.environ.get("POIESIS_REAL_NODE"):
+        # A real kubelet's cluster keeps Kubernetes' own node heartbeats (kwokctl's are 5 times
+        # slower): a node silent for 40 s is not ready, as on any cluster (the node fault tests).
+        config["options"]["heartbeatFactor"] = 1  # type: ignore[index]
     # kwok plays each Pod's status steps as API writes: more of them in flight than its default 4
     # keeps thousands of Pods moving when each write waits on a busy apiserver. kwokctl hands this
     # document to kwok without kwok's defaults, so the other options carry kwok's default values.
