@@ -210,6 +210,11 @@ class Flight:
         )
 
 
+def ended(f: Faults, task_id: str) -> tes.Task | None:
+    task = f.client.get_task(task_id, view="FULL")
+    return task if task.state in TERMINAL else None
+
+
 def executor_started(f: Faults, task_id: str) -> bool:
     for pod in f.pods(task_id):
         for status in pod.status.init_container_statuses or []:
@@ -280,11 +285,7 @@ def test_an_evicted_task_pod_is_preempted_with_the_clusters_words(faults: Faults
         faults.namespace,
         {"metadata": {"name": pod.metadata.name, "namespace": faults.namespace}},
     )
-    task = wait_for(
-        "the task ended",
-        lambda: (t := faults.client.get_task(task_id, view="FULL")).state in TERMINAL and t,
-        120,
-    )
+    task = wait_for("the task ended", lambda: ended(faults, task_id), 120)
     assert task.state == "PREEMPTED", task.logs[0].system_logs
     assert any("Eviction API" in line for line in task.logs[0].system_logs), task.logs[0].system_logs
     assert sum(h in TERMINAL for h in faults.history(task_id)) == 1
@@ -317,3 +318,31 @@ def test_the_kubelet_gone_past_the_grace_preempts_its_tasks_and_nothing_runs_twi
     for task_id in (flight.running, flight.steps):
         assert faults.client.get_task(task_id, view="FULL").state == "PREEMPTED"
         assert sum(h in TERMINAL for h in faults.history(task_id)) == 1
+
+
+def test_the_control_plane_restarted_while_tasks_queue_run_and_cancel(faults: Faults) -> None:
+    """The apiserver, etcd and the controllers down for 20 s: a task created meanwhile waits QUEUED
+    (tctl makes its Job once the apiserver is back), a cancel sent meanwhile completes after it, the
+    running tasks finish; tctl's leadership comes back by itself."""
+    flight = Flight(faults, "control-plane")
+    doomed = faults.client.create_task(tes.Task(name="doomed", executors=[sh("sleep 600")]))
+    wait_for("the doomed executor running", lambda: executor_started(faults, doomed), 120)
+    daemon("stop", "control-plane")
+    try:
+        flight.late()
+        faults.client.cancel_task(doomed)
+        assert faults.client.get_task(doomed).state == "CANCELING"
+        assert faults.client.get_task(flight.created).state == "QUEUED"
+        time.sleep(20)
+    finally:
+        daemon("start", "control-plane")
+    tasks = flight.ended(timeout=300)
+    flight.completed(tasks)
+    late = tasks[flight.created]
+    assert late.state == "COMPLETE", late.logs[0].system_logs
+    assert late.logs[0].logs[0].stdout == "late\n"
+    canceled = wait_for("the cancel done", lambda: ended(faults, doomed), 120)
+    assert canceled.state == "CANCELED", canceled.logs[0].system_logs
+    assert sum(h in TERMINAL for h in faults.history(doomed)) == 1
+    flight.left_nothing()
+    assert not faults.pods(doomed)
