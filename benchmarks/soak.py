@@ -107,7 +107,7 @@ def soak(minutes: float, every: float, rate: float, kubeconfig: str) -> int:
     while not core.list_namespaced_service_account(namespace).items:
         time.sleep(0.1)
     work = Path(tempfile.mkdtemp(prefix="poiesis-soak-"))
-    pg_dir, pg_port = str(work / "pg"), str(postgres.free_port())
+    pg_dir, pg_port = tempfile.mkdtemp(prefix="poiesis-soak-pg-"), str(postgres.free_port())
     url = subprocess.run([PG, "up", pg_dir, pg_port], check=True, capture_output=True, text=True)
     database_url = url.stdout.strip().splitlines()[-1]
     database_secret(core, namespace, database_url)

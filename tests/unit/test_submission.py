@@ -4,6 +4,8 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from poiesis.domain.errors import InvalidRequest, InvalidTask
 from poiesis.domain.staging import SCHEMES
@@ -276,3 +278,37 @@ def test_paths_beside_the_kernels_directories_and_a_file_given_and_collected_are
         }
     )
     assert len(accepted.task.inputs) == 4
+
+
+_SEGMENTS = st.sampled_from(["a", "b", "ab", "c"])
+_PATHS = st.lists(_SEGMENTS, min_size=2, max_size=4).map(lambda parts: "/" + "/".join(parts))
+
+
+@given(
+    st.lists(st.tuples(_PATHS, st.sampled_from(["FILE", "DIRECTORY"])), max_size=6),
+    st.lists(_PATHS, max_size=3),
+)
+def test_a_path_inside_a_file_is_refused_exactly_when_some_file_is_its_directory(
+    inputs: list[tuple[str, str]], volumes: list[str]
+) -> None:
+    """The rule, checked against its plain statement: some path lies below a path that an input
+    makes a FILE."""
+    unique = list(dict.fromkeys(p for p, _ in inputs))
+    kinds = dict(inputs)
+    body = {
+        "executors": [{"image": "alpine", "command": ["true"]}],
+        "inputs": [
+            {"path": p, "content": "x", "type": "FILE"}
+            if kinds[p] == "FILE"
+            else {"path": p, "url": "s3://b/k", "type": "DIRECTORY"}
+            for p in unique
+        ],
+        "volumes": volumes,
+    }
+    files = [p for p in unique if kinds[p] == "FILE"]
+    expected = any(q.startswith(f + "/") for q in unique + volumes for f in files)
+    if expected:
+        with pytest.raises(InvalidTask, match="makes a FILE"):
+            submit(body)
+    else:
+        submit(body)
