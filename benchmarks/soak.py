@@ -13,10 +13,10 @@ Inside the node of scripts/real-node (started and stopped here), with a private 
     big-logs   prints 2 MB                                        -> COMPLETE, a 64 KiB tail
 
 and every `--every` minutes one fault, in turn: the kubelet stopped for 10 s, containerd for 8 s,
-PostgreSQL for 30 s, a running task Pod evicted, the control plane (apiserver, etcd, controllers)
-stopped for 20 s. Afterwards every task must be terminal and as its kind says (an evicted one
-PREEMPTED); the script prints the counts, every task that is not, the API's and tctl's RSS
-(sampled every 10 s: first, peak, last) and exits 1 if any task is wrong.
+PostgreSQL for 30 s, the Pod of a long task (made for it) evicted, the control plane (apiserver,
+etcd, controllers) stopped for 20 s. Afterwards every task must be terminal and as its kind says
+(an evicted one PREEMPTED); the script prints the counts, every task that is not, the API's and
+tctl's RSS (sampled every 10 s: first, peak, last) and exits 1 if any task is wrong.
 """
 
 from __future__ import annotations
@@ -154,19 +154,25 @@ def soak(minutes: float, every: float, rate: float, kubeconfig: str) -> int:
                 time.sleep(1)
 
         def evict() -> str:
-            for pod in core.list_namespaced_pod(namespace).items:
-                statuses = pod.status.init_container_statuses or []
-                if pod.metadata.deletion_timestamp is None and any(
-                    s.name.startswith("executor-") and s.state.running for s in statuses
-                ):
-                    core.create_namespaced_pod_eviction(
-                        pod.metadata.name,
-                        namespace,
-                        {"metadata": {"name": pod.metadata.name, "namespace": namespace}},
-                    )
-                    evicted.add(pod.metadata.labels[LABEL])
-                    return f"evicted {pod.metadata.name}"
-            return "eviction: no running task Pod"
+            """A long task of its own, evicted once its executor runs: PREEMPTED."""
+            task_id = http.post(
+                "/tasks", json={"executors": [{"image": BUSYBOX, "command": ["sleep", "300"]}]}
+            ).json()["id"]
+            tasks[task_id] = "evicted"
+            evicted.add(task_id)
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                for pod in core.list_namespaced_pod(namespace, label_selector=f"{LABEL}={task_id}").items:
+                    statuses = pod.status.init_container_statuses or []
+                    if any(s.name == "executor-0" and s.state.running for s in statuses):
+                        core.create_namespaced_pod_eviction(
+                            pod.metadata.name,
+                            namespace,
+                            {"metadata": {"name": pod.metadata.name, "namespace": namespace}},
+                        )
+                        return f"evicted {pod.metadata.name}"
+                time.sleep(1)
+            return f"eviction: task {task_id} never ran"
 
         def pause(what: list[str], start: list[str], seconds: float) -> str:
             subprocess.run(what, check=True, capture_output=True)
@@ -216,11 +222,12 @@ def soak(minutes: float, every: float, rate: float, kubeconfig: str) -> int:
                 refused += 1  # 503 while PostgreSQL is down: nothing was accepted
             time.sleep(1 / rate)
         done.set()
+        threads[1].join()  # a fault under way ends first
         print(f"[soak] {len(tasks)} tasks created in {minutes:.0f} min; {refused} creates refused (503)")
         deadline = time.monotonic() + 600
         ended: dict[str, dict[str, Any]] = {}
         while time.monotonic() < deadline and len(ended) < len(tasks):
-            for task_id in tasks:
+            for task_id in list(tasks):
                 if task_id not in ended:
                     task = http.get(f"/tasks/{task_id}", params={"view": "FULL"}).json()
                     if task.get("state") in TERMINAL:
