@@ -109,6 +109,11 @@ def test_an_area_open_to_some_owners_is_theirs_alone_and_not_named_to_others() -
     submit(owner="alice", inputs=[NewInput(path="/data/x", url="/lab/x")])
     error = refused(inputs=[NewInput(path="/data/x", url="/lab/x")])
     assert "/lab" not in error.message.replace("'/lab/x'", ""), "another owner's area is not listed"
+    # Nor does another owner's in-place area bind this task's own paths: it is not in its Pod.
+    theirs = Rules(file_areas=(Area(path="/lab", in_place=True, owners=frozenset({"alice"})), STAGED))
+    submit(rules=theirs, inputs=[NewInput(path="/lab/x", url="s3://bucket/x")])
+    with pytest.raises(InvalidTask, match="its URL's own file"):
+        submit(owner="alice", rules=theirs, inputs=[NewInput(path="/lab/x", url="s3://bucket/x")])
 
 
 def test_without_areas_file_urls_are_off_and_unchecked_rules_leave_them_to_the_filers() -> None:

@@ -344,7 +344,9 @@ def accept(
         tags=new.tags or None,
     )
     _nothing_inside_files(task)
-    if rules.file_areas and (found := in_place_problems(task, rules.file_areas)):
+    # Only the owner's areas: another owner's shared volume is never in this task's Pod.
+    mine = tuple(a for a in rules.file_areas or () if a.open_to(owner))
+    if mine and (found := in_place_problems(task, mine)):
         raise InvalidTask(*found)
     directories = len(outermost(data_dirs(task)))
     if directories > rules.max_directories:
