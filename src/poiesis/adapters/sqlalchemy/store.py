@@ -200,7 +200,8 @@ class SqlAlchemyTaskStore:
                 if claimed.first() is None:
                     raise _KeyTaken
         except _KeyTaken:
-            async with self._reader.connect() as conn:
+            # From the writer: the key's row was committed an instant ago.
+            async with self._engine.connect() as conn:
                 first = (
                     await conn.execute(
                         sa.select(keys.c.task_id, keys.c.fingerprint).where(
