@@ -109,11 +109,7 @@ def bench(name: str, s3: storage.S3, work: Path, files: int, size: int, parallel
     shutil.rmtree(down_dir)
 
     endpoints = work / "endpoints.toml"
-    endpoints.write_text(
-        '[[endpoint]]\nurl = "s3://"\noptions = { '
-        + ", ".join(f'{k} = "{v}"' for k, v in s3.options().items())
-        + " }\n"
-    )
+    endpoints.write_text(s3.endpoints())
     task = make_task(
         FakeClock(),
         inputs=[NewInput(path="/data/set", url=f"s3://{bucket}/bare", type=FileType.DIRECTORY)],

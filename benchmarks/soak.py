@@ -36,7 +36,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.support.realnode import database_secret, write_config  # noqa: E402
+from tests.support.realnode import database_secret, tolerations, write_config  # noqa: E402
 
 LABEL = "poiesis.io/task"
 BUSYBOX = "poiesis.test/busybox:1"
@@ -111,17 +111,12 @@ def soak(minutes: float, every: float, rate: float, kubeconfig: str) -> int:
     url = subprocess.run([PG, "up", pg_dir, pg_port], check=True, capture_output=True, text=True)
     database_url = url.stdout.strip().splitlines()[-1]
     database_secret(core, namespace, database_url)
-    tolerations = "".join(
-        f'[[kubernetes.tolerations]]\nkey = "node.kubernetes.io/{taint}"\noperator = "Exists"\n'
-        'effect = "NoExecute"\ntolerationSeconds = 5\n'
-        for taint in ("not-ready", "unreachable")
-    )
     settings = write_config(
         work / "poiesis.toml",
         kubeconfig,
         namespace,
         api_server,
-        tolerations + "[tctl]\nstart_timeout_seconds = 60\nended_grace_seconds = 5\nresync_seconds = 2\n",
+        tolerations(5) + "[tctl]\nstart_timeout_seconds = 60\nended_grace_seconds = 5\nresync_seconds = 2\n",
         ttl_seconds_after_finished=30,
     )
     env = {"POIESIS_CONFIG": str(settings), "POIESIS_LOG_FORMAT": "text"}

@@ -54,6 +54,24 @@ def database_secret(core: Any, namespace: str, url: str) -> None:
     )
 
 
+def storage_secret(core: Any, namespace: str, s3: Any) -> str:
+    """The Secret the filers read their storage endpoints from (`storage_secret`): `s3`'s; its name."""
+    core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "poiesis-storage"}, "stringData": {"endpoints.toml": s3.endpoints()}}
+    )
+    return "poiesis-storage"
+
+
+def tolerations(seconds: int) -> str:
+    """`[kubernetes]` tolerations (TOML tables): task Pods stay `seconds` on a node that is not ready
+    or unreachable before they are taken away (Kubernetes' default: 300)."""
+    return "".join(
+        f'[[kubernetes.tolerations]]\nkey = "node.kubernetes.io/{taint}"\noperator = "Exists"\n'
+        f'effect = "NoExecute"\ntolerationSeconds = {seconds}\n'
+        for taint in ("not-ready", "unreachable")
+    )
+
+
 def node_ip(core: Any) -> str:
     node = core.read_node("rn-node-0")
     return str(next(a.address for a in node.status.addresses if a.type == "InternalIP"))

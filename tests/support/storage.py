@@ -71,6 +71,11 @@ class S3:
             "region": "us-east-1",
         }
 
+    def endpoints(self) -> str:
+        """An endpoints file (`storage_endpoints_file`) giving every `s3://` URL this server."""
+        options = ", ".join(f'{k} = "{v}"' for k, v in self.options().items())
+        return f'[[endpoint]]\nurl = "s3://"\noptions = {{ {options} }}\n'
+
     def client(self):  # type: ignore[no-untyped-def]
         import boto3
 

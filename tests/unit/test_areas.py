@@ -77,6 +77,7 @@ def test_a_nextflow_work_dir_on_the_shared_volume_is_used_in_place_and_copies_el
             "inputs[0].url",
             "names a host",
         ),
+        ({"inputs": [NewInput(path="/data/x", url="file:///scratch/a%00b")]}, "inputs[0].url", "NUL"),
         ({"inputs": [NewInput(path="/data/x", url="/lab/x")]}, "inputs[0].url", "outside the directories"),
         ({"outputs": [NewOutput(path="/data/x", url="/refs/x")]}, "outputs[0].url", "read-only"),
         ({"inputs": [NewInput(path="/scratch/a", url="s3://b/a")]}, "inputs[0].path", "its URL's own file"),

@@ -19,7 +19,7 @@ from urllib.parse import unquote, urlsplit
 
 import msgspec
 
-from poiesis.domain.staging import has_wildcard, is_plain_path
+from poiesis.domain.staging import has_wildcard, is_plain_path, within
 from poiesis.domain.tes import Output, Task
 
 
@@ -37,10 +37,6 @@ class Area(msgspec.Struct, kw_only=True, frozen=True):
 
     def open_to(self, owner: str | None) -> bool:
         return not self.owners or owner in self.owners
-
-
-def within(path: str, directory: str) -> bool:
-    return directory == "/" or path == directory or path.startswith(directory + "/")
 
 
 def file_path(url: str) -> str:

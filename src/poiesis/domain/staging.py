@@ -43,6 +43,11 @@ def join_url(base: str, relative: str) -> str:
     return base.rstrip("/") + "/" + relative
 
 
+def within(path: str, directory: str) -> bool:
+    """`path` is `directory` or lies below it."""
+    return directory == "/" or path == directory or path.startswith(directory + "/")
+
+
 def relative_to(path: str, prefix: str) -> str:
     """`path` without `prefix`, as a relative path ('' when they are the same)."""
     rest = path[len(prefix) :] if path.startswith(prefix) else path
@@ -94,11 +99,7 @@ def mount_dirs(task: Task, elsewhere: Collection[str] = ()) -> list[str]:
     """The smallest set of directories covering every input, output and volume, none nested in
     another, sorted. Mounting the task volume at each shows every TES path where the task expects it.
     Paths inside `elsewhere` (directories mounted from another volume) need none."""
-
-    def inside(d: str) -> bool:
-        return any(d == e or d.startswith(e + "/") for e in elsewhere)
-
-    return outermost([d for d in data_dirs(task) if not inside(d)])
+    return outermost([d for d in data_dirs(task) if not any(within(d, e) for e in elsewhere)])
 
 
 def outermost(dirs: list[str]) -> list[str]:

@@ -17,7 +17,7 @@ import msgspec
 from poiesis.domain.areas import Area, in_place_problems, is_file_url, url_problem
 from poiesis.domain.errors import InvalidTask
 from poiesis.domain.parameters import Parameter
-from poiesis.domain.staging import covering_dir, data_dirs, has_wildcard, outermost, scheme_of
+from poiesis.domain.staging import covering_dir, data_dirs, has_wildcard, outermost, scheme_of, within
 from poiesis.domain.states import State
 from poiesis.domain.tes import Executor, FileType, Input, Output, Resources, Task
 
@@ -114,10 +114,6 @@ def _at_most(field: str, items: Iterable[object] | None, limit: int) -> None:
 _KERNEL_DIRS = ("/proc", "/sys", "/dev")
 
 
-def _within(path: str, directory: str) -> bool:
-    return path == directory or path.startswith(directory + "/")
-
-
 def _data_path(field: str, path: str, kind: FileType) -> str:
     """An absolute path whose directory can hold the task volume: never '/' itself, nor inside the
     directories the kernel provides."""
@@ -126,7 +122,7 @@ def _data_path(field: str, path: str, kind: FileType) -> str:
         what = "a directory" if kind is FileType.DIRECTORY else "a file's directory"
         raise InvalidTask(field, f"{path!r} would make '/' {what}; use a path inside a directory")
     for directory in _KERNEL_DIRS:
-        if _within(path, directory):
+        if within(path, directory):
             raise InvalidTask(
                 field,
                 f"{path!r} is inside {directory}, which each executor gets from the kernel; "

@@ -12,9 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -22,7 +20,7 @@ from kubernetes import client
 
 from tests.conftest import fresh_postgres_url_sync
 from tests.integration.k8s.conftest import wait_until
-from tests.integration.k8s.test_backend import Backend, backend
+from tests.integration.k8s.test_backend import Backend, backend, fresh_namespace
 from tests.integration.k8s.test_tctl import BATCH, log_of, states_by_parity
 from tests.support.server import stop, wait_ready
 
@@ -50,13 +48,12 @@ def test_the_api_killed_during_a_burst_loses_no_create_and_a_retry_with_its_key_
     tmp_path: Path,
 ) -> None:
     database_url = fresh_postgres_url_sync(postgres_server, postgres_template)
-    space = f"k-{uuid.uuid4().hex[:8]}"
-    core: Any = client.CoreV1Api(api_client)
-    core.create_namespace({"metadata": {"name": space}})
     replacement: subprocess.Popen[bytes] | None = None
     try:
-        wait_until(lambda: core.list_namespaced_service_account(space).items, timeout=30, what="account")
-        with backend(api_client, kubeconfig, space, database_url, tmp_path, recorders=None, tctl=BATCH) as k:
+        with (
+            fresh_namespace(api_client) as space,
+            backend(api_client, kubeconfig, space, database_url, tmp_path, recorders=None, tctl=BATCH) as k,
+        ):
             wait_until(k.leader, timeout=30, what="a tctl leader")
             answered: dict[str, str] = {}  # key -> the id its 200 named
             retried: set[str] = set()
@@ -128,4 +125,3 @@ def test_the_api_killed_during_a_burst_loses_no_create_and_a_retry_with_its_key_
     finally:
         if replacement is not None:
             stop(replacement)
-        core.delete_namespace(space, propagation_policy="Background")

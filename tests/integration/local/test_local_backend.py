@@ -38,11 +38,7 @@ class Env:
         self.s3 = s3
         self.http = http
         endpoints = root / "endpoints.toml"
-        endpoints.write_text(
-            '[[endpoint]]\nurl = "s3://"\noptions = { '
-            + ", ".join(f'{k} = "{v}"' for k, v in s3.options().items())
-            + " }\n"
-        )
+        endpoints.write_text(s3.endpoints())
         self.vars = {
             "POIESIS_BACKEND": "local",
             "POIESIS_LOCAL_RUNTIME": "bwrap",

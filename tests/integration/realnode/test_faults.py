@@ -5,8 +5,8 @@ a Pod evicted. Each test asserts every task's end state, its executors' output a
 `system_logs` reason, a history with one terminal state, and that no Pod or Job is left once the
 Job's TTL has passed.
 
-The daemons are stopped and started by `scripts/real-node stop|start kubelet|containerd`, as a
-crash or an upgrade would: their containers keep running meanwhile."""
+The daemons are stopped and started by `scripts/real-node stop|start kubelet|containerd|control-plane`,
+as a crash or an upgrade would: their containers keep running meanwhile."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,10 @@ from kubernetes import client
 
 from poiesis.adapters.sqlalchemy.engine import create_engine
 from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore
+from tests.integration.k8s.conftest import wait_until
 from tests.integration.realnode.test_taskpods import BUSYBOX, LABEL, TERMINAL, Node, namespace, tctl
 from tests.support import postgres, storage
-from tests.support.realnode import database_secret, write_config
+from tests.support.realnode import database_secret, storage_secret, tolerations, write_config
 from tests.support.server import running_server
 
 pytestmark = [pytest.mark.postgres, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
@@ -46,7 +48,6 @@ class Faults(Node):
     database_url: str = ""
     pg_dir: str = ""
     pg_port: str = ""
-    created: list[str] = field(default_factory=list)
 
     def history(self, task_id: str) -> list[str]:
         async def read() -> list[str]:
@@ -65,22 +66,19 @@ class Faults(Node):
         return list(batch.list_namespaced_job(self.namespace, label_selector=f"{LABEL}={task_id}").items)
 
 
-def daemon(action: str, name: str) -> None:
-    subprocess.run([REAL_NODE, action, name], check=True, capture_output=True, timeout=60)
+@contextmanager
+def stopped(name: str) -> Iterator[None]:
+    """The node's `name` (kubelet, containerd, control-plane) stopped, and started again after."""
+    subprocess.run([REAL_NODE, "stop", name], check=True, capture_output=True, timeout=60)
+    try:
+        yield
+    finally:
+        subprocess.run([REAL_NODE, "start", name], check=True, capture_output=True, timeout=180)
 
 
 def ready(core: Any) -> str:
     conditions = core.read_node(NODE).status.conditions or []
     return next((c.status for c in conditions if c.type == "Ready"), "Unknown")
-
-
-def wait_for(what: str, check: Any, timeout: float, pause: float = 0.5) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(pause)
-    raise AssertionError(f"{what}: not within {timeout:.0f} s")
 
 
 @pytest.fixture(scope="module")
@@ -100,30 +98,18 @@ def faults(
     database_url = up.stdout.strip().splitlines()[-1]
     bucket = "faults"
     s3_server.client().create_bucket(Bucket=bucket)
-    endpoints = (
-        '[[endpoint]]\nurl = "s3://"\noptions = { '
-        + ", ".join(f'{k} = "{v}"' for k, v in s3_server.options().items())
-        + " }\n"
-    )
-    tolerations = "".join(
-        f'[[kubernetes.tolerations]]\nkey = "node.kubernetes.io/{taint}"\noperator = "Exists"\n'
-        f'effect = "NoExecute"\ntolerationSeconds = {TOLERATED}\n'
-        for taint in ("not-ready", "unreachable")
-    )
     try:
         with namespace(core) as space:
             database_secret(core, space, database_url)
-            core.create_namespaced_secret(
-                space, {"metadata": {"name": "poiesis-storage"}, "stringData": {"endpoints.toml": endpoints}}
-            )
+            secret = storage_secret(core, space, s3_server)
             config = write_config(
                 work / "poiesis.toml",
                 real_kubeconfig,
                 space,
                 api_server,
-                tolerations
+                tolerations(TOLERATED)
                 + "[tctl]\nstart_timeout_seconds = 60\nended_grace_seconds = 5\nresync_seconds = 2\n",
-                storage_secret="poiesis-storage",
+                storage_secret=secret,
                 ttl_seconds_after_finished=TTL,
             )
             env = {"POIESIS_CONFIG": str(config), "POIESIS_LOG_FORMAT": "text"}
@@ -156,6 +142,7 @@ class Flight:
 
     def __init__(self, f: Faults, tag: str) -> None:
         self.f = f
+        self.created: str | None = None
         out = f"s3://{f.bucket}/{tag}"
         self.running = f.client.create_task(
             tes.Task(name=f"{tag}-running", executors=[sh("echo begun; sleep 25; echo ended")])
@@ -168,22 +155,30 @@ class Flight:
                 executors=[sh("cat /data/in.txt"), sh("sleep 20; echo second > /data/out.txt; echo two")],
             )
         )
-        wait_for(
-            "both Pods running", lambda: all(executor_started(f, t) for t in (self.running, self.steps)), 120
+        wait_until(
+            lambda: all(executor_started(f, t) for t in (self.running, self.steps)),
+            timeout=120,
+            interval=0.5,
+            what="both Pods running",
         )
+
+    def ids(self) -> list[str]:
+        return [self.running, self.steps, *([self.created] if self.created else [])]
 
     def late(self) -> None:
         """A task created while the fault lasts."""
         self.created = self.f.client.create_task(tes.Task(name="late", executors=[sh("echo late")]))
 
     def ended(self, timeout: float = 300) -> dict[str, tes.Task]:
-        ids = [self.running, self.steps, *([self.created] if hasattr(self, "created") else [])]
+        ids = self.ids()
 
         def all_ended() -> dict[str, tes.Task] | None:
             tasks = {t: self.f.client.get_task(t, view="FULL") for t in ids}
             return tasks if all(task.state in TERMINAL for task in tasks.values()) else None
 
-        tasks: dict[str, tes.Task] = wait_for("every task ended", all_ended, timeout, pause=1)
+        tasks: dict[str, tes.Task] = wait_until(
+            all_ended, timeout=timeout, interval=1, what="every task ended"
+        )
         for task_id, task in tasks.items():
             history = self.f.history(task_id)
             assert sum(h in TERMINAL for h in history) == 1, (task_id, history)
@@ -199,14 +194,18 @@ class Flight:
         assert [e.stdout for e in steps.logs[0].logs] == ["staged\n", "two\n"]
         assert [e.exit_code for e in steps.logs[0].logs] == [0, 0]
         assert [int(o.size_bytes) for o in steps.logs[0].outputs] == [7]
+        if self.created:
+            late = tasks[self.created]
+            assert late.state == "COMPLETE", late.logs[0].system_logs
+            assert late.logs[0].logs[0].stdout == "late\n"
 
     def left_nothing(self) -> None:
-        ids = [self.running, self.steps, *([self.created] if hasattr(self, "created") else [])]
-        wait_for(
-            "no Pod or Job left after the TTL",
+        ids = self.ids()
+        wait_until(
             lambda: all(not self.f.pods(t) and not self.f.jobs(t) for t in ids),
-            TTL + 120,
-            pause=2,
+            timeout=TTL + 120,
+            interval=2,
+            what="no Pod or Job left after the TTL",
         )
 
 
@@ -225,31 +224,20 @@ def executor_started(f: Faults, task_id: str) -> bool:
 
 def test_the_kubelet_restarted_within_the_grace_lets_every_task_finish(faults: Faults) -> None:
     flight = Flight(faults, "kubelet-quick")
-    daemon("stop", "kubelet")
-    try:
+    with stopped("kubelet"):
         flight.late()
         time.sleep(10)
-    finally:
-        daemon("start", "kubelet")
-    tasks = flight.ended()
-    flight.completed(tasks)
-    assert tasks[flight.created].state == "COMPLETE"
-    assert tasks[flight.created].logs[0].logs[0].stdout == "late\n"
+    flight.completed(flight.ended())
     assert ready(faults.core) == "True"
     flight.left_nothing()
 
 
 def test_containerd_restarted_while_executors_run_ends_no_task_wrongly(faults: Faults) -> None:
     flight = Flight(faults, "containerd")
-    daemon("stop", "containerd")
-    try:
+    with stopped("containerd"):
         flight.late()
         time.sleep(8)
-    finally:
-        daemon("start", "containerd")
-    tasks = flight.ended()
-    flight.completed(tasks)
-    assert tasks[flight.created].state == "COMPLETE", tasks[flight.created].logs[0].system_logs
+    flight.completed(flight.ended())
     flight.left_nothing()
 
 
@@ -278,41 +266,41 @@ def test_postgresql_unreachable_for_30_s_while_the_recorders_write(faults: Fault
 
 def test_an_evicted_task_pod_is_preempted_with_the_clusters_words(faults: Faults) -> None:
     task_id = faults.client.create_task(tes.Task(executors=[sh("echo begun; sleep 600")]))
-    wait_for("the executor running", lambda: executor_started(faults, task_id), 120)
+    wait_until(
+        lambda: executor_started(faults, task_id), timeout=120, interval=0.5, what="the executor running"
+    )
     (pod,) = faults.pods(task_id)
     faults.core.create_namespaced_pod_eviction(
         pod.metadata.name,
         faults.namespace,
         {"metadata": {"name": pod.metadata.name, "namespace": faults.namespace}},
     )
-    task = wait_for("the task ended", lambda: ended(faults, task_id), 120)
+    task = wait_until(lambda: ended(faults, task_id), timeout=120, interval=0.5, what="the task ended")
     assert task.state == "PREEMPTED", task.logs[0].system_logs
     assert any("Eviction API" in line for line in task.logs[0].system_logs), task.logs[0].system_logs
     assert sum(h in TERMINAL for h in faults.history(task_id)) == 1
-    wait_for(
-        "no Pod or Job left", lambda: not faults.pods(task_id) and not faults.jobs(task_id), TTL + 120, 2
+    wait_until(
+        lambda: not faults.pods(task_id) and not faults.jobs(task_id),
+        timeout=TTL + 120,
+        interval=2,
+        what="no Pod or Job left",
     )
 
 
 def test_the_kubelet_gone_past_the_grace_preempts_its_tasks_and_nothing_runs_twice(faults: Faults) -> None:
     flight = Flight(faults, "kubelet-gone")
-    stopped = time.monotonic()
-    daemon("stop", "kubelet")
-    try:
-        wait_for("the node not ready", lambda: ready(faults.core) != "True", 180, pause=2)
-        not_ready = time.monotonic() - stopped
+    began = time.monotonic()
+    with stopped("kubelet"):
+        wait_until(lambda: ready(faults.core) != "True", timeout=180, interval=2, what="the node not ready")
+        not_ready = time.monotonic() - began
         tasks = flight.ended(timeout=180)
-        ended = time.monotonic() - stopped
-    finally:
-        daemon("start", "kubelet")
+        took = time.monotonic() - began
     for task_id in (flight.running, flight.steps):
-        task = tasks[task_id]
-        assert task.state == "PREEMPTED", (task_id, task.logs[0].system_logs)
-        assert any("became unavailable" in line for line in task.logs[0].system_logs), task.logs[
-            0
-        ].system_logs
-    print(f"[kubelet gone] node not ready after {not_ready:.0f} s; tasks ended {ended:.0f} s after the stop")
-    wait_for("the node ready again", lambda: ready(faults.core) == "True", 120, pause=1)
+        lines = tasks[task_id].logs[0].system_logs
+        assert tasks[task_id].state == "PREEMPTED", (task_id, lines)
+        assert any("became unavailable" in line for line in lines), lines
+    print(f"[kubelet gone] node not ready after {not_ready:.0f} s; tasks ended {took:.0f} s after the stop")
+    wait_until(lambda: ready(faults.core) == "True", timeout=120, interval=1, what="the node ready again")
     flight.left_nothing()
     # Back, the kubelet started nothing again, and nothing was written after the end.
     for task_id in (flight.running, flight.steps):
@@ -326,22 +314,20 @@ def test_the_control_plane_restarted_while_tasks_queue_run_and_cancel(faults: Fa
     running tasks finish; tctl's leadership comes back by itself."""
     flight = Flight(faults, "control-plane")
     doomed = faults.client.create_task(tes.Task(name="doomed", executors=[sh("sleep 600")]))
-    wait_for("the doomed executor running", lambda: executor_started(faults, doomed), 120)
-    daemon("stop", "control-plane")
-    try:
+    wait_until(
+        lambda: executor_started(faults, doomed),
+        timeout=120,
+        interval=0.5,
+        what="the doomed executor running",
+    )
+    with stopped("control-plane"):
         flight.late()
         faults.client.cancel_task(doomed)
         assert faults.client.get_task(doomed).state == "CANCELING"
         assert faults.client.get_task(flight.created).state == "QUEUED"
         time.sleep(20)
-    finally:
-        daemon("start", "control-plane")
-    tasks = flight.ended(timeout=300)
-    flight.completed(tasks)
-    late = tasks[flight.created]
-    assert late.state == "COMPLETE", late.logs[0].system_logs
-    assert late.logs[0].logs[0].stdout == "late\n"
-    canceled = wait_for("the cancel done", lambda: ended(faults, doomed), 120)
+    flight.completed(flight.ended(timeout=300))
+    canceled = wait_until(lambda: ended(faults, doomed), timeout=120, interval=0.5, what="the cancel done")
     assert canceled.state == "CANCELED", canceled.logs[0].system_logs
     assert sum(h in TERMINAL for h in faults.history(doomed)) == 1
     flight.left_nothing()

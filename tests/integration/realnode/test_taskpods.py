@@ -31,7 +31,7 @@ from tests.contracts.cluster import *  # noqa: F403 - the Cluster contract's tes
 from tests.support import storage
 from tests.support.pods import executor_running
 from tests.support.postgres import free_port
-from tests.support.realnode import database_secret, write_config
+from tests.support.realnode import database_secret, storage_secret, write_config
 from tests.support.recorders import token_kubeconfig
 from tests.support.server import Server, running_server
 
@@ -113,23 +113,16 @@ def node(
     database_url = fresh_postgres_url_sync(postgres_server, postgres_template)
     bucket = f"rn-{uuid.uuid4().hex[:8]}"
     s3_server.client().create_bucket(Bucket=bucket)
-    endpoints = (
-        '[[endpoint]]\nurl = "s3://"\noptions = { '
-        + ", ".join(f'{k} = "{v}"' for k, v in s3_server.options().items())
-        + " }\n"
-    )
     with namespace(core) as space:
         database_secret(core, space, database_url)
-        core.create_namespaced_secret(
-            space, {"metadata": {"name": "poiesis-storage"}, "stringData": {"endpoints.toml": endpoints}}
-        )
+        secret = storage_secret(core, space, s3_server)
         config = write_config(
             work / "poiesis.toml",
             real_kubeconfig,
             space,
             api_server,
             "[tctl]\nstart_timeout_seconds = 15\nended_grace_seconds = 5\nresync_seconds = 5\n",
-            storage_secret="poiesis-storage",
+            storage_secret=secret,
             ttl_seconds_after_finished=60,
         )
         env = {"POIESIS_CONFIG": str(config), "POIESIS_LOG_FORMAT": "text"}

@@ -24,6 +24,7 @@ import msgspec
 
 from poiesis.adapters.kubernetes.taskpod import VOLUME_ROOT
 from poiesis.domain.areas import Area, named
+from poiesis.domain.staging import within
 from poiesis.domain.tes import Task
 
 _NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,53}[a-z0-9])?$")
@@ -77,12 +78,12 @@ def problems(volumes: list[SharedVolume]) -> list[str]:
             found.append(f"{at}.path: {p!r} must be a normalized absolute path other than /")
         elif ".." in segments or "," in p:
             found.append(f"{at}.path: {p!r} must not hold '..' or ','")
-        elif any(p == r or p.startswith(r + "/") or r.startswith(p + "/") for r in _RESERVED):
+        elif any(within(p, r) or within(r, p) for r in _RESERVED):
             found.append(f"{at}.path: {p!r} overlaps a directory every task Pod needs for itself")
         for j, w in enumerate(volumes[:i]):
             if w.name == v.name:
                 found.append(f"{at}.name: {v.name!r} is also shared_volumes[{j}]'s")
-            if p == w.path or p.startswith(w.path + "/") or w.path.startswith(p + "/"):
+            if within(p, w.path) or within(w.path, p):
                 found.append(f"{at}.path: {p!r} overlaps shared_volumes[{j}] ({w.path})")
     return found
 

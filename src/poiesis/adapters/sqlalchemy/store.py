@@ -184,14 +184,7 @@ class SqlAlchemyTaskStore:
         )
         try:
             async with self._engine.begin(conflict=create.conflict) as conn:
-                await conn.run_sync(self._insert, [create])
-                if system_logs:
-                    await self._ensure_log(conn, task.id)
-                    await conn.execute(
-                        sa.insert(t.system_log),
-                        [{"task_id": task.id, "attempt": ATTEMPT, "line": line} for line in system_logs],
-                    )
-                    await self._refresh(conn, task.id)
+                await self._insert_with_logs(conn, create, task.id, system_logs)
                 # A concurrent create with the key waits here for the first one's commit (or
                 # rollback); the loser claims nothing and its task is rolled back with it.
                 claimed = await conn.execute(
@@ -225,13 +218,21 @@ class SqlAlchemyTaskStore:
                 await self._create_one(create)
             return
         async with self._engine.begin(conflict=create.conflict) as conn:
-            await conn.run_sync(self._insert, [create])
-            await self._ensure_log(conn, task.id)
+            await self._insert_with_logs(conn, create, task.id, system_logs)
+
+    async def _insert_with_logs(
+        self, conn: AsyncConnection, create: _Create, task_id: str, system_logs: list[str]
+    ) -> None:
+        """The task's rows and its first `system_logs` lines, in the caller's transaction (the
+        kept document is rendered again after the lines)."""
+        await conn.run_sync(self._insert, [create])
+        if system_logs:
+            await self._ensure_log(conn, task_id)
             await conn.execute(
                 sa.insert(t.system_log),
-                [{"task_id": task.id, "attempt": ATTEMPT, "line": line} for line in system_logs],
+                [{"task_id": task_id, "attempt": ATTEMPT, "line": line} for line in system_logs],
             )
-            await self._refresh(conn, task.id)
+            await self._refresh(conn, task_id)
 
     async def _create_one(self, create: _Create) -> None:
         if self._direct is not None:
