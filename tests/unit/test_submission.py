@@ -251,6 +251,18 @@ def test_backend_parameters_compare_case_insensitively_and_unsupported_ones_are_
     assert accepted.warnings == ["unsupported backend_parameters ignored: VmSize"]
 
 
+def test_a_zero_ram_or_disk_is_no_request_as_nextflow_sends_a_disk_under_1_gib() -> None:
+    accepted = submit({"executors": [EXECUTOR], "resources": {"cpu_cores": 1, "ram_gb": 0.5, "disk_gb": 0}})
+    assert (accepted.task.resources.ram_gb, accepted.task.resources.disk_gb) == (0.5, None)
+    assert accepted.warnings == ["resources.disk_gb = 0 taken as no request"]
+    accepted = submit({"executors": [EXECUTOR], "resources": {"ram_gb": 0.0}})
+    assert accepted.task.resources.ram_gb is None
+    assert accepted.warnings == ["resources.ram_gb = 0 taken as no request"]
+    with pytest.raises(InvalidTask) as caught:
+        submit({"executors": [EXECUTOR], "resources": {"disk_gb": -0.5}})
+    assert caught.value.field == "resources.disk_gb"
+
+
 def test_strict_task_with_only_supported_parameters_is_accepted() -> None:
     accepted = submit(
         {

@@ -267,10 +267,16 @@ def _positive(field: str, value: float | None, limit: float) -> None:
 def _resources(r: Resources | None, rules: Rules) -> tuple[Resources | None, list[str]]:
     if r is None:
         return None, []
+    warnings: list[str] = []
+    # Nextflow sends `disk_gb` as whole GiB, so a process asking for less than 1 GiB sends 0: a zero
+    # amount is no request (the backend's default applies), not a fault.
+    for name in ("ram_gb", "disk_gb"):
+        if getattr(r, name) == 0:
+            r = msgspec.structs.replace(r, **{name: None})
+            warnings.append(f"resources.{name} = 0 taken as no request")
     _positive("resources.cpu_cores", r.cpu_cores, rules.max_cpu_cores)
     _positive("resources.ram_gb", r.ram_gb, rules.max_gb)
     _positive("resources.disk_gb", r.disk_gb, rules.max_gb)
-    warnings: list[str] = []
     params = r.backend_parameters
     if params:
         unsupported = sorted(k for k in params if k.lower() not in rules.backend_parameters)
