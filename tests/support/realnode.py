@@ -9,7 +9,9 @@ import os
 import secrets
 import subprocess
 import tempfile
+import threading
 import time
+from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -22,6 +24,7 @@ import pytest
 from tests.support.postgres import free_port
 
 IMAGE = "poiesis.test/poiesis:dev"
+TASK_LABEL = "poiesis.io/task"
 
 
 def write_config(
@@ -178,3 +181,48 @@ def push(archive: Path, reference: str, user: str, password: str) -> None:
         capture_output=True,
         timeout=120,
     )
+
+
+class Seen:
+    """Every task Pod and Job the cluster showed, polled in the background (a read that fails while
+    the apiserver is down is skipped): the UIDs each task had, so that a test can tell a task that
+    ran once from one whose Pod or Job was made again."""
+
+    def __init__(self, core: Any, namespace: str, interval: float = 0.5) -> None:
+        from kubernetes import client
+
+        self._core, self._batch = core, client.BatchV1Api(core.api_client)
+        self._namespace, self._interval = namespace, interval
+        self._uids: dict[tuple[str, str], set[str]] = defaultdict(set)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(self._interval):
+            for kind, lister in (
+                ("Pod", self._core.list_namespaced_pod),
+                ("Job", self._batch.list_namespaced_job),
+            ):
+                try:
+                    items = lister(self._namespace, label_selector=TASK_LABEL, _request_timeout=5).items
+                except Exception:  # noqa: BLE001 - the apiserver away; the next poll sees it back
+                    continue
+                with self._lock:
+                    for item in items:
+                        self._uids[(kind, item.metadata.labels[TASK_LABEL])].add(item.metadata.uid)
+
+    def uids(self, kind: str, task_id: str) -> set[str]:
+        with self._lock:
+            return set(self._uids.get((kind, task_id), set()))
+
+    def once(self, task_ids: list[str]) -> None:
+        """Each task had exactly one Job and one Pod."""
+        for task_id in task_ids:
+            for kind in ("Job", "Pod"):
+                assert len(self.uids(kind, task_id)) == 1, (task_id, kind, self.uids(kind, task_id))
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)

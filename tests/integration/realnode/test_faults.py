@@ -1,16 +1,19 @@
-"""Faults on the real node, with tasks in flight in each phase (an executor running, the next to
-start, outputs to upload, one just created): the kubelet restarted within the node's grace and
-stopped past it, containerd restarted, PostgreSQL unreachable for 30 s while the recorders write,
-a Pod evicted. Each test asserts every task's end state, its executors' output and exit codes, its
-`system_logs` reason, a history with one terminal state, and that no Pod or Job is left once the
-Job's TTL has passed.
+"""Faults on the real node, with tasks in flight in each phase (inputs being staged, an executor
+running, the next to start, outputs being uploaded, one just created): the kubelet restarted within
+the node's grace and stopped past it, containerd restarted, PostgreSQL unreachable for 30 s while
+the recorders write, a Pod evicted. Each test asserts every task's end state, its executors' output
+and exit codes, its `system_logs` reason, a history with one terminal state, and that no Pod or Job
+is left once the Job's TTL has passed.
 
 The daemons are stopped and started by `scripts/real-node stop|start kubelet|containerd|control-plane`,
-as a crash or an upgrade would: their containers keep running meanwhile."""
+as a crash or an upgrade would: their containers keep running meanwhile. The filers reach S3 through
+a slow link (tests/support/throttle.py), so a large input and a large output are still moving when
+the fault comes. A poller records every Pod and Job each task had: one of each, or it ran twice."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import subprocess
 import tempfile
 import time
@@ -25,13 +28,15 @@ import pytest
 import tes
 from kubernetes import client
 
+from poiesis.adapters.kubernetes.taskpod import STAGE_IN, STAGE_OUT
 from poiesis.adapters.sqlalchemy.engine import create_engine
 from poiesis.adapters.sqlalchemy.store import SqlAlchemyTaskStore
 from tests.integration.k8s.conftest import wait_until
 from tests.integration.realnode.test_taskpods import BUSYBOX, LABEL, TERMINAL, Node, namespace, tctl
 from tests.support import postgres, storage
-from tests.support.realnode import database_secret, storage_secret, tolerations, write_config
+from tests.support.realnode import Seen, database_secret, storage_secret, tolerations, write_config
 from tests.support.server import running_server
+from tests.support.throttle import throttled
 
 pytestmark = [pytest.mark.postgres, pytest.mark.filterwarnings("ignore::DeprecationWarning")]
 
@@ -41,6 +46,8 @@ PG = str(ROOT / "scripts" / "postgres")
 NODE = "rn-node-0"
 TTL = 20
 TOLERATED = 5  # seconds a task Pod stays on a node that is not ready or unreachable
+BIG = 12 * 1024 * 1024  # the large input and output: about 30 s each way over the slow link
+LINK = 400 * 1024  # bytes per second, per connection, between the filers and S3
 
 
 @dataclass
@@ -98,10 +105,11 @@ def faults(
     database_url = up.stdout.strip().splitlines()[-1]
     bucket = "faults"
     s3_server.client().create_bucket(Bucket=bucket)
+    s3_server.client().put_object(Bucket=bucket, Key="big.bin", Body=b"\0" * BIG)
     try:
-        with namespace(core) as space:
+        with throttled(s3_server.endpoint, LINK) as slow, namespace(core) as space:
             database_secret(core, space, database_url)
-            secret = storage_secret(core, space, s3_server)
+            secret = storage_secret(core, space, dataclasses.replace(s3_server, endpoint=slow))
             config = write_config(
                 work / "poiesis.toml",
                 real_kubeconfig,
@@ -142,8 +150,9 @@ class Flight:
 
     def __init__(self, f: Faults, tag: str) -> None:
         self.f = f
+        self.seen = Seen(f.core, f.namespace)
         self.created: str | None = None
-        out = f"s3://{f.bucket}/{tag}"
+        self.out = out = f"s3://{f.bucket}/{tag}"
         self.running = f.client.create_task(
             tes.Task(name=f"{tag}-running", executors=[sh("echo begun; sleep 25; echo ended")])
         )
@@ -155,15 +164,39 @@ class Flight:
                 executors=[sh("cat /data/in.txt"), sh("sleep 20; echo second > /data/out.txt; echo two")],
             )
         )
-        wait_until(
-            lambda: all(executor_started(f, t) for t in (self.running, self.steps)),
-            timeout=120,
-            interval=0.5,
-            what="both Pods running",
+        self.staging = f.client.create_task(
+            tes.Task(
+                name=f"{tag}-staging",
+                inputs=[tes.Input(path="/data/big.bin", url=f"s3://{f.bucket}/big.bin")],
+                executors=[sh("wc -c < /data/big.bin")],
+            )
+        )
+        self.uploading = f.client.create_task(
+            tes.Task(
+                name=f"{tag}-uploading",
+                outputs=[tes.Output(path="/data/big.bin", url=f"{out}/big.bin")],
+                executors=[sh(f"dd if=/dev/zero of=/data/big.bin bs=1M count={BIG >> 20}; echo written")],
+            )
+        )
+        wait_until(self._in_each_phase, timeout=120, interval=0.5, what="a task in each phase")
+
+    def _in_each_phase(self) -> bool:
+        staging = container_state(self.f, self.staging, STAGE_IN)
+        uploading = container_state(self.f, self.uploading, STAGE_OUT)
+        assert staging != "terminated", "the input was staged before the fault came"
+        assert uploading != "terminated", "the output was uploaded before the fault came"
+        return (
+            executor_started(self.f, self.running)
+            and executor_started(self.f, self.steps)
+            and staging == "running"
+            and uploading == "running"
         )
 
+    def in_flight(self) -> list[str]:
+        return [self.running, self.steps, self.staging, self.uploading]
+
     def ids(self) -> list[str]:
-        return [self.running, self.steps, *([self.created] if self.created else [])]
+        return [*self.in_flight(), *([self.created] if self.created else [])]
 
     def late(self) -> None:
         """A task created while the fault lasts."""
@@ -194,6 +227,14 @@ class Flight:
         assert [e.stdout for e in steps.logs[0].logs] == ["staged\n", "two\n"]
         assert [e.exit_code for e in steps.logs[0].logs] == [0, 0]
         assert [int(o.size_bytes) for o in steps.logs[0].outputs] == [7]
+        staging, uploading = tasks[self.staging], tasks[self.uploading]
+        assert staging.state == "COMPLETE", staging.logs[0].system_logs
+        assert staging.logs[0].logs[0].stdout.strip() == str(BIG)
+        assert uploading.state == "COMPLETE", uploading.logs[0].system_logs
+        assert uploading.logs[0].logs[0].stdout.endswith("written\n")
+        assert [int(o.size_bytes) for o in uploading.logs[0].outputs] == [BIG]
+        key = f"{self.out}/big.bin".removeprefix(f"s3://{self.f.bucket}/")
+        assert self.f.s3.client().head_object(Bucket=self.f.bucket, Key=key)["ContentLength"] == BIG
         if self.created:
             late = tasks[self.created]
             assert late.state == "COMPLETE", late.logs[0].system_logs
@@ -207,6 +248,8 @@ class Flight:
             interval=2,
             what="no Pod or Job left after the TTL",
         )
+        self.seen.close()
+        self.seen.once(ids)
 
 
 def ended(f: Faults, task_id: str) -> tes.Task | None:
@@ -214,12 +257,17 @@ def ended(f: Faults, task_id: str) -> tes.Task | None:
     return task if task.state in TERMINAL else None
 
 
-def executor_started(f: Faults, task_id: str) -> bool:
+def container_state(f: Faults, task_id: str, name: str) -> str | None:
+    """`waiting`, `running` or `terminated`: the state of the task Pod's init container `name`."""
     for pod in f.pods(task_id):
         for status in pod.status.init_container_statuses or []:
-            if status.name == "executor-0" and (status.state.running or status.state.terminated):
-                return True
-    return False
+            if status.name == name:
+                return next((s for s in ("terminated", "running", "waiting") if getattr(status.state, s)), "")
+    return None
+
+
+def executor_started(f: Faults, task_id: str) -> bool:
+    return container_state(f, task_id, "executor-0") in ("running", "terminated")
 
 
 def test_the_kubelet_restarted_within_the_grace_lets_every_task_finish(faults: Faults) -> None:
@@ -258,7 +306,7 @@ def test_postgresql_unreachable_for_30_s_while_the_recorders_write(faults: Fault
         subprocess.run([PG, "up", faults.pg_dir, faults.pg_port], check=True, capture_output=True)
     tasks = flight.ended()
     flight.completed(tasks)
-    for task_id in (flight.running, flight.steps):
+    for task_id in flight.in_flight():
         history = faults.history(task_id)
         assert history == ["INITIALIZING", "RUNNING", "COMPLETE"], history
     flight.left_nothing()
@@ -295,7 +343,7 @@ def test_the_kubelet_gone_past_the_grace_preempts_its_tasks_and_nothing_runs_twi
         not_ready = time.monotonic() - began
         tasks = flight.ended(timeout=180)
         took = time.monotonic() - began
-    for task_id in (flight.running, flight.steps):
+    for task_id in flight.in_flight():
         lines = tasks[task_id].logs[0].system_logs
         assert tasks[task_id].state == "PREEMPTED", (task_id, lines)
         assert any("became unavailable" in line for line in lines), lines
@@ -303,7 +351,7 @@ def test_the_kubelet_gone_past_the_grace_preempts_its_tasks_and_nothing_runs_twi
     wait_until(lambda: ready(faults.core) == "True", timeout=120, interval=1, what="the node ready again")
     flight.left_nothing()
     # Back, the kubelet started nothing again, and nothing was written after the end.
-    for task_id in (flight.running, flight.steps):
+    for task_id in flight.in_flight():
         assert faults.client.get_task(task_id, view="FULL").state == "PREEMPTED"
         assert sum(h in TERMINAL for h in faults.history(task_id)) == 1
 
@@ -311,7 +359,7 @@ def test_the_kubelet_gone_past_the_grace_preempts_its_tasks_and_nothing_runs_twi
 def test_the_control_plane_restarted_while_tasks_queue_run_and_cancel(faults: Faults) -> None:
     """The apiserver, etcd and the controllers down for 20 s: a task created meanwhile waits QUEUED
     (tctl makes its Job once the apiserver is back), a cancel sent meanwhile completes after it, the
-    running tasks finish; tctl's leadership comes back by itself."""
+    running tasks finish; tctl's leadership comes back by itself, and makes no Job twice."""
     flight = Flight(faults, "control-plane")
     doomed = faults.client.create_task(tes.Task(name="doomed", executors=[sh("sleep 600")]))
     wait_until(
@@ -332,3 +380,4 @@ def test_the_control_plane_restarted_while_tasks_queue_run_and_cancel(faults: Fa
     assert sum(h in TERMINAL for h in faults.history(doomed)) == 1
     flight.left_nothing()
     assert not faults.pods(doomed)
+    flight.seen.once([doomed])  # no Job made twice, though tctl lost the apiserver for 20 s
