@@ -21,10 +21,10 @@ import bcrypt
 import httpx
 import pytest
 
+from poiesis.adapters.kubernetes.taskpod import TASK_LABEL
 from tests.support.postgres import free_port
 
 IMAGE = "poiesis.test/poiesis:dev"
-TASK_LABEL = "poiesis.io/task"
 
 
 def write_config(

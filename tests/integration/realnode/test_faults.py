@@ -152,7 +152,8 @@ class Flight:
         self.f = f
         self.seen = Seen(f.core, f.namespace)
         self.created: str | None = None
-        self.out = out = f"s3://{f.bucket}/{tag}"
+        out = f"s3://{f.bucket}/{tag}"
+        self.big_key = f"{tag}/big.bin"  # the uploading task's output
         self.running = f.client.create_task(
             tes.Task(name=f"{tag}-running", executors=[sh("echo begun; sleep 25; echo ended")])
         )
@@ -174,7 +175,7 @@ class Flight:
         self.uploading = f.client.create_task(
             tes.Task(
                 name=f"{tag}-uploading",
-                outputs=[tes.Output(path="/data/big.bin", url=f"{out}/big.bin")],
+                outputs=[tes.Output(path="/data/big.bin", url=f"s3://{f.bucket}/{self.big_key}")],
                 executors=[sh(f"dd if=/dev/zero of=/data/big.bin bs=1M count={BIG >> 20}; echo written")],
             )
         )
@@ -233,8 +234,8 @@ class Flight:
         assert uploading.state == "COMPLETE", uploading.logs[0].system_logs
         assert uploading.logs[0].logs[0].stdout.endswith("written\n")
         assert [int(o.size_bytes) for o in uploading.logs[0].outputs] == [BIG]
-        key = f"{self.out}/big.bin".removeprefix(f"s3://{self.f.bucket}/")
-        assert self.f.s3.client().head_object(Bucket=self.f.bucket, Key=key)["ContentLength"] == BIG
+        head = self.f.s3.client().head_object(Bucket=self.f.bucket, Key=self.big_key)
+        assert head["ContentLength"] == BIG
         if self.created:
             late = tasks[self.created]
             assert late.state == "COMPLETE", late.logs[0].system_logs
