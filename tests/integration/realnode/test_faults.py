@@ -224,7 +224,7 @@ class Flight:
         running, steps = tasks[self.running], tasks[self.steps]
         assert running.state == "COMPLETE", running.logs[0].system_logs
         assert running.logs[0].logs[0].stdout == "begun\nended\n"
-        assert steps.state == "COMPLETE", steps.logs[0].system_logs
+        assert steps.state == "COMPLETE", steps.logs[0]
         assert [e.stdout for e in steps.logs[0].logs] == ["staged\n", "two\n"]
         assert [e.exit_code for e in steps.logs[0].logs] == [0, 0]
         assert [int(o.size_bytes) for o in steps.logs[0].outputs] == [7]
