@@ -224,7 +224,7 @@ class Flight:
         running, steps = tasks[self.running], tasks[self.steps]
         assert running.state == "COMPLETE", running.logs[0].system_logs
         assert running.logs[0].logs[0].stdout == "begun\nended\n"
-        assert steps.state == "COMPLETE", steps.logs[0]
+        assert steps.state == "COMPLETE", (steps.logs[0], statuses(self.f, self.steps))
         assert [e.stdout for e in steps.logs[0].logs] == ["staged\n", "two\n"]
         assert [e.exit_code for e in steps.logs[0].logs] == [0, 0]
         assert [int(o.size_bytes) for o in steps.logs[0].outputs] == [7]
@@ -265,6 +265,11 @@ def container_state(f: Faults, task_id: str, name: str) -> str | None:
             if status.name == name:
                 return next((s for s in ("terminated", "running", "waiting") if getattr(status.state, s)), "")
     return None
+
+
+def statuses(f: Faults, task_id: str) -> list[Any]:
+    """The init container statuses of the task's Pod, while it is there: what a failure message shows."""
+    return [pod.status.init_container_statuses for pod in f.pods(task_id)]
 
 
 def executor_started(f: Faults, task_id: str) -> bool:
